@@ -1,0 +1,184 @@
+// Package store defines what cistern persists and the interface a database
+// must offer to hold it.
+//
+// Everything the indexer remembers goes through a Store: repo states, the
+// records of tracked repos, the content-addressed record values, the event
+// log, the backfill queue, the buffer of live commits held while a repo
+// backfills, cursors and other metadata, and counters. The indexer groups
+// many writes into one transaction (Update), so a Store needs no batching of
+// its own; readers (View) run beside the single writer and see only committed
+// transactions.
+//
+// The interface is shaped so that a SQL database can implement it: every
+// operation is a point read or write, or an ordered range scan with a cursor
+// and a limit. store/boltstore is the default implementation on bbolt, and
+// store/storetest is the conformance suite any implementation can run.
+package store
+
+import (
+	"context"
+	"errors"
+	"time"
+)
+
+var (
+	// ErrNotFound is returned when a repo, record, event or block is absent.
+	ErrNotFound = errors.New("store: not found")
+	// ErrSchemaVersion is returned by an implementation's Open when the
+	// database was written by a different schema version.
+	ErrSchemaVersion = errors.New("store: unsupported schema version")
+	// ErrClosed is returned by View and Update after Close.
+	ErrClosed = errors.New("store: closed")
+	// ErrReadOnly is returned by write methods called through a read
+	// transaction, where an implementation can detect it.
+	ErrReadOnly = errors.New("store: read-only transaction")
+)
+
+// Store is a transactional database for everything the indexer persists.
+//
+// Implementations must be safe for concurrent use. View transactions may run
+// concurrently with each other and with one Update; an Update never observes
+// or exposes a partial Update of another goroutine. Every method of a Tx or
+// ReadTx must only be called from inside the function it was passed to, and
+// values returned from a transaction (byte slices included) must stay valid
+// after it ends.
+type Store interface {
+	// View runs fn in a read-only transaction that sees a consistent snapshot
+	// of committed data. The error of fn is returned as is.
+	View(ctx context.Context, fn func(tx ReadTx) error) error
+	// Update runs fn in a read-write transaction. If fn returns nil the
+	// transaction is committed durably before Update returns; otherwise
+	// nothing fn did is kept (event ids and sequences included) and fn's
+	// error is returned.
+	Update(ctx context.Context, fn func(tx Tx) error) error
+	// Size reports the bytes the store occupies on disk, or 0 if unknown.
+	Size() int64
+	// Close releases the store. It waits for running transactions.
+	Close() error
+}
+
+// ReadTx reads committed data. Scans call fn for each item in order until fn
+// returns false or an error; an error from fn is returned by the scan.
+type ReadTx interface {
+	// Repo returns the state of one repo, or ErrNotFound.
+	Repo(did string) (*Repo, error)
+	// ScanRepos visits repos in DID order, starting after the DID `after`
+	// ("" for the first).
+	ScanRepos(after string, fn func(r *Repo) (bool, error)) error
+
+	// Record returns one record with its value, or ErrNotFound.
+	Record(did, collection, rkey string) (*Record, error)
+	// ScanRecords visits the records of one repo in repo-path order
+	// (collection, "/", rkey, compared as bytes: the MST order). If
+	// collection is non-empty only that collection is visited. Scanning
+	// starts strictly after the record key `after` ("" for the first) in
+	// the direction given; reverse visits in descending order. Values are
+	// loaded only if withValues is set.
+	ScanRecords(q RecordScan, fn func(r *Record) (bool, error)) error
+	// ScanCollection visits the records of one collection across all repos,
+	// most recently written first, starting strictly after position `after`
+	// (0 for the newest). Record.Seq is the position, usable as a cursor.
+	ScanCollection(collection string, after uint64, fn func(r *Record) (bool, error)) error
+	// CountRecords counts the records of a repo, in one collection if
+	// collection is non-empty.
+	CountRecords(did, collection string) (int64, error)
+	// Collections returns the collections a repo holds records in, sorted.
+	Collections(did string) ([]string, error)
+
+	// Block returns a record value by its CID bytes, or ErrNotFound.
+	Block(cid []byte) ([]byte, error)
+	// BlockRefs returns the reference count of a block (0 if absent).
+	BlockRefs(cid []byte) (uint64, error)
+
+	// Event returns one event with its record value, or ErrNotFound.
+	Event(id uint64) (*Event, error)
+	// ScanEvents visits events in id order starting strictly after id
+	// `after`, with record values loaded.
+	ScanEvents(after uint64, fn func(ev *Event) (bool, error)) error
+	// EventBounds returns the ids of the oldest and newest retained events;
+	// both are 0 when the log is empty. newest is the last id ever assigned
+	// even when every event has been pruned.
+	EventBounds() (oldest, newest uint64, err error)
+
+	// ScanQueue visits queued repos in order of due time, then DID.
+	ScanQueue(fn func(did string, due time.Time) (bool, error)) error
+
+	// ScanBuffer visits the buffered live commits of one repo in rev order.
+	ScanBuffer(did string, fn func(c *BufferedCommit) (bool, error)) error
+
+	// Meta returns a metadata value, or ErrNotFound.
+	Meta(key string) ([]byte, error)
+
+	// Counts returns the store's counters.
+	Counts() (Counts, error)
+}
+
+// Tx reads and writes inside one Update.
+type Tx interface {
+	ReadTx
+
+	// PutRepo creates or replaces a repo's state.
+	PutRepo(r *Repo) error
+	// DeleteRepo removes a repo's state, its queue entry and its buffered
+	// commits. It does not remove records (use DeleteRecord for each, with
+	// its event). Deleting an absent repo is not an error.
+	DeleteRepo(did string) error
+
+	// PutRecord creates or replaces a record. The value is stored
+	// content-addressed under r.CID and gains one reference; the value of a
+	// replaced record loses one. r.Seq is assigned and returned in r.
+	PutRecord(r *Record) error
+	// DeleteRecord removes a record, dropping one reference to its value.
+	// Deleting an absent record is not an error.
+	DeleteRecord(did, collection, rkey string) error
+
+	// AppendEvent assigns ev.ID, the next id of the log, and stores the
+	// event. A record event with a CID gains a reference to that block, so
+	// the value stays readable while the event is retained; ev.Record, if
+	// set, is stored as the block when it is absent.
+	AppendEvent(ev *Event) error
+	// PruneEvents deletes events with id <= through, oldest first, at most
+	// limit of them (0: no limit), dropping their block references, and
+	// returns how many it deleted.
+	PruneEvents(through uint64, limit int) (int, error)
+
+	// Enqueue puts a repo in the backfill queue, due at the given time,
+	// replacing any earlier entry for it.
+	Enqueue(did string, due time.Time) error
+	// Dequeue removes a repo from the queue. Absent is not an error.
+	Dequeue(did string) error
+
+	// PutBuffer stores a live commit held while its repo backfills,
+	// replacing one of the same DID and rev.
+	PutBuffer(c *BufferedCommit) error
+	// DeleteBuffer removes one buffered commit; with rev "" it removes all of
+	// the repo's buffered commits.
+	DeleteBuffer(did, rev string) error
+
+	// PutMeta stores a metadata value.
+	PutMeta(key string, value []byte) error
+	// DeleteMeta removes a metadata value. Absent is not an error.
+	DeleteMeta(key string) error
+}
+
+// RecordScan selects records of one repo for ScanRecords.
+type RecordScan struct {
+	DID        string
+	Collection string // "" for every collection
+	// After is the key to start after: an rkey when Collection is set,
+	// otherwise a repo path "collection/rkey". "" starts at the first
+	// (or, reversed, the last).
+	After      string
+	Reverse    bool
+	WithValues bool
+}
+
+// Counts are counters the store keeps as it is written.
+type Counts struct {
+	Repos        int64
+	ReposByState map[RepoState]int64
+	Records      int64
+	Events       int64 // retained events
+	Blocks       int64
+	BlockBytes   int64
+}
