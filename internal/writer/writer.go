@@ -1,0 +1,257 @@
+// Package writer is cistern's single write path: a group-commit writer over a
+// store.Store.
+//
+// Every producer (backfill batches, live commits, state transitions, cursor
+// saves) hands a closure to Write. One goroutine runs many closures in one
+// store transaction, so the cost of a commit (an fsync for bbolt) is shared
+// by all of them, and event ids are assigned inside the transaction that
+// stores them, in commit order. When a closure fails, the transaction is
+// rolled back and the rest of its batch is run again without it, so one bad
+// write never takes others with it.
+package writer
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/cistern-dev/cistern/store"
+)
+
+// ErrClosed is returned by Write after the writer stopped.
+var ErrClosed = errors.New("writer: closed")
+
+// Options configure a Writer. Zero values mean the defaults.
+type Options struct {
+	// MaxBatch bounds how many closures share one transaction. Default 512.
+	MaxBatch int
+	// MaxDelay is how long the writer waits for more work to join a batch
+	// once it holds some. Default 0: a batch is whatever is queued when the
+	// previous commit ends, which already groups work under load without
+	// adding latency when idle.
+	MaxDelay time.Duration
+	// OnCommit, if set, is called after each successful commit with the
+	// newest event id (0 if the log is empty). It runs on the writer
+	// goroutine and must not block or call Write.
+	OnCommit func(newestEvent uint64)
+	// Logger receives failures of whole transactions. Default slog.Default().
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 512
+	}
+	if o.Logger == nil {
+		o.Logger = slog.Default()
+	}
+	return o
+}
+
+type request struct {
+	ctx  context.Context
+	fn   func(tx store.Tx) error
+	done chan error
+}
+
+// Writer groups writes into shared transactions. Create it with New, start
+// it with Run, and stop it by cancelling Run's context; Close waits.
+type Writer struct {
+	st   store.Store
+	opts Options
+	reqs chan *request
+
+	mu      sync.Mutex
+	stopped bool
+	stop    chan struct{}
+	exited  chan struct{}
+
+	stats Stats
+}
+
+// Stats counts the writer's work.
+type Stats struct {
+	Commits uint64 // transactions committed
+	Writes  uint64 // closures committed
+	Failed  uint64 // closures that returned an error
+}
+
+// New returns a writer over st. It does nothing until Run.
+func New(st store.Store, opts Options) *Writer {
+	opts = opts.withDefaults()
+	return &Writer{
+		st:     st,
+		opts:   opts,
+		reqs:   make(chan *request, opts.MaxBatch),
+		stop:   make(chan struct{}),
+		exited: make(chan struct{}),
+	}
+}
+
+// Write runs fn inside a write transaction shared with other writes and
+// returns once that transaction committed (nil) or fn failed (fn's error).
+//
+// fn may be called more than once: if another closure of the same batch
+// fails, the batch is rolled back and run again without it. fn must
+// therefore touch nothing but tx, or keep its side effects idempotent. If
+// ctx ends before the write is picked up, ctx's error is returned and fn is
+// not run; once picked up it runs to completion.
+func (w *Writer) Write(ctx context.Context, fn func(tx store.Tx) error) error {
+	req := &request{ctx: ctx, fn: fn, done: make(chan error, 1)}
+	select {
+	case w.reqs <- req:
+	case <-w.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case err := <-req.done:
+		return err
+	case <-w.exited:
+		// Run may have exited after taking req; its answer is then queued.
+		select {
+		case err := <-req.done:
+			return err
+		default:
+			return ErrClosed
+		}
+	}
+}
+
+// Run commits writes until ctx ends, then fails writes still queued with
+// ErrClosed and returns. It must be called once.
+func (w *Writer) Run(ctx context.Context) error {
+	defer close(w.exited)
+	defer w.drainClosed()
+	batch := make([]*request, 0, w.opts.MaxBatch)
+	for {
+		batch = batch[:0]
+		select {
+		case <-ctx.Done():
+			w.markStopped()
+			return nil
+		case r := <-w.reqs:
+			batch = append(batch, r)
+		}
+		batch = w.fill(ctx, batch)
+		w.commit(batch)
+	}
+}
+
+// fill adds queued requests to batch up to MaxBatch, waiting at most
+// MaxDelay for more.
+func (w *Writer) fill(ctx context.Context, batch []*request) []*request {
+	var timer <-chan time.Time
+	if w.opts.MaxDelay > 0 {
+		t := time.NewTimer(w.opts.MaxDelay)
+		defer t.Stop()
+		timer = t.C
+	}
+	for len(batch) < w.opts.MaxBatch {
+		select {
+		case r := <-w.reqs:
+			batch = append(batch, r)
+			continue
+		default:
+		}
+		if timer == nil {
+			return batch
+		}
+		select {
+		case r := <-w.reqs:
+			batch = append(batch, r)
+		case <-timer:
+			return batch
+		case <-ctx.Done():
+			return batch
+		}
+	}
+	return batch
+}
+
+// errRetry marks a transaction rolled back because one closure failed.
+var errRetry = errors.New("writer: retry batch")
+
+func (w *Writer) commit(batch []*request) {
+	pending := batch
+	for len(pending) > 0 {
+		failed := -1
+		var failErr error
+		var newest uint64
+		err := w.st.Update(context.Background(), func(tx store.Tx) error {
+			for i, r := range pending {
+				if err := r.fn(tx); err != nil {
+					failed, failErr = i, err
+					return errRetry
+				}
+			}
+			if w.opts.OnCommit != nil {
+				_, n, err := tx.EventBounds()
+				if err != nil {
+					return err
+				}
+				newest = n
+			}
+			return nil
+		})
+		switch {
+		case err == nil:
+			w.mu.Lock()
+			w.stats.Commits++
+			w.stats.Writes += uint64(len(pending))
+			w.mu.Unlock()
+			if w.opts.OnCommit != nil {
+				w.opts.OnCommit(newest)
+			}
+			for _, r := range pending {
+				r.done <- nil
+			}
+			return
+		case errors.Is(err, errRetry) && failed >= 0:
+			w.mu.Lock()
+			w.stats.Failed++
+			w.mu.Unlock()
+			pending[failed].done <- failErr
+			pending = append(pending[:failed:failed], pending[failed+1:]...)
+		default:
+			w.opts.Logger.Error("writer: transaction failed", "writes", len(pending), "err", err)
+			for _, r := range pending {
+				r.done <- fmt.Errorf("writer: commit: %w", err)
+			}
+			return
+		}
+	}
+}
+
+func (w *Writer) markStopped() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.stopped {
+		w.stopped = true
+		close(w.stop)
+	}
+}
+
+// drainClosed fails every request still queued once Run ends.
+func (w *Writer) drainClosed() {
+	w.markStopped()
+	for {
+		select {
+		case r := <-w.reqs:
+			r.done <- ErrClosed
+		default:
+			return
+		}
+	}
+}
+
+// Stats returns counters of the writer's work so far.
+func (w *Writer) Stats() Stats {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.stats
+}
