@@ -1,0 +1,171 @@
+package cistern
+
+import (
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/resolver"
+	"github.com/cistern-dev/cistern/store"
+)
+
+// VerifyMode says which commits have their signatures and proofs checked.
+type VerifyMode string
+
+// Verification modes.
+const (
+	// VerifyFull checks backfilled repos (signature) and every live commit
+	// (signature, commit CID, rev, limits, sync 1.1 inversion). The default.
+	VerifyFull VerifyMode = "full"
+	// VerifyBackfill checks backfilled repos only; live commits are checked
+	// for structure and limits, not signatures or proofs.
+	VerifyBackfill VerifyMode = "backfill"
+	// VerifyNone checks no signatures or proofs anywhere.
+	VerifyNone VerifyMode = "none"
+)
+
+// ParseVerifyMode parses "full", "backfill" or "none".
+func ParseVerifyMode(s string) (VerifyMode, error) {
+	switch m := VerifyMode(s); m {
+	case VerifyFull, VerifyBackfill, VerifyNone:
+		return m, nil
+	case "":
+		return VerifyFull, nil
+	}
+	return "", fmt.Errorf("cistern: unknown verify mode %q (want full, backfill or none)", s)
+}
+
+// Config configures an Indexer. Zero values mean the documented defaults.
+type Config struct {
+	// Path is the bbolt file to open when Store is nil. Default "cistern.db".
+	Path string
+	// Store, if set, is used instead of a bbolt file at Path. The Indexer
+	// does not close a Store it did not open.
+	Store store.Store
+
+	// Filter says what is tracked, stored and emitted. When it is the zero
+	// Spec the filter persisted in the store is used (nothing is tracked on
+	// a new store until SetFilter or Track); otherwise it replaces the
+	// persisted one at Open, with the effects of SetFilter.
+	Filter filter.Spec
+
+	// RelayURL is the firehose source (a relay or a PDS), http(s) or ws(s).
+	// Default "wss://bsky.network". Set NoFirehose to follow none.
+	RelayURL string
+	// Sources adds more firehose sources, each with its own cursor. When
+	// set, RelayURL is only used if it is also listed.
+	Sources []string
+	// NoFirehose disables live sync: only backfill runs.
+	NoFirehose bool
+	// FirehoseWorkers is how many repos are applied in parallel per
+	// source. Default 8.
+	FirehoseWorkers int
+
+	// PLCURL is the PLC directory for the default resolver.
+	// Default "https://plc.directory".
+	PLCURL string
+	// Resolver, if set, replaces the default resolver (a resolver.Cached
+	// over PLCURL with HTTPClient).
+	Resolver resolver.Resolver
+	// SkipHandleVerification turns off the bidirectional handle check of
+	// the default resolver.
+	SkipHandleVerification bool
+	// HTTPClient is used for PDS, PLC and relay requests.
+	// Default: a client with a 30 s dial and header timeout.
+	HTTPClient *http.Client
+
+	// Verify selects what is verified. Default VerifyFull.
+	Verify VerifyMode
+
+	// Backfill tunes the backfill scheduler.
+	Backfill BackfillConfig
+
+	// Retention bounds the event log; the default keeps everything.
+	Retention Retention
+
+	// Crawl enables discovery crawls: listRepos in full-network mode,
+	// listReposByCollection for each signal otherwise. Default off for
+	// selective filters with no signals; set NoCrawl to disable entirely.
+	NoCrawl bool
+	// CrawlURL is the host the crawler enumerates. Default: RelayURL as
+	// http(s).
+	CrawlURL string
+
+	// CursorInterval is how often firehose cursors are saved. Default 1 s.
+	CursorInterval time.Duration
+
+	// Logger receives the indexer's logs. Default slog.Default().
+	Logger *slog.Logger
+}
+
+// BackfillConfig tunes backfill. Zero values mean the defaults.
+type BackfillConfig struct {
+	// Concurrency is how many repos are fetched at once. Default 16.
+	Concurrency int
+	// ByteBudget bounds the CAR bytes held in memory at once. Default 512 MiB.
+	ByteBudget int64
+	// PerHost bounds concurrent requests to one PDS host. Default 4.
+	PerHost int
+	// HostInterval spaces requests to one host. Default 0.
+	HostInterval time.Duration
+	// MaxRepoSize refuses larger repos. Default 1 GiB.
+	MaxRepoSize int64
+	// FetchTimeout bounds one getRepo. Default 10 minutes.
+	FetchTimeout time.Duration
+	// MinBackoff and MaxBackoff bound the retry delay of a failed repo.
+	// Defaults 1 minute and 1 hour.
+	MinBackoff, MaxBackoff time.Duration
+	// BatchSize is how many records one write transaction carries.
+	// Default 1000.
+	BatchSize int
+}
+
+// Retention bounds the event log. Zero keeps everything.
+type Retention struct {
+	// MaxAge prunes events older than this.
+	MaxAge time.Duration
+	// MaxEvents keeps at most this many of the newest events.
+	MaxEvents int64
+}
+
+func (c Config) withDefaults() (Config, error) {
+	if c.Path == "" {
+		c.Path = "cistern.db"
+	}
+	if c.RelayURL == "" {
+		c.RelayURL = "wss://bsky.network"
+	}
+	if c.PLCURL == "" {
+		c.PLCURL = "https://plc.directory"
+	}
+	if c.FirehoseWorkers <= 0 {
+		c.FirehoseWorkers = 8
+	}
+	if c.HTTPClient == nil {
+		c.HTTPClient = defaultHTTPClient()
+	}
+	if c.CursorInterval <= 0 {
+		c.CursorInterval = time.Second
+	}
+	if c.Logger == nil {
+		c.Logger = slog.Default()
+	}
+	m, err := ParseVerifyMode(string(c.Verify))
+	if err != nil {
+		return c, err
+	}
+	c.Verify = m
+	if len(c.Sources) == 0 {
+		c.Sources = []string{c.RelayURL}
+	}
+	return c, nil
+}
+
+func defaultHTTPClient() *http.Client {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.ResponseHeaderTimeout = 30 * time.Second
+	tr.MaxIdleConnsPerHost = 16
+	return &http.Client{Transport: tr}
+}

@@ -1,0 +1,172 @@
+package cistern
+
+import (
+	"context"
+	"errors"
+	"fmt"
+
+	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/store"
+)
+
+// Filter returns the filter in force. It is never nil.
+func (ix *Indexer) Filter() *filter.Filter {
+	return ix.filt.Load()
+}
+
+// loadFilter reads the persisted filter, then applies Config.Filter if set.
+func (ix *Indexer) loadFilter(ctx context.Context) error {
+	var spec filter.Spec
+	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+		v, err := tx.Meta(metaFilter)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		spec, err = filter.DecodeSpec(v)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("cistern: read persisted filter: %w", err)
+	}
+	f, err := filter.Compile(spec)
+	if err != nil {
+		return fmt.Errorf("cistern: persisted filter: %w", err)
+	}
+	ix.filt.Store(f)
+	if isZeroSpec(ix.cfg.Filter) {
+		return nil
+	}
+	return ix.SetFilter(ctx, ix.cfg.Filter)
+}
+
+func isZeroSpec(s filter.Spec) bool {
+	return !s.FullNetwork && len(s.DIDs) == 0 && len(s.Signals) == 0 && len(s.Collections) == 0 && len(s.Excludes) == 0
+}
+
+// SetFilter replaces the filter, persists it, and carries out what the
+// change asks for:
+//   - explicitly listed DIDs not yet tracked are queued for backfill;
+//   - widened Collections re-queue every tracked repo, so the newly
+//     included records are backfilled (the diff emits only what is new);
+//   - narrowed Collections remove the stored records of the collections no
+//     longer included, each with a delete event;
+//   - newly excluded DIDs are untracked and their records removed.
+//
+// An invalid spec is refused with an error naming the offending entry and
+// nothing changes.
+func (ix *Indexer) SetFilter(ctx context.Context, spec filter.Spec) error {
+	if err := spec.Validate(); err != nil {
+		return err
+	}
+	ix.filtMu.Lock()
+	defer ix.filtMu.Unlock()
+	return ix.setFilterLocked(ctx, spec.Normalize())
+}
+
+// PatchFilter applies a patch to the filter in force, as SetFilter.
+func (ix *Indexer) PatchFilter(ctx context.Context, p filter.Patch) (filter.Spec, error) {
+	if err := p.Validate(); err != nil {
+		return filter.Spec{}, err
+	}
+	ix.filtMu.Lock()
+	defer ix.filtMu.Unlock()
+	next, err := ix.Filter().Spec().Apply(p)
+	if err != nil {
+		return filter.Spec{}, err
+	}
+	next = next.Normalize()
+	return next, ix.setFilterLocked(ctx, next)
+}
+
+func (ix *Indexer) setFilterLocked(ctx context.Context, spec filter.Spec) error {
+	nf, err := filter.Compile(spec)
+	if err != nil {
+		return err
+	}
+	change := filter.DiffFilters(ix.Filter(), nf)
+	enc, err := spec.Encode()
+	if err != nil {
+		return err
+	}
+	if err := ix.write(ctx, func(tx store.Tx) error { return tx.PutMeta(metaFilter, enc) }); err != nil {
+		return fmt.Errorf("cistern: persist filter: %w", err)
+	}
+	ix.filt.Store(nf)
+
+	for _, did := range change.Excluded {
+		unlock := ix.lock(did)
+		err := ix.untrackLocked(ctx, did, true)
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
+	if change.CollectionsNarrowed {
+		if err := ix.forEachRepo(ctx, func(r *store.Repo) error {
+			unlock := ix.lock(r.DID)
+			defer unlock()
+			return ix.deleteRecords(ctx, r.DID, change.Removed, false)
+		}); err != nil {
+			return err
+		}
+	}
+	if change.CollectionsWidened() {
+		if err := ix.forEachRepo(ctx, func(r *store.Repo) error {
+			if !r.State.Active() || r.State == store.StatePending {
+				return nil
+			}
+			unlock := ix.lock(r.DID)
+			defer unlock()
+			return ix.write(ctx, func(tx store.Tx) error {
+				cur, err := tx.Repo(r.DID)
+				if err != nil {
+					return err
+				}
+				return ix.requeue(tx, cur)
+			})
+		}); err != nil {
+			return err
+		}
+	}
+	for _, did := range change.Tracked {
+		unlock := ix.lock(did)
+		err := ix.trackLocked(ctx, did, reasonExplicit)
+		unlock()
+		if err != nil {
+			return err
+		}
+	}
+	ix.bf.Kick()
+	ix.kickCrawl()
+	return nil
+}
+
+// forEachRepo calls fn for every repo, reading them in pages so that fn
+// may write.
+func (ix *Indexer) forEachRepo(ctx context.Context, fn func(r *store.Repo) error) error {
+	after := ""
+	for {
+		var page []*store.Repo
+		err := ix.st.View(ctx, func(tx store.ReadTx) error {
+			return tx.ScanRepos(after, func(r *store.Repo) (bool, error) {
+				page = append(page, r)
+				return len(page) < 500, nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		for _, r := range page {
+			if err := fn(r); err != nil {
+				return err
+			}
+		}
+		after = page[len(page)-1].DID
+	}
+}

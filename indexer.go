@@ -1,0 +1,270 @@
+// Package cistern indexes a chosen part of the AT Protocol network into a
+// local store, keeps it exactly in sync, answers queries over it, and hands
+// the host application one ordered, replayable stream of changes.
+//
+// The host owns the lifecycle: Open an Indexer, start Run in a goroutine
+// (firehose, discovery crawlers, backfill and retention, until its context
+// ends), query it and Subscribe to its events, then Close it.
+//
+//	ix, err := cistern.Open(cistern.Config{
+//		Path:   "cistern.db",
+//		Filter: filter.Spec{Signals: []string{"xyz.statusphere.status"}},
+//	})
+//	defer ix.Close()
+//	go ix.Run(ctx)
+//	sub, err := ix.Subscribe(ctx, stream.SubscribeOptions{Cursor: 0})
+//	for ev := range sub.Events() { ... }
+//
+// Underneath, every change goes through one group-commit writer
+// (internal/writer) into a store.Store (store/boltstore by default), with its
+// event in the same transaction; backfill brings repos in from their PDS,
+// firehose follows the network live, and stream serves the event log.
+package cistern
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/writer"
+	"github.com/cistern-dev/cistern/resolver"
+	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/store/boltstore"
+	"github.com/cistern-dev/cistern/stream"
+)
+
+var (
+	// ErrClosed is returned by methods of an Indexer after Close.
+	ErrClosed = errors.New("cistern: indexer closed")
+	// ErrNotTracked is returned for a repo the indexer does not track.
+	ErrNotTracked = errors.New("cistern: repo not tracked")
+	// ErrRunning is returned by a second concurrent Run.
+	ErrRunning = errors.New("cistern: indexer already running")
+)
+
+// meta keys.
+const (
+	metaFilter       = "filter"
+	metaCursorPrefix = "firehose/cursor/"
+	metaCrawlPrefix  = "crawl/"
+)
+
+// Indexer indexes part of the network into a store. It is safe for
+// concurrent use. Create it with Open; Close it when done.
+type Indexer struct {
+	cfg      Config
+	log      *slog.Logger
+	st       store.Store
+	ownStore bool
+	res      resolver.Resolver
+
+	w       *writer.Writer
+	events  *stream.Log
+	bf      *backfill.Scheduler
+	filt    atomic.Pointer[filter.Filter]
+	filtMu  sync.Mutex // serialises filter changes
+	repoMus [256]sync.Mutex
+
+	crawlKick chan struct{}
+
+	changedMu sync.Mutex
+	changed   chan struct{} // closed and replaced after each commit
+
+	metrics *metrics
+
+	ctx       context.Context // ends when the writer must stop
+	cancel    context.CancelFunc
+	runCtx    context.Context // ends at Close, stopping Run
+	cancelRun context.CancelFunc
+	bg        sync.WaitGroup // goroutines started by Open
+	runWG     sync.WaitGroup // Run
+	running   atomic.Bool
+	closed    atomic.Bool
+}
+
+// Open opens (or creates) the store and returns an Indexer ready to answer
+// queries. Nothing is fetched until Run.
+func Open(cfg Config) (*Indexer, error) {
+	cfg, err := cfg.withDefaults()
+	if err != nil {
+		return nil, err
+	}
+	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), metrics: newMetrics(),
+		crawlKick: make(chan struct{}, 1)}
+	ix.ctx, ix.cancel = context.WithCancel(context.Background())
+	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
+
+	ix.st = cfg.Store
+	if ix.st == nil {
+		db, err := boltstore.Open(cfg.Path, nil)
+		if err != nil {
+			return nil, fmt.Errorf("cistern: open %s: %w", cfg.Path, err)
+		}
+		ix.st, ix.ownStore = db, true
+	}
+	ix.res = cfg.Resolver
+	if ix.res == nil {
+		ix.res = resolver.NewCached(resolver.Options{
+			PLCURL:                 cfg.PLCURL,
+			HTTPClient:             cfg.HTTPClient,
+			SkipHandleVerification: cfg.SkipHandleVerification,
+			Logger:                 cfg.Logger,
+		})
+	}
+	ix.events = stream.New(ix.st, stream.Options{
+		MaxAge:    cfg.Retention.MaxAge,
+		MaxEvents: cfg.Retention.MaxEvents,
+		Logger:    cfg.Logger,
+	})
+	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	ix.bg.Add(1)
+	go func() {
+		defer ix.bg.Done()
+		ix.w.Run(ix.ctx)
+	}()
+
+	bcfg := cfg.Backfill
+	ix.bf, err = backfill.New(backfill.Options{
+		Store:        ix.st,
+		Writer:       ix.w,
+		Resolver:     ix.res,
+		Filter:       ix.Filter,
+		HTTPClient:   cfg.HTTPClient,
+		Concurrency:  bcfg.Concurrency,
+		ByteBudget:   bcfg.ByteBudget,
+		PerHost:      bcfg.PerHost,
+		HostInterval: bcfg.HostInterval,
+		MaxRepoSize:  bcfg.MaxRepoSize,
+		FetchTimeout: bcfg.FetchTimeout,
+		Verify:       cfg.Verify != VerifyNone,
+		MinBackoff:   bcfg.MinBackoff,
+		MaxBackoff:   bcfg.MaxBackoff,
+		BatchSize:    bcfg.BatchSize,
+		Logger:       cfg.Logger,
+		OnBackfilled: ix.drain,
+	})
+	if err != nil {
+		ix.shutdown()
+		return nil, fmt.Errorf("cistern: backfill: %w", err)
+	}
+
+	if err := ix.loadFilter(ix.ctx); err != nil {
+		ix.shutdown()
+		return nil, err
+	}
+	return ix, nil
+}
+
+// committed runs on the writer goroutine after every commit.
+func (ix *Indexer) committed(newest uint64) {
+	ix.events.Notify(newest)
+	ix.changedMu.Lock()
+	close(ix.changed)
+	ix.changed = make(chan struct{})
+	ix.changedMu.Unlock()
+}
+
+// changes returns a channel closed at the next commit.
+func (ix *Indexer) changes() <-chan struct{} {
+	ix.changedMu.Lock()
+	defer ix.changedMu.Unlock()
+	return ix.changed
+}
+
+// Run follows the network until ctx ends: the firehose sources, discovery
+// crawlers, the backfill scheduler and event retention. It returns nil when
+// ctx ends (after saving cursors), or the first fatal error. Run may be
+// called again after it returned.
+func (ix *Indexer) Run(ctx context.Context) error {
+	if ix.closed.Load() {
+		return ErrClosed
+	}
+	if !ix.running.CompareAndSwap(false, true) {
+		return ErrRunning
+	}
+	ix.runWG.Add(1)
+	defer ix.runWG.Done()
+	defer ix.running.Store(false)
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stop := context.AfterFunc(ix.runCtx, cancel) // Close stops Run
+	defer stop()
+
+	var wg sync.WaitGroup
+	errc := make(chan error, 8)
+	start := func(name string, fn func(context.Context) error) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := fn(ctx); err != nil && ctx.Err() == nil {
+				errc <- fmt.Errorf("cistern: %s: %w", name, err)
+				cancel()
+			}
+		}()
+	}
+	start("backfill", ix.bf.Run)
+	start("retention", ix.events.Run)
+	if !ix.cfg.NoFirehose {
+		for _, src := range ix.cfg.Sources {
+			start("firehose "+src, func(ctx context.Context) error { return ix.follow(ctx, src) })
+		}
+	}
+	if !ix.cfg.NoCrawl {
+		start("crawler", ix.crawl)
+	}
+	wg.Wait()
+	close(errc)
+	return <-errc
+}
+
+// Close stops Run if it is running, waits for everything the Indexer
+// started, and closes the store if the Indexer opened it.
+func (ix *Indexer) Close() error {
+	if !ix.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	// Let Run save its cursors through the writer before the writer stops.
+	ix.cancelRun()
+	ix.runWG.Wait()
+	return ix.shutdown()
+}
+
+func (ix *Indexer) shutdown() error {
+	ix.cancelRun()
+	ix.cancel()
+	ix.bg.Wait()
+	ix.events.Close()
+	if ix.ownStore {
+		return ix.st.Close()
+	}
+	return nil
+}
+
+// lock serialises live processing, draining and state changes of one repo.
+func (ix *Indexer) lock(did string) func() {
+	h := uint32(2166136261)
+	for i := 0; i < len(did); i++ {
+		h = (h ^ uint32(did[i])) * 16777619
+	}
+	m := &ix.repoMus[h%uint32(len(ix.repoMus))]
+	m.Lock()
+	return m.Unlock
+}
+
+// write runs fn through the group-commit writer.
+func (ix *Indexer) write(ctx context.Context, fn func(tx store.Tx) error) error {
+	if ix.closed.Load() {
+		return ErrClosed
+	}
+	return ix.w.Write(ctx, fn)
+}
+
+// Store returns the store the Indexer writes to, for read-only use by
+// tools; writing to it behind the Indexer's back breaks its invariants.
+func (ix *Indexer) Store() store.Store { return ix.st }

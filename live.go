@@ -1,0 +1,645 @@
+package cistern
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	comatproto "github.com/bluesky-social/indigo/api/atproto"
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+
+	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/firehose"
+	"github.com/cistern-dev/cistern/store"
+)
+
+// follow runs one firehose source until ctx ends: frames are dispatched to
+// workers by repo, and the cursor watermark is saved every CursorInterval
+// and on the way out.
+func (ix *Indexer) follow(ctx context.Context, src string) error {
+	cursorKey := metaCursorPrefix + src
+	var cursor int64
+	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+		v, err := tx.Meta(cursorKey)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		cursor, err = strconv.ParseInt(string(v), 10, 64)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("read cursor: %w", err)
+	}
+	client, err := firehose.New(firehose.Options{
+		URL:        src,
+		Name:       src,
+		HTTPClient: ix.cfg.HTTPClient,
+		Logger:     ix.log,
+	})
+	if err != nil {
+		return err
+	}
+	disp := firehose.NewDispatcher(ix.cfg.FirehoseWorkers, 0, func(ctx context.Context, m *firehose.Message) error {
+		return ix.handleMessage(ctx, src, m)
+	})
+
+	// The dispatcher's workers must finish their messages even as ctx
+	// ends, so that the last watermark is saved; they get their own
+	// context, cancelled once the client stopped feeding them.
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	var wg sync.WaitGroup
+	wg.Add(2)
+	go func() {
+		defer wg.Done()
+		disp.Run(workCtx)
+	}()
+	saved := cursor
+	save := func(c context.Context) {
+		wm := disp.Watermark()
+		if wm <= saved {
+			return
+		}
+		if err := ix.write(c, func(tx store.Tx) error {
+			return tx.PutMeta(cursorKey, []byte(strconv.FormatInt(wm, 10)))
+		}); err != nil {
+			ix.log.Warn("save firehose cursor", "source", src, "err", err)
+			return
+		}
+		saved = wm
+		ix.metrics.setCursor(src, wm)
+	}
+	clientDone := make(chan struct{})
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(ix.cfg.CursorInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-t.C:
+				save(workCtx)
+			case <-clientDone:
+				return
+			}
+		}
+	}()
+	runErr := client.Run(ctx, cursor, func(ctx context.Context, m *firehose.Message) error {
+		ix.metrics.observeFrame(src, m)
+		return disp.Dispatch(ctx, m)
+	})
+	close(clientDone)
+	disp.Wait(workCtx)
+	stopWork()
+	wg.Wait()
+	save(context.Background())
+	if ctx.Err() != nil {
+		return nil
+	}
+	return runErr
+}
+
+// handleMessage applies one firehose message. It runs on the dispatcher's
+// worker for the message's repo, so messages of one repo come in order.
+func (ix *Indexer) handleMessage(ctx context.Context, src string, m *firehose.Message) error {
+	var err error
+	switch m.Kind {
+	case firehose.KindCommit:
+		err = ix.handleCommit(ctx, src, m)
+	case firehose.KindSync:
+		err = ix.handleSync(ctx, m.Sync)
+	case firehose.KindIdentity:
+		err = ix.handleIdentity(ctx, m.Identity)
+	case firehose.KindAccount:
+		err = ix.handleAccount(ctx, m.Account)
+	}
+	if err != nil {
+		ix.log.Warn("firehose message not applied", "source", src, "seq", m.Seq, "kind", m.Kind, "did", m.DID, "err", err)
+	}
+	return err
+}
+
+// touchesSignal reports whether a commit writes a record in a signal
+// collection.
+func touchesSignal(f *filter.Filter, msg *comatproto.SyncSubscribeRepos_Commit) bool {
+	for _, op := range msg.Ops {
+		if op.Action == "delete" {
+			continue
+		}
+		if coll, _, err := syntax.ParseRepoPath(op.Path); err == nil && f.IsSignal(coll.String()) {
+			return true
+		}
+	}
+	return false
+}
+
+func (ix *Indexer) handleCommit(ctx context.Context, src string, m *firehose.Message) error {
+	msg := m.Commit
+	did := msg.Repo
+	if _, err := syntax.ParseDID(did); err != nil {
+		ix.metrics.rejected(RejectMalformed)
+		return reject(did, msg.Rev, RejectMalformed, "repo: %w", err)
+	}
+	f := ix.Filter()
+	if f.Excluded(did) {
+		return nil
+	}
+	unlock := ix.lock(did)
+	defer unlock()
+
+	r, err := ix.repo(ctx, did)
+	if errors.Is(err, store.ErrNotFound) {
+		reason := ""
+		switch {
+		case f.Explicit(did):
+			reason = reasonExplicit
+		case f.FullNetwork():
+			reason = reasonNetwork
+		case touchesSignal(f, msg):
+			reason = reasonSignal
+		default:
+			return nil
+		}
+		// Discovery: track it, holding this commit for after the backfill.
+		err := ix.write(ctx, func(tx store.Tx) error {
+			if _, err := tx.Repo(did); err == nil {
+				return tx.PutBuffer(bufferOf(src, m))
+			}
+			now := time.Now()
+			if err := tx.PutRepo(&store.Repo{DID: did, State: store.StatePending, Reason: reason, Updated: now}); err != nil {
+				return err
+			}
+			if err := tx.Enqueue(did, now); err != nil {
+				return err
+			}
+			return tx.PutBuffer(bufferOf(src, m))
+		})
+		if err == nil {
+			ix.bf.Kick()
+		}
+		return err
+	}
+	if err != nil {
+		return err
+	}
+	switch {
+	case !r.State.Active():
+		return nil // commits of inactive accounts are not applied
+	case r.State != store.StateSynced:
+		return ix.write(ctx, func(tx store.Tx) error { return tx.PutBuffer(bufferOf(src, m)) })
+	}
+	_, err = ix.applyCommit(ctx, r, msg, bufferOf(src, m), false)
+	return err
+}
+
+func bufferOf(src string, m *firehose.Message) *store.BufferedCommit {
+	return &store.BufferedCommit{DID: m.Commit.Repo, Rev: m.Commit.Rev, Seq: m.Seq, Source: src, Data: m.Body}
+}
+
+// applyCommit verifies a commit against the synced repo r and applies it in
+// one transaction: records, events, the repo's rev and data. A stale rev is
+// skipped quietly (applied false, nil). A rejected commit marks the repo
+// desynchronized and queues a resync; its *CommitError is returned. bc is
+// the commit as it is (fromBuffer) or would be buffered: a commit from the
+// buffer is removed from it in the same transaction, and a live commit
+// whose repo started a resync meanwhile is buffered instead. The caller
+// holds the repo's lock.
+func (ix *Indexer) applyCommit(ctx context.Context, r *store.Repo, msg *comatproto.SyncSubscribeRepos_Commit, bc *store.BufferedCommit, fromBuffer bool) (bool, error) {
+	if r.Rev != "" && msg.Rev <= r.Rev {
+		ix.metrics.skipped()
+		if fromBuffer {
+			buffered := bc
+			return false, ix.write(ctx, func(tx store.Tx) error { return tx.DeleteBuffer(buffered.DID, buffered.Rev) })
+		}
+		return false, nil
+	}
+	vc, err := checkCommit(ctx, msg, r.Data, ix.keyFor(r), ix.cfg.Verify == VerifyFull, time.Now())
+	if err != nil {
+		var ce *CommitError
+		if errors.As(err, &ce) {
+			ix.metrics.rejected(ce.Reason)
+			ix.log.Warn("commit rejected; resyncing repo", "did", ce.DID, "rev", ce.Rev, "reason", ce.Reason, "err", ce.Err)
+			if werr := ix.markDesync(ctx, r.DID, ce); werr != nil {
+				return false, werr
+			}
+		}
+		return false, err
+	}
+	f := ix.Filter()
+	now := time.Now()
+	applied := false
+	err = ix.write(ctx, func(tx store.Tx) error {
+		applied = false
+		cur, err := tx.Repo(r.DID)
+		if err != nil {
+			return err
+		}
+		if fromBuffer {
+			if err := tx.DeleteBuffer(bc.DID, bc.Rev); err != nil {
+				return err
+			}
+		} else if cur.State != store.StateSynced || cur.Rev != r.Rev {
+			// The repo changed state since we looked (a resync started):
+			// hold the commit for after it.
+			return tx.PutBuffer(bc)
+		}
+		for _, op := range vc.ops {
+			if !f.Stores(op.collection) {
+				continue
+			}
+			ev := &store.Event{Kind: store.KindRecord, Live: true, DID: r.DID, Rev: vc.rev, Time: now,
+				Collection: op.collection, RKey: op.rkey}
+			switch op.action {
+			case "create", "update":
+				ev.Action, ev.CID, ev.Record = store.ActionUpdate, op.cid.Bytes(), op.value
+				old, err := tx.Record(r.DID, op.collection, op.rkey)
+				if errors.Is(err, store.ErrNotFound) {
+					ev.Action = store.ActionCreate
+				} else if err != nil {
+					return err
+				} else if string(old.CID) == string(ev.CID) {
+					continue
+				}
+			case "delete":
+				if _, err := tx.Record(r.DID, op.collection, op.rkey); errors.Is(err, store.ErrNotFound) {
+					continue
+				} else if err != nil {
+					return err
+				}
+				ev.Action = store.ActionDelete
+			}
+			if err := store.WriteRecordChange(tx, ev); err != nil {
+				return err
+			}
+		}
+		next := *cur
+		next.Rev, next.Data, next.Updated = vc.rev, vc.data.String(), now
+		applied = true
+		return tx.PutRepo(&next)
+	})
+	if err != nil {
+		return false, err
+	}
+	if applied {
+		ix.metrics.applied(len(vc.ops))
+	}
+	return applied, nil
+}
+
+// keyFor returns the signing key lookup for a repo: the key cached on the
+// repo, or a fresh resolution when asked (which is then saved).
+func (ix *Indexer) keyFor(r *store.Repo) keyFunc {
+	return func(ctx context.Context, refresh bool) (atcrypto.PublicKey, error) {
+		if !refresh && r.SigningKey != "" {
+			if k, err := atcrypto.ParsePublicMultibase(r.SigningKey); err == nil {
+				return k, nil
+			}
+		}
+		did, err := syntax.ParseDID(r.DID)
+		if err != nil {
+			return nil, err
+		}
+		if refresh {
+			if err := ix.res.Purge(ctx, did); err != nil {
+				return nil, err
+			}
+		}
+		id, err := ix.res.Resolve(ctx, did)
+		if err != nil {
+			return nil, err
+		}
+		if id.SigningKey == nil {
+			return nil, fmt.Errorf("%s has no signing key", did)
+		}
+		return id.SigningKey, nil
+	}
+}
+
+// markDesync records that a repo's live chain broke and queues a resync.
+func (ix *Indexer) markDesync(ctx context.Context, did string, ce *CommitError) error {
+	err := ix.write(ctx, func(tx store.Tx) error {
+		r, err := tx.Repo(did)
+		if err != nil {
+			return err
+		}
+		next := *r
+		next.State = store.StateDesynchronized
+		next.Resync = true
+		next.ErrorKind = string(ce.Reason)
+		next.LastError = ce.Error()
+		next.Updated = time.Now()
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		return tx.Enqueue(did, time.Now())
+	})
+	if err == nil {
+		ix.bf.Kick()
+	}
+	return err
+}
+
+// drain is the backfill's OnBackfilled hook: it applies the live commits
+// buffered while the repo backfilled, in rev order, skipping those at or
+// below the backfilled rev, then marks the repo synced and dequeues it, all
+// under the repo's lock so that no live commit slips between.
+func (ix *Indexer) drain(ctx context.Context, did string, rev string, data cid.Cid) error {
+	unlock := ix.lock(did)
+	defer unlock()
+	for {
+		var page []*store.BufferedCommit
+		err := ix.st.View(ctx, func(tx store.ReadTx) error {
+			return tx.ScanBuffer(did, func(c *store.BufferedCommit) (bool, error) {
+				page = append(page, c)
+				return len(page) < 64, nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			break
+		}
+		for _, bc := range page {
+			r, err := ix.repo(ctx, did)
+			if err != nil {
+				return err
+			}
+			m, err := firehose.DecodeBody(firehose.KindCommit, bc.Data)
+			if err != nil || m.Commit == nil || m.Commit.Repo != did {
+				ix.metrics.rejected(RejectMalformed)
+				if err := ix.write(ctx, func(tx store.Tx) error { return tx.DeleteBuffer(did, bc.Rev) }); err != nil {
+					return err
+				}
+				continue
+			}
+			live := *r
+			live.State = store.StateSynced
+			if _, err := ix.applyCommit(ctx, &live, m.Commit, bc, true); err != nil {
+				var ce *CommitError
+				if errors.As(err, &ce) {
+					// Marked desynchronized and queued again; the next
+					// backfill will drain what is left.
+					return nil
+				}
+				return err
+			}
+		}
+	}
+	return ix.write(ctx, func(tx store.Tx) error {
+		r, err := tx.Repo(did)
+		if err != nil {
+			return err
+		}
+		if r.State != store.StateBackfilling {
+			return nil // something else (a rejection, an account event) decided
+		}
+		next := *r
+		next.State = store.StateSynced
+		next.Resync = false
+		next.ErrorKind, next.LastError, next.Retries, next.NextAttempt = "", "", 0, time.Time{}
+		next.Updated = time.Now()
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		return tx.Dequeue(did)
+	})
+}
+
+func (ix *Indexer) handleSync(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Sync) error {
+	did := msg.Did
+	if _, err := syntax.ParseDID(did); err != nil {
+		return err
+	}
+	f := ix.Filter()
+	if f.Excluded(did) {
+		return nil
+	}
+	unlock := ix.lock(did)
+	defer unlock()
+	r, err := ix.repo(ctx, did)
+	if errors.Is(err, store.ErrNotFound) {
+		if f.FullNetwork() || f.Explicit(did) {
+			reason := reasonNetwork
+			if f.Explicit(did) {
+				reason = reasonExplicit
+			}
+			return ix.trackLocked(ctx, did, reason)
+		}
+		return nil
+	}
+	if err != nil || r.State != store.StateSynced {
+		return err
+	}
+	if r.Rev != "" && msg.Rev <= r.Rev {
+		return nil
+	}
+	commit, err := checkSync(ctx, msg, ix.keyFor(r), ix.cfg.Verify == VerifyFull)
+	if err != nil {
+		var ce *CommitError
+		if errors.As(err, &ce) {
+			ix.metrics.rejected(ce.Reason)
+		}
+		return err
+	}
+	if commit.Data.String() == r.Data {
+		return ix.write(ctx, func(tx store.Tx) error {
+			cur, err := tx.Repo(did)
+			if err != nil || cur.Rev != r.Rev {
+				return err
+			}
+			next := *cur
+			next.Rev = commit.Rev
+			return tx.PutRepo(&next)
+		})
+	}
+	return ix.markDesync(ctx, did, &CommitError{DID: did, Rev: msg.Rev, Reason: RejectBrokenChain,
+		Err: fmt.Errorf("#sync data %s differs from stored %s", commit.Data, r.Data)})
+}
+
+func (ix *Indexer) handleIdentity(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Identity) error {
+	did, err := syntax.ParseDID(msg.Did)
+	if err != nil {
+		return err
+	}
+	unlock := ix.lock(msg.Did)
+	defer unlock()
+	if err := ix.res.Purge(ctx, did); err != nil {
+		return err
+	}
+	r, err := ix.repo(ctx, msg.Did)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	id, err := ix.res.Resolve(ctx, did)
+	if err != nil {
+		return fmt.Errorf("resolve %s after #identity: %w", did, err)
+	}
+	return ix.write(ctx, func(tx store.Tx) error {
+		cur, err := tx.Repo(r.DID)
+		if err != nil {
+			return err
+		}
+		next := *cur
+		next.Handle, next.PDS = id.Handle.String(), id.PDS
+		if id.SigningKey != nil {
+			next.SigningKey = id.SigningKey.Multibase()
+		}
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		if cur.Handle == next.Handle {
+			return nil
+		}
+		return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, Live: true, DID: r.DID, Time: time.Now(), Handle: next.Handle})
+	})
+}
+
+// inactiveState maps a host's account status to a repo state.
+func inactiveState(status string) (store.RepoState, bool) {
+	switch status {
+	case "deactivated":
+		return store.StateDeactivated, true
+	case "takendown":
+		return store.StateTakendown, true
+	case "suspended":
+		return store.StateSuspended, true
+	case "deleted":
+		return store.StateDeleted, true
+	}
+	return 0, false
+}
+
+func (ix *Indexer) handleAccount(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Account) error {
+	did := msg.Did
+	if _, err := syntax.ParseDID(did); err != nil {
+		return err
+	}
+	unlock := ix.lock(did)
+	defer unlock()
+	r, err := ix.repo(ctx, did)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	status := ""
+	if msg.Status != nil {
+		status = *msg.Status
+	}
+	now := time.Now()
+	if msg.Active {
+		if r.State.Active() {
+			return nil
+		}
+		if r.State == store.StateDeleted {
+			return nil
+		}
+		// Reactivated: emit, and resync in case the repo changed meanwhile.
+		err := ix.write(ctx, func(tx store.Tx) error {
+			cur, err := tx.Repo(did)
+			if err != nil {
+				return err
+			}
+			next := *cur
+			next.State, next.Status, next.Resync, next.Updated = store.StatePending, "", true, now
+			if err := tx.PutRepo(&next); err != nil {
+				return err
+			}
+			if err := tx.Enqueue(did, now); err != nil {
+				return err
+			}
+			return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Active: true})
+		})
+		if err == nil {
+			ix.bf.Kick()
+		}
+		return err
+	}
+	state, known := inactiveState(status)
+	if !known {
+		// desynchronized, throttled and unknown statuses: the host's
+		// problem, not the account's; say so without changing state.
+		return ix.write(ctx, func(tx store.Tx) error {
+			return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Status: status})
+		})
+	}
+	if r.State == state {
+		return nil
+	}
+	if state == store.StateDeleted {
+		if err := ix.deleteRecords(ctx, did, func(string) bool { return true }, true); err != nil {
+			return err
+		}
+	}
+	return ix.write(ctx, func(tx store.Tx) error {
+		cur, err := tx.Repo(did)
+		if err != nil {
+			return err
+		}
+		next := *cur
+		next.State, next.Status, next.Updated = state, status, now
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		if err := tx.Dequeue(did); err != nil {
+			return err
+		}
+		if err := tx.DeleteBuffer(did, ""); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Status: status})
+	})
+}
+
+// deleteRecords removes a repo's records of the collections selected by
+// which, each with a delete event, in batches.
+func (ix *Indexer) deleteRecords(ctx context.Context, did string, which func(collection string) bool, live bool) error {
+	const batch = 1000
+	after := ""
+	for {
+		var page []*store.Record
+		err := ix.st.View(ctx, func(tx store.ReadTx) error {
+			return tx.ScanRecords(store.RecordScan{DID: did, After: after}, func(r *store.Record) (bool, error) {
+				page = append(page, r)
+				return len(page) < batch, nil
+			})
+		})
+		if err != nil {
+			return err
+		}
+		if len(page) == 0 {
+			return nil
+		}
+		after = page[len(page)-1].Collection + "/" + page[len(page)-1].RKey
+		now := time.Now()
+		err = ix.write(ctx, func(tx store.Tx) error {
+			for _, r := range page {
+				if !which(r.Collection) {
+					continue
+				}
+				if _, err := tx.Record(did, r.Collection, r.RKey); errors.Is(err, store.ErrNotFound) {
+					continue
+				}
+				if err := store.WriteRecordChange(tx, &store.Event{Kind: store.KindRecord, Live: live, DID: did, Rev: r.Rev,
+					Time: now, Collection: r.Collection, RKey: r.RKey, Action: store.ActionDelete}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return err
+		}
+	}
+}

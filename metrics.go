@@ -1,0 +1,92 @@
+package cistern
+
+import (
+	"sync"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/cistern-dev/cistern/firehose"
+)
+
+// metrics are the Indexer's own counters, exported through Collector.
+type metrics struct {
+	reg *prometheus.Registry
+
+	frames   *prometheus.CounterVec
+	lag      *prometheus.GaugeVec
+	cursor   *prometheus.GaugeVec
+	appliedC prometheus.Counter
+	ops      prometheus.Counter
+	skippedC prometheus.Counter
+	rejects  *prometheus.CounterVec
+
+	mu        sync.Mutex
+	rejectedN map[RejectReason]int64
+}
+
+func newMetrics() *metrics {
+	m := &metrics{
+		reg: prometheus.NewRegistry(),
+		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cistern_firehose_messages_total",
+			Help: "Firehose messages received, by source and kind."}, []string{"source", "kind"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cistern_firehose_lag_seconds",
+			Help: "Age of the last firehose message received, by source."}, []string{"source"}),
+		cursor: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cistern_firehose_cursor",
+			Help: "Saved firehose cursor (watermark), by source."}, []string{"source"}),
+		appliedC: prometheus.NewCounter(prometheus.CounterOpts{Name: "cistern_commits_appliedCtotal",
+			Help: "Live commits applied."}),
+		ops: prometheus.NewCounter(prometheus.CounterOpts{Name: "cistern_commit_ops_appliedCtotal",
+			Help: "Ops of live commits applied."}),
+		skippedC: prometheus.NewCounter(prometheus.CounterOpts{Name: "cistern_commits_skippedCtotal",
+			Help: "Live commits skipped as stale (rev at or below the stored rev)."}),
+		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cistern_commits_rejectedNtotal",
+			Help: "Live commits rejected, by reason."}, []string{"reason"}),
+		rejectedN: map[RejectReason]int64{},
+	}
+	m.reg.MustRegister(m.frames, m.lag, m.cursor, m.appliedC, m.ops, m.skippedC, m.rejects)
+	for _, r := range RejectReasons {
+		m.rejects.WithLabelValues(string(r))
+	}
+	return m
+}
+
+func (m *metrics) observeFrame(src string, msg *firehose.Message) {
+	m.frames.WithLabelValues(src, msg.Kind).Inc()
+	var ts string
+	switch {
+	case msg.Commit != nil:
+		ts = msg.Commit.Time
+	case msg.Identity != nil:
+		ts = msg.Identity.Time
+	case msg.Account != nil:
+		ts = msg.Account.Time
+	case msg.Sync != nil:
+		ts = msg.Sync.Time
+	}
+	if t, err := syntax.ParseDatetimeLenient(ts); err == nil {
+		m.lag.WithLabelValues(src).Set(time.Since(t.Time()).Seconds())
+	}
+}
+
+func (m *metrics) setCursor(src string, c int64) { m.cursor.WithLabelValues(src).Set(float64(c)) }
+func (m *metrics) skipped()                      { m.skippedC.Inc() }
+func (m *metrics) applied(ops int)               { m.appliedC.Inc(); m.ops.Add(float64(ops)) }
+
+func (m *metrics) rejected(r RejectReason) {
+	m.rejects.WithLabelValues(string(r)).Inc()
+	m.mu.Lock()
+	m.rejectedN[r]++
+	m.mu.Unlock()
+}
+
+func (m *metrics) rejectCounts() map[RejectReason]int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := make(map[RejectReason]int64, len(m.rejectedN))
+	for k, v := range m.rejectedN {
+		out[k] = v
+	}
+	return out
+}

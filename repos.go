@@ -1,0 +1,271 @@
+package cistern
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/cistern-dev/cistern/store"
+)
+
+// Why a repo is tracked (store.Repo.Reason).
+const (
+	reasonExplicit = "explicit"
+	reasonSignal   = "signal"
+	reasonNetwork  = "network"
+)
+
+// Repo is the state of one tracked repo, as returned by Indexer.Repo.
+type Repo struct {
+	store.Repo
+	// Records is the number of records stored for the repo.
+	Records int64
+}
+
+// RepoError is returned by WaitSynced when a repo's backfill failed or the
+// account is not active.
+type RepoError struct {
+	DID    string
+	State  store.RepoState
+	Kind   string // error kind, or the account status
+	Reason string
+}
+
+func (e *RepoError) Error() string {
+	return fmt.Sprintf("cistern: repo %s is %s (%s): %s", e.DID, e.State, e.Kind, e.Reason)
+}
+
+func parseDID(s string) (string, error) {
+	d, err := syntax.ParseDID(s)
+	if err != nil {
+		return "", fmt.Errorf("cistern: invalid DID %q: %w", s, err)
+	}
+	return d.String(), nil
+}
+
+// repo reads one repo's state.
+func (ix *Indexer) repo(ctx context.Context, did string) (*store.Repo, error) {
+	var r *store.Repo
+	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+		var err error
+		r, err = tx.Repo(did)
+		return err
+	})
+	return r, err
+}
+
+// Track starts tracking a repo explicitly (whatever the filter says) and
+// queues its backfill. Tracking a repo already tracked queues nothing and
+// is not an error. Excluded DIDs are refused.
+func (ix *Indexer) Track(ctx context.Context, did string) error {
+	did, err := parseDID(did)
+	if err != nil {
+		return err
+	}
+	if ix.Filter().Excluded(did) {
+		return fmt.Errorf("cistern: %s is excluded by the filter", did)
+	}
+	unlock := ix.lock(did)
+	defer unlock()
+	return ix.trackLocked(ctx, did, reasonExplicit)
+}
+
+// trackLocked queues a repo for backfill unless it is already tracked.
+func (ix *Indexer) trackLocked(ctx context.Context, did, reason string) error {
+	queued := false
+	err := ix.write(ctx, func(tx store.Tx) error {
+		queued = false
+		now := time.Now()
+		r, err := tx.Repo(did)
+		switch {
+		case err == nil && r.State != store.StateDeleted:
+			if reason == reasonExplicit && r.Reason != reasonExplicit {
+				next := *r
+				next.Reason = reasonExplicit
+				return tx.PutRepo(&next)
+			}
+			return nil
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		queued = true
+		if err := tx.PutRepo(&store.Repo{DID: did, State: store.StatePending, Reason: reason, Updated: now}); err != nil {
+			return err
+		}
+		return tx.Enqueue(did, now)
+	})
+	if err == nil && queued {
+		ix.bf.Kick()
+	}
+	return err
+}
+
+// Untrack stops tracking a repo. With deleteData its records are removed,
+// each with a delete event, and its state is forgotten; otherwise records
+// stay queryable but are no longer kept in sync. Untracking an untracked
+// repo is not an error.
+func (ix *Indexer) Untrack(ctx context.Context, did string, deleteData bool) error {
+	did, err := parseDID(did)
+	if err != nil {
+		return err
+	}
+	unlock := ix.lock(did)
+	defer unlock()
+	return ix.untrackLocked(ctx, did, deleteData)
+}
+
+func (ix *Indexer) untrackLocked(ctx context.Context, did string, deleteData bool) error {
+	if deleteData {
+		if err := ix.deleteRecords(ctx, did, func(string) bool { return true }, false); err != nil {
+			return err
+		}
+	}
+	return ix.write(ctx, func(tx store.Tx) error { return tx.DeleteRepo(did) })
+}
+
+// Resync queues a tracked repo for a new backfill; the diff against what is
+// stored emits only the differences. Live commits are held meanwhile.
+func (ix *Indexer) Resync(ctx context.Context, did string) error {
+	did, err := parseDID(did)
+	if err != nil {
+		return err
+	}
+	unlock := ix.lock(did)
+	defer unlock()
+	err = ix.write(ctx, func(tx store.Tx) error {
+		r, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: %s", ErrNotTracked, did)
+		}
+		if err != nil {
+			return err
+		}
+		return ix.requeue(tx, r)
+	})
+	if err == nil {
+		ix.bf.Kick()
+	}
+	return err
+}
+
+// requeue puts a repo back to pending, due now, in tx.
+func (ix *Indexer) requeue(tx store.Tx, r *store.Repo) error {
+	now := time.Now()
+	next := *r
+	next.State, next.Resync, next.Updated = store.StatePending, true, now
+	next.Retries, next.NextAttempt = 0, time.Time{}
+	if err := tx.PutRepo(&next); err != nil {
+		return err
+	}
+	return tx.Enqueue(r.DID, now)
+}
+
+// Repo returns the state of one repo, or an error wrapping ErrNotTracked.
+func (ix *Indexer) Repo(ctx context.Context, did string) (*Repo, error) {
+	did, err := parseDID(did)
+	if err != nil {
+		return nil, err
+	}
+	var out *Repo
+	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+		r, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("%w: %s", ErrNotTracked, did)
+		}
+		if err != nil {
+			return err
+		}
+		n, err := tx.CountRecords(did, "")
+		if err != nil {
+			return err
+		}
+		out = &Repo{Repo: *r, Records: n}
+		return nil
+	})
+	return out, err
+}
+
+// ListReposOptions select a page of repos.
+type ListReposOptions struct {
+	// State, if non-zero, keeps only repos in that state.
+	State store.RepoState
+	// Cursor is the last DID of the previous page ("" for the first).
+	Cursor string
+	// Limit bounds the page. Default 100, at most 1000.
+	Limit int
+}
+
+// RepoPage is one page of repos; Cursor is "" on the last page.
+type RepoPage struct {
+	Repos  []store.Repo
+	Cursor string
+}
+
+// ListRepos lists tracked repos in DID order.
+func (ix *Indexer) ListRepos(ctx context.Context, opts ListReposOptions) (*RepoPage, error) {
+	if opts.Limit <= 0 {
+		opts.Limit = 100
+	}
+	if opts.Limit > 1000 {
+		return nil, fmt.Errorf("cistern: limit %d is above 1000", opts.Limit)
+	}
+	if opts.Cursor != "" {
+		if _, err := parseDID(opts.Cursor); err != nil {
+			return nil, fmt.Errorf("cistern: invalid cursor: %w", err)
+		}
+	}
+	page := &RepoPage{}
+	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+		return tx.ScanRepos(opts.Cursor, func(r *store.Repo) (bool, error) {
+			if opts.State != 0 && r.State != opts.State {
+				return true, nil
+			}
+			page.Repos = append(page.Repos, *r)
+			return len(page.Repos) < opts.Limit+1, nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	if len(page.Repos) > opts.Limit {
+		page.Repos = page.Repos[:opts.Limit]
+		page.Cursor = page.Repos[opts.Limit-1].DID
+	}
+	return page, nil
+}
+
+// WaitSynced returns once the repo's backfill is applied (state synced),
+// with a *RepoError if its backfill failed or the account is not active,
+// or with ctx's error.
+func (ix *Indexer) WaitSynced(ctx context.Context, did string) error {
+	did, err := parseDID(did)
+	if err != nil {
+		return err
+	}
+	for {
+		ch := ix.changes()
+		r, err := ix.repo(ctx, did)
+		switch {
+		case errors.Is(err, store.ErrNotFound):
+			return fmt.Errorf("%w: %s", ErrNotTracked, did)
+		case err != nil:
+			return err
+		case r.State == store.StateSynced:
+			return nil
+		case r.State == store.StateError:
+			return &RepoError{DID: did, State: r.State, Kind: r.ErrorKind, Reason: r.LastError}
+		case !r.State.Active():
+			return &RepoError{DID: did, State: r.State, Kind: r.Status, Reason: "account is not active"}
+		}
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-ix.ctx.Done():
+			return ErrClosed
+		}
+	}
+}

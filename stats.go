@@ -1,0 +1,63 @@
+package cistern
+
+import (
+	"context"
+	"time"
+
+	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/store"
+)
+
+// Stats is a snapshot of what the Indexer holds and has done.
+type Stats struct {
+	// Repos counts repos by state name.
+	Repos map[string]int64 `json:"repos"`
+	// Records, Events (retained) and Blocks are store counters.
+	Records    int64 `json:"records"`
+	Events     int64 `json:"events"`
+	Blocks     int64 `json:"blocks"`
+	BlockBytes int64 `json:"blockBytes"`
+	// NewestEvent is the id of the newest event.
+	NewestEvent uint64 `json:"newestEvent"`
+	// OldestEvent is the id of the oldest retained event.
+	OldestEvent uint64 `json:"oldestEvent"`
+	// Queued is the number of repos in the backfill queue.
+	Queued int64 `json:"queued"`
+	// DiskBytes is the size of the store on disk.
+	DiskBytes int64 `json:"diskBytes"`
+	// Rejected counts live commits rejected, by reason.
+	Rejected map[RejectReason]int64 `json:"rejected"`
+	// Backfill reports the scheduler's work.
+	Backfill backfill.Stats `json:"backfill"`
+}
+
+// Stats returns counts of repos by state, records, events and bytes on
+// disk, and the work done so far.
+func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
+	s := &Stats{Repos: map[string]int64{}}
+	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+		c, err := tx.Counts()
+		if err != nil {
+			return err
+		}
+		for st, n := range c.ReposByState {
+			s.Repos[st.String()] = n
+		}
+		s.Records, s.Events, s.Blocks, s.BlockBytes = c.Records, c.Events, c.Blocks, c.BlockBytes
+		s.OldestEvent, s.NewestEvent, err = tx.EventBounds()
+		if err != nil {
+			return err
+		}
+		return tx.ScanQueue(func(string, time.Time) (bool, error) {
+			s.Queued++
+			return true, nil
+		})
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.DiskBytes = ix.st.Size()
+	s.Rejected = ix.metrics.rejectCounts()
+	s.Backfill = ix.bf.Stats()
+	return s, nil
+}
