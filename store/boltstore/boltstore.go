@@ -1,0 +1,270 @@
+// Package boltstore is the default store.Store, on go.etcd.io/bbolt.
+//
+// A DB is one bbolt file. bbolt has a single writer and fsyncs every commit,
+// so throughput comes from grouping many writes into one Update; readers
+// (View) run beside the writer on a consistent snapshot and never block it,
+// except while the file grows past the memory map (see Options.MmapSize).
+//
+// Layout. Every key is binary and either fixed-width or length-prefixed, so no
+// field is ever split on a separator byte. Strings are prefixed with their
+// length as a 2-byte big-endian integer (lp below); integers are big-endian.
+//
+//	repos    DID                          → CBOR store.Repo
+//	records  lp(DID) | collection "/" rkey → CBOR {cid, rev, seq}
+//	colls    lp(DID) | collection          → uint64 record count
+//	bycoll   lp(collection) | seq          → lp(DID) | rkey
+//	blocks   CID                           → record value
+//	refs     CID                           → uint64 reference count
+//	events   id                            → CBOR store.Event (without value)
+//	queue    due | DID                     → empty (due: 8-byte seconds, sign
+//	                                          flipped, then 4-byte nanoseconds)
+//	queuedid DID                           → due
+//	buffer   lp(DID) | rev                 → CBOR {seq, source, data}
+//	meta     key                           → value (the host's metadata)
+//	sys      "schema", counters            → uint64
+//
+// Records sort in repo-path order because neither an NSID nor a record key
+// contains "/": comparing "collection/rkey" as bytes is the MST order. Record
+// seq numbers come from the bycoll bucket's sequence and event ids from the
+// events bucket's sequence, both advanced inside the write transaction, so
+// they commit in order and a failed transaction consumes none. The events
+// sequence outlives pruning, so EventBounds reports the last id ever assigned.
+//
+// Record values live once per CID in blocks with a reference count in refs:
+// each record and each retained record event holds one reference, and a block
+// is deleted with its last reference. Counters (records, events, blocks, block
+// bytes, repos by state) are kept in sys and updated in the same transaction
+// as the writes that change them, so Counts costs a few point reads.
+package boltstore
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"sync/atomic"
+	"time"
+
+	"github.com/cistern-dev/cistern/store"
+	"github.com/fxamacker/cbor/v2"
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// SchemaVersion is the version of the layout this package reads and writes.
+// It is stored in the file when it is created; Open refuses any other.
+const SchemaVersion = 1
+
+// Options configure Open. The zero value (or a nil *Options) gives the
+// defaults.
+type Options struct {
+	// NoSync skips the fsync after each commit. A crash of the process loses
+	// nothing, but a crash of the machine may lose or corrupt recent
+	// transactions. For tests and benchmarks only. Default false.
+	NoSync bool
+	// Timeout is how long Open waits for the file lock when another process
+	// holds the file. Default 1s; negative waits indefinitely.
+	Timeout time.Duration
+	// MmapSize is the initial size of the memory map in bytes. Whenever the
+	// file outgrows the map the writer waits for every open View to end, so
+	// a map larger than the file avoids stalling writes behind long reads.
+	// Virtual address space only; the file does not grow to it.
+	// Default 256 MiB.
+	MmapSize int
+	// Logger receives the store's rare log lines (open, inconsistencies it
+	// repairs). Default: discard.
+	Logger *slog.Logger
+}
+
+func (o *Options) withDefaults() Options {
+	var out Options
+	if o != nil {
+		out = *o
+	}
+	if out.Timeout == 0 {
+		out.Timeout = time.Second
+	} else if out.Timeout < 0 {
+		out.Timeout = 0 // bbolt: wait indefinitely
+	}
+	if out.MmapSize <= 0 {
+		out.MmapSize = 256 << 20
+	}
+	if out.Logger == nil {
+		out.Logger = slog.New(slog.DiscardHandler)
+	}
+	return out
+}
+
+// DB is a store.Store in one bbolt file. It is safe for concurrent use.
+type DB struct {
+	bolt   *bolt.DB
+	path   string
+	log    *slog.Logger
+	enc    cbor.EncMode
+	dec    cbor.DecMode
+	closed atomic.Bool
+}
+
+var _ store.Store = (*DB)(nil)
+
+// Bucket names.
+var (
+	bucketRepos    = []byte("repos")
+	bucketRecords  = []byte("records")
+	bucketColls    = []byte("colls")
+	bucketByColl   = []byte("bycoll")
+	bucketBlocks   = []byte("blocks")
+	bucketRefs     = []byte("refs")
+	bucketEvents   = []byte("events")
+	bucketQueue    = []byte("queue")
+	bucketQueueDID = []byte("queuedid")
+	bucketBuffer   = []byte("buffer")
+	bucketMeta     = []byte("meta")
+	bucketSys      = []byte("sys")
+
+	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
+		bucketBlocks, bucketRefs, bucketEvents, bucketQueue, bucketQueueDID,
+		bucketBuffer, bucketMeta, bucketSys}
+
+	keySchema = []byte("schema")
+)
+
+// Open opens the store at path, creating the file if it does not exist. A
+// file written by another schema version is refused with an error wrapping
+// store.ErrSchemaVersion.
+func Open(path string, opts *Options) (*DB, error) {
+	o := opts.withDefaults()
+	enc, dec, err := codecs()
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: %w", err)
+	}
+	bdb, err := bolt.Open(path, 0o600, &bolt.Options{
+		Timeout:         o.Timeout,
+		NoSync:          o.NoSync,
+		NoFreelistSync:  true,
+		FreelistType:    bolt.FreelistMapType,
+		InitialMmapSize: o.MmapSize,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	db := &DB{bolt: bdb, path: path, log: o.Logger, enc: enc, dec: dec}
+	if err := db.init(); err != nil {
+		bdb.Close()
+		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
+	}
+	return db, nil
+}
+
+// init creates the buckets of a new file, or checks the schema version of an
+// existing one.
+func (db *DB) init() error {
+	return db.bolt.Update(func(btx *bolt.Tx) error {
+		sys := btx.Bucket(bucketSys)
+		if sys != nil {
+			v := sys.Get(keySchema)
+			if len(v) != 8 {
+				return fmt.Errorf("no schema version recorded (want %d): %w", SchemaVersion, store.ErrSchemaVersion)
+			}
+			if got := binary.BigEndian.Uint64(v); got != SchemaVersion {
+				return fmt.Errorf("file has schema version %d, this build reads version %d: %w",
+					got, SchemaVersion, store.ErrSchemaVersion)
+			}
+			for _, name := range allBuckets {
+				if btx.Bucket(name) == nil {
+					return fmt.Errorf("bucket %q missing", name)
+				}
+			}
+			return nil
+		}
+		empty := true
+		btx.ForEach(func([]byte, *bolt.Bucket) error { empty = false; return nil })
+		if !empty {
+			return fmt.Errorf("not a cistern store (no schema version, other buckets present): %w", store.ErrSchemaVersion)
+		}
+		for _, name := range allBuckets {
+			if _, err := btx.CreateBucket(name); err != nil {
+				return fmt.Errorf("create bucket %q: %w", name, err)
+			}
+		}
+		db.log.Info("boltstore: created store", "path", db.path, "schema", SchemaVersion)
+		return btx.Bucket(bucketSys).Put(keySchema, u64(SchemaVersion))
+	})
+}
+
+// Path returns the file the store was opened on.
+func (db *DB) Path() string { return db.path }
+
+// View runs fn in a read-only bbolt transaction. The store.ReadTx it is given
+// also implements store.Tx, whose write methods return store.ErrReadOnly.
+// View returns ctx.Err() without running fn if ctx is already done, and
+// store.ErrClosed after Close.
+func (db *DB) View(ctx context.Context, fn func(tx store.ReadTx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if db.closed.Load() {
+		return store.ErrClosed
+	}
+	err := db.bolt.View(func(btx *bolt.Tx) error {
+		return fn(db.newTx(btx))
+	})
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return store.ErrClosed
+	}
+	return err
+}
+
+// Update runs fn in a read-write bbolt transaction and commits it, with an
+// fsync unless Options.NoSync, if fn returns nil. If fn returns an error
+// nothing it wrote is kept and the error is returned as is. Update returns
+// ctx.Err() without running fn if ctx is already done, and store.ErrClosed
+// after Close.
+//
+// Byte slices passed to Tx methods (record values, CIDs, metadata) are
+// referenced until the transaction ends and must not be modified before
+// Update returns.
+func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	if err := ctx.Err(); err != nil {
+		return err
+	}
+	if db.closed.Load() {
+		return store.ErrClosed
+	}
+	err := db.bolt.Update(func(btx *bolt.Tx) error {
+		t := db.newTx(btx)
+		t.writable = true
+		if err := fn(t); err != nil {
+			return err
+		}
+		return t.flushCounts()
+	})
+	if errors.Is(err, bolterrors.ErrDatabaseNotOpen) {
+		return store.ErrClosed
+	}
+	return err
+}
+
+// Size returns the size of the file in bytes, or 0 if it cannot be read.
+func (db *DB) Size() int64 {
+	fi, err := os.Stat(db.path)
+	if err != nil {
+		return 0
+	}
+	return fi.Size()
+}
+
+// Close waits for running transactions to end and closes the file. Later
+// calls to View and Update return store.ErrClosed; closing twice is not an
+// error.
+func (db *DB) Close() error {
+	if db.closed.Swap(true) {
+		return nil
+	}
+	if err := db.bolt.Close(); err != nil {
+		return fmt.Errorf("boltstore: close %s: %w", db.path, err)
+	}
+	return nil
+}

@@ -1,0 +1,134 @@
+package boltstore
+
+import (
+	"encoding/binary"
+	"fmt"
+	"math"
+	"time"
+)
+
+// maxField is the longest string a length prefix can hold.
+const maxField = math.MaxUint16
+
+// appendLP appends s prefixed with its length as 2 bytes big-endian.
+func appendLP(dst []byte, s string) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(s)))
+	return append(dst, s...)
+}
+
+// checkField refuses an empty or overlong key field.
+func checkField(name, s string) error {
+	if s == "" {
+		return fmt.Errorf("boltstore: empty %s", name)
+	}
+	if len(s) > maxField {
+		return fmt.Errorf("boltstore: %s is %d bytes, longer than %d", name, len(s), maxField)
+	}
+	return nil
+}
+
+// didPrefix is lp(did), the start of every key of one repo.
+func didPrefix(did string) []byte {
+	return appendLP(make([]byte, 0, 2+len(did)), did)
+}
+
+// recordKey is lp(did) | collection "/" rkey.
+func recordKey(did, collection, rkey string) []byte {
+	k := make([]byte, 0, 2+len(did)+len(collection)+1+len(rkey))
+	k = appendLP(k, did)
+	k = append(k, collection...)
+	k = append(k, '/')
+	return append(k, rkey...)
+}
+
+// collKey is lp(did) | collection, the key of a per-repo collection count.
+func collKey(did, collection string) []byte {
+	k := make([]byte, 0, 2+len(did)+len(collection))
+	k = appendLP(k, did)
+	return append(k, collection...)
+}
+
+// byCollKey is lp(collection) | seq.
+func byCollKey(collection string, seq uint64) []byte {
+	k := make([]byte, 0, 2+len(collection)+8)
+	k = appendLP(k, collection)
+	return binary.BigEndian.AppendUint64(k, seq)
+}
+
+// byCollValue is lp(did) | rkey.
+func byCollValue(did, rkey string) []byte {
+	v := make([]byte, 0, 2+len(did)+len(rkey))
+	v = appendLP(v, did)
+	return append(v, rkey...)
+}
+
+// splitLP splits b into the length-prefixed string at its start and the
+// rest; ok is false if b is too short.
+func splitLP(b []byte) (s, rest []byte, ok bool) {
+	if len(b) < 2 {
+		return nil, nil, false
+	}
+	n := int(binary.BigEndian.Uint16(b))
+	if len(b) < 2+n {
+		return nil, nil, false
+	}
+	return b[2 : 2+n], b[2+n:], true
+}
+
+// bufferKey is lp(did) | rev.
+func bufferKey(did, rev string) []byte {
+	k := make([]byte, 0, 2+len(did)+len(rev))
+	k = appendLP(k, did)
+	return append(k, rev...)
+}
+
+// timeKeyLen is the width of an encoded time.
+const timeKeyLen = 12
+
+// appendTime appends t so that encoded times compare as bytes in time
+// order, over the whole range of time.Time: the Unix seconds with the sign
+// bit flipped (8 bytes), then the nanoseconds (4 bytes).
+func appendTime(dst []byte, t time.Time) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, uint64(t.Unix())^(1<<63))
+	return binary.BigEndian.AppendUint32(dst, uint32(t.Nanosecond()))
+}
+
+// parseTime decodes a time written by appendTime, in UTC.
+func parseTime(b []byte) time.Time {
+	sec := int64(binary.BigEndian.Uint64(b) ^ (1 << 63))
+	nsec := int64(binary.BigEndian.Uint32(b[8:]))
+	return time.Unix(sec, nsec).UTC()
+}
+
+// queueKey is due | did.
+func queueKey(due []byte, did string) []byte {
+	k := make([]byte, 0, len(due)+len(did))
+	k = append(k, due...)
+	return append(k, did...)
+}
+
+// u64 encodes v as 8 bytes big-endian.
+func u64(v uint64) []byte {
+	return binary.BigEndian.AppendUint64(make([]byte, 0, 8), v)
+}
+
+// getU64 decodes 8 bytes big-endian, 0 for a missing or malformed value.
+func getU64(b []byte) uint64 {
+	if len(b) != 8 {
+		return 0
+	}
+	return binary.BigEndian.Uint64(b)
+}
+
+// prefixEnd returns the smallest key greater than every key starting with
+// p, or nil if there is none (p is all 0xff).
+func prefixEnd(p []byte) []byte {
+	end := append([]byte(nil), p...)
+	for i := len(end) - 1; i >= 0; i-- {
+		if end[i] < 0xff {
+			end[i]++
+			return end[:i+1]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,375 @@
+package boltstore
+
+import (
+	"bytes"
+	"encoding/binary"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/cistern-dev/cistern/store"
+	bolt "go.etcd.io/bbolt"
+)
+
+// tx is both the store.ReadTx of View and the store.Tx of Update.
+type tx struct {
+	db       *DB
+	btx      *bolt.Tx
+	writable bool
+
+	repos, records, colls, byColl, blocks, refs, events,
+	queue, queueDID, buffer, meta, sys *bolt.Bucket
+
+	// counts holds the counter changes of this transaction, written to sys
+	// just before commit.
+	counts countDelta
+}
+
+var _ store.Tx = (*tx)(nil)
+
+func (db *DB) newTx(btx *bolt.Tx) *tx {
+	return &tx{
+		db:       db,
+		btx:      btx,
+		repos:    btx.Bucket(bucketRepos),
+		records:  btx.Bucket(bucketRecords),
+		colls:    btx.Bucket(bucketColls),
+		byColl:   btx.Bucket(bucketByColl),
+		blocks:   btx.Bucket(bucketBlocks),
+		refs:     btx.Bucket(bucketRefs),
+		events:   btx.Bucket(bucketEvents),
+		queue:    btx.Bucket(bucketQueue),
+		queueDID: btx.Bucket(bucketQueueDID),
+		buffer:   btx.Bucket(bucketBuffer),
+		meta:     btx.Bucket(bucketMeta),
+		sys:      btx.Bucket(bucketSys),
+	}
+}
+
+// clone copies a byte slice out of the bbolt map; nil stays nil.
+func clone(b []byte) []byte {
+	if b == nil {
+		return nil
+	}
+	return append(make([]byte, 0, len(b)), b...)
+}
+
+func (t *tx) Repo(did string) (*store.Repo, error) {
+	v := t.repos.Get([]byte(did))
+	if v == nil {
+		return nil, store.ErrNotFound
+	}
+	r := new(store.Repo)
+	if err := t.db.dec.Unmarshal(v, r); err != nil {
+		return nil, fmt.Errorf("boltstore: repo %s: %w", did, err)
+	}
+	return r, nil
+}
+
+func (t *tx) ScanRepos(after string, fn func(r *store.Repo) (bool, error)) error {
+	c := t.repos.Cursor()
+	k, v := c.Seek([]byte(after))
+	if after != "" && k != nil && string(k) == after {
+		k, v = c.Next()
+	}
+	for ; k != nil; k, v = c.Next() {
+		r := new(store.Repo)
+		if err := t.db.dec.Unmarshal(v, r); err != nil {
+			return fmt.Errorf("boltstore: repo %s: %w", k, err)
+		}
+		if more, err := fn(r); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+// decodeRecord decodes a records value into a Record.
+func (t *tx) decodeRecord(did, collection, rkey string, v []byte) (*store.Record, error) {
+	var rv recordValue
+	if err := t.db.dec.Unmarshal(v, &rv); err != nil {
+		return nil, fmt.Errorf("boltstore: record %s/%s/%s: %w", did, collection, rkey, err)
+	}
+	return &store.Record{DID: did, Collection: collection, RKey: rkey, CID: rv.CID, Rev: rv.Rev, Seq: rv.Seq}, nil
+}
+
+func (t *tx) Record(did, collection, rkey string) (*store.Record, error) {
+	if len(did) > maxField {
+		return nil, store.ErrNotFound
+	}
+	v := t.records.Get(recordKey(did, collection, rkey))
+	if v == nil {
+		return nil, store.ErrNotFound
+	}
+	r, err := t.decodeRecord(did, collection, rkey, v)
+	if err != nil {
+		return nil, err
+	}
+	r.Value = clone(t.blocks.Get(r.CID))
+	return r, nil
+}
+
+func (t *tx) ScanRecords(q store.RecordScan, fn func(r *store.Record) (bool, error)) error {
+	if q.DID == "" || len(q.DID) > maxField {
+		return nil
+	}
+	base := didPrefix(q.DID)
+	prefix := base
+	if q.Collection != "" {
+		prefix = append(append(clone(base), q.Collection...), '/')
+	}
+	c := t.records.Cursor()
+	var k, v []byte
+	switch {
+	case !q.Reverse:
+		start := append(clone(prefix), q.After...)
+		k, v = c.Seek(start)
+		if q.After != "" && bytes.Equal(k, start) {
+			k, v = c.Next()
+		}
+	case q.After == "":
+		if end := prefixEnd(prefix); end != nil {
+			if k, _ = c.Seek(end); k != nil {
+				k, v = c.Prev()
+			} else {
+				k, v = c.Last()
+			}
+		} else {
+			k, v = c.Last()
+		}
+	default:
+		if k, _ = c.Seek(append(clone(prefix), q.After...)); k != nil {
+			k, v = c.Prev()
+		} else {
+			k, v = c.Last()
+		}
+	}
+	for ; k != nil && bytes.HasPrefix(k, prefix); k, v = step(c, q.Reverse) {
+		path := k[len(base):]
+		i := bytes.IndexByte(path, '/')
+		if i < 0 {
+			return fmt.Errorf("boltstore: malformed record key %q", k)
+		}
+		r, err := t.decodeRecord(q.DID, string(path[:i]), string(path[i+1:]), v)
+		if err != nil {
+			return err
+		}
+		if q.WithValues {
+			r.Value = clone(t.blocks.Get(r.CID))
+		}
+		if more, err := fn(r); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+func step(c *bolt.Cursor, reverse bool) ([]byte, []byte) {
+	if reverse {
+		return c.Prev()
+	}
+	return c.Next()
+}
+
+func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Record) (bool, error)) error {
+	if collection == "" || len(collection) > maxField {
+		return nil
+	}
+	prefix := appendLP(nil, collection)
+	c := t.byColl.Cursor()
+	start := prefixEnd(prefix) // after 0: from the newest
+	if after != 0 {
+		start = byCollKey(collection, after)
+	}
+	var k, v []byte
+	if start != nil {
+		k, _ = c.Seek(start)
+	}
+	if k != nil {
+		k, v = c.Prev()
+	} else {
+		k, v = c.Last()
+	}
+	for ; k != nil && len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
+		did, rkey, ok := splitLP(v)
+		if !ok {
+			return fmt.Errorf("boltstore: malformed collection index value %q", v)
+		}
+		rv := t.records.Get(recordKey(string(did), collection, string(rkey)))
+		if rv == nil {
+			return fmt.Errorf("boltstore: collection index names absent record %s/%s/%s", did, collection, rkey)
+		}
+		r, err := t.decodeRecord(string(did), collection, string(rkey), rv)
+		if err != nil {
+			return err
+		}
+		r.Value = clone(t.blocks.Get(r.CID))
+		if more, err := fn(r); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tx) CountRecords(did, collection string) (int64, error) {
+	if did == "" || len(did) > maxField {
+		return 0, nil
+	}
+	if collection != "" {
+		return int64(getU64(t.colls.Get(collKey(did, collection)))), nil
+	}
+	prefix := didPrefix(did)
+	var n int64
+	c := t.colls.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		n += int64(getU64(v))
+	}
+	return n, nil
+}
+
+func (t *tx) Collections(did string) ([]string, error) {
+	if did == "" || len(did) > maxField {
+		return nil, nil
+	}
+	prefix := didPrefix(did)
+	var out []string
+	c := t.colls.Cursor()
+	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
+		out = append(out, string(k[len(prefix):]))
+	}
+	return out, nil
+}
+
+func (t *tx) Block(cid []byte) ([]byte, error) {
+	if len(cid) == 0 {
+		return nil, store.ErrNotFound
+	}
+	v := t.blocks.Get(cid)
+	if v == nil {
+		return nil, store.ErrNotFound
+	}
+	return clone(v), nil
+}
+
+func (t *tx) BlockRefs(cid []byte) (uint64, error) {
+	if len(cid) == 0 {
+		return 0, nil
+	}
+	return getU64(t.refs.Get(cid)), nil
+}
+
+// decodeEvent decodes an events entry and loads its record value.
+func (t *tx) decodeEvent(k, v []byte) (*store.Event, error) {
+	ev := new(store.Event)
+	if err := t.db.dec.Unmarshal(v, ev); err != nil {
+		return nil, fmt.Errorf("boltstore: event %d: %w", binary.BigEndian.Uint64(k), err)
+	}
+	ev.ID = binary.BigEndian.Uint64(k)
+	if len(ev.CID) > 0 {
+		ev.Record = clone(t.blocks.Get(ev.CID))
+	}
+	return ev, nil
+}
+
+func (t *tx) Event(id uint64) (*store.Event, error) {
+	k := u64(id)
+	v := t.events.Get(k)
+	if v == nil {
+		return nil, store.ErrNotFound
+	}
+	return t.decodeEvent(k, v)
+}
+
+func (t *tx) ScanEvents(after uint64, fn func(ev *store.Event) (bool, error)) error {
+	if after == math.MaxUint64 {
+		return nil
+	}
+	c := t.events.Cursor()
+	for k, v := c.Seek(u64(after + 1)); k != nil; k, v = c.Next() {
+		ev, err := t.decodeEvent(k, v)
+		if err != nil {
+			return err
+		}
+		if more, err := fn(ev); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tx) EventBounds() (oldest, newest uint64, err error) {
+	if k, _ := t.events.Cursor().First(); k != nil {
+		oldest = binary.BigEndian.Uint64(k)
+	}
+	return oldest, t.events.Sequence(), nil
+}
+
+func (t *tx) ScanQueue(fn func(did string, due time.Time) (bool, error)) error {
+	c := t.queue.Cursor()
+	for k, _ := c.First(); k != nil; k, _ = c.Next() {
+		if len(k) <= timeKeyLen {
+			return fmt.Errorf("boltstore: malformed queue key %q", k)
+		}
+		if more, err := fn(string(k[timeKeyLen:]), parseTime(k)); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tx) ScanBuffer(did string, fn func(c *store.BufferedCommit) (bool, error)) error {
+	if did == "" || len(did) > maxField {
+		return nil
+	}
+	prefix := didPrefix(did)
+	c := t.buffer.Cursor()
+	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
+		var bv bufferValue
+		if err := t.db.dec.Unmarshal(v, &bv); err != nil {
+			return fmt.Errorf("boltstore: buffered commit %s %s: %w", did, k[len(prefix):], err)
+		}
+		bc := &store.BufferedCommit{DID: did, Rev: string(k[len(prefix):]), Seq: bv.Seq, Source: bv.Source, Data: bv.Data}
+		if more, err := fn(bc); err != nil || !more {
+			return err
+		}
+	}
+	return nil
+}
+
+func (t *tx) Meta(key string) ([]byte, error) {
+	if key == "" {
+		return nil, store.ErrNotFound
+	}
+	v := t.meta.Get([]byte(key))
+	if v == nil {
+		return nil, store.ErrNotFound
+	}
+	return clone(v), nil
+}
+
+func (t *tx) Counts() (store.Counts, error) {
+	c := store.Counts{ReposByState: make(map[store.RepoState]int64)}
+	c.Repos = t.counter(keyRepos) + t.counts.repos
+	c.Records = t.counter(keyRecords) + t.counts.records
+	c.Events = t.counter(keyEvents) + t.counts.events
+	c.Blocks = t.counter(keyBlocks) + t.counts.blocks
+	c.BlockBytes = t.counter(keyBlockBytes) + t.counts.blockBytes
+	cur := t.sys.Cursor()
+	for k, v := cur.Seek(keyStatePrefix); k != nil && bytes.HasPrefix(k, keyStatePrefix); k, v = cur.Next() {
+		if len(k) == len(keyStatePrefix)+1 {
+			if n := int64(getU64(v)); n != 0 {
+				c.ReposByState[store.RepoState(k[len(keyStatePrefix)])] = n
+			}
+		}
+	}
+	for s, d := range t.counts.states {
+		if d != 0 {
+			if n := c.ReposByState[store.RepoState(s)] + d; n != 0 {
+				c.ReposByState[store.RepoState(s)] = n
+			} else {
+				delete(c.ReposByState, store.RepoState(s))
+			}
+		}
+	}
+	return c, nil
+}
