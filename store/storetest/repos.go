@@ -20,7 +20,7 @@ func utcRepo(r store.Repo) store.Repo {
 func testRepoRoundTrip(t *testing.T, s store.Store) {
 	full := &store.Repo{
 		DID: "did:plc:alice", State: store.StateError, Rev: "3lbsuvkbmwk2a",
-		Data: "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",
+		Data:   "bafyreie5737gdxlw5i64vzichcalba3z2v5n6icifvx5xytvske7mr3hpm",
 		Handle: "alice.test", PDS: "https://pds.example", SigningKey: "zQ3shP2mWsZYWgvgM11GwY4J8X4X4a",
 		Status: "takendown", ErrorKind: "fetch", LastError: "connection refused", Retries: 3,
 		NextAttempt: time.Date(2026, 6, 1, 12, 30, 45, 123456789, time.FixedZone("X", 3600)),

@@ -65,7 +65,9 @@ func testFailedUpdateLeavesNothing(t *testing.T, s store.Store) {
 			func() error { _, err := tx.PruneEvents(2, 0); return err },
 			func() error { return tx.Enqueue("did:plc:p3", time.Unix(1, 0)) },
 			func() error { return tx.Dequeue("did:plc:p1") },
-			func() error { return tx.PutBuffer(&store.BufferedCommit{DID: "did:plc:p1", Rev: "3ka", Data: []byte("x")}) },
+			func() error {
+				return tx.PutBuffer(&store.BufferedCommit{DID: "did:plc:p1", Rev: "3ka", Data: []byte("x")})
+			},
 			func() error { return tx.DeleteBuffer("did:plc:p1", "") },
 			func() error { return tx.PutMeta("new", []byte("v")) },
 			func() error { return tx.PutMeta("cursor", []byte("43")) },
