@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"slices"
+	"strings"
 	"sync"
 	"time"
 
@@ -249,7 +250,7 @@ func (c *Cached) fetch(ctx context.Context, did syntax.DID) (Identity, time.Dura
 		// No handle, or one that does not parse: nothing to verify.
 		return ident, ttl, nil
 	}
-	resolved, err := c.dir.ResolveHandle(ctx, declared)
+	resolved, err := c.lookupHandle(ctx, declared)
 	switch {
 	case err == nil && resolved == did:
 		ident.Handle = declared
@@ -285,7 +286,7 @@ func (c *Cached) ResolveHandle(ctx context.Context, h syntax.Handle) (syntax.DID
 		return e.did, e.err
 	}
 
-	did, err := c.dir.ResolveHandle(ctx, h)
+	did, err := c.lookupHandle(ctx, h)
 	if err != nil {
 		if errors.Is(err, identity.ErrHandleNotFound) || errors.Is(err, identity.ErrHandleReservedTLD) ||
 			errors.Is(err, identity.ErrInvalidHandle) {
@@ -314,6 +315,39 @@ func (c *Cached) ResolveHandle(ctx context.Context, h syntax.Handle) (syntax.DID
 	c.putHandleLocked(h, handleEntry{did: did, expires: c.opts.Now().Add(c.opts.TTL)})
 	c.mu.Unlock()
 	return did, nil
+}
+
+// lookupHandle resolves h over the network. It calls the directory's HTTPS
+// well-known lookup directly for handles under SkipDNSDomainSuffixes: in
+// that case BaseDirectory.ResolveHandle reports a failure as ("", nil).
+func (c *Cached) lookupHandle(ctx context.Context, h syntax.Handle) (syntax.DID, error) {
+	h = h.Normalize()
+	if h.IsInvalidHandle() {
+		return "", identity.ErrInvalidHandle
+	}
+	if !h.AllowedTLD() {
+		return "", identity.ErrHandleReservedTLD
+	}
+	var did syntax.DID
+	var err error
+	if c.skipDNS(h) {
+		did, err = c.dir.ResolveHandleWellKnown(ctx, h)
+	} else {
+		did, err = c.dir.ResolveHandle(ctx, h)
+	}
+	if err == nil && did == "" {
+		err = identity.ErrHandleResolutionFailed
+	}
+	return did, err
+}
+
+func (c *Cached) skipDNS(h syntax.Handle) bool {
+	for _, suffix := range c.opts.SkipDNSDomainSuffixes {
+		if strings.HasSuffix(h.String(), suffix) {
+			return true
+		}
+	}
+	return false
 }
 
 // putHandleLocked stores a handle entry and keeps the DID → handles index.
