@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -229,5 +230,92 @@ func TestBadInputIsRefused(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestValuesOutliveClose reads every kind of returned byte slice, closes the
+// store (which unmaps the file) and then uses them: a slice still pointing
+// into the map would fault.
+func TestValuesOutliveClose(t *testing.T) {
+	db, err := boltstore.Open(filepath.Join(t.TempDir(), "cistern.db"), &boltstore.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Large enough that no bucket stays inline in its parent page (bbolt
+	// copies unaligned inline buckets, which would hide a missing copy).
+	v := []byte(strings.Repeat("value bytes ", 500))
+	cid := []byte("cid bytes")
+	err = db.Update(t.Context(), func(tx store.Tx) error {
+		for i := range 100 {
+			fv := []byte(fmt.Sprint("filler", i))
+			fc := []byte(fmt.Sprint("filler cid", i))
+			if err := tx.PutRecord(&store.Record{DID: "did:plc:b", Collection: "a.b", RKey: fmt.Sprint(i), CID: fc, Value: fv}); err != nil {
+				return err
+			}
+			if err := tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: "did:plc:b", CID: fc, Record: fv}); err != nil {
+				return err
+			}
+		}
+		if err := tx.PutRecord(&store.Record{DID: "did:plc:a", Collection: "a.b", RKey: "c", CID: cid, Value: v}); err != nil {
+			return err
+		}
+		if err := tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: "did:plc:a", Collection: "a.b", RKey: "c", CID: cid, Record: v}); err != nil {
+			return err
+		}
+		if err := tx.PutBuffer(&store.BufferedCommit{DID: "did:plc:a", Rev: "r", Data: v}); err != nil {
+			return err
+		}
+		return tx.PutMeta("m", v)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got [][]byte
+	err = db.View(t.Context(), func(tx store.ReadTx) error {
+		r, err := tx.Record("did:plc:a", "a.b", "c")
+		if err != nil {
+			return err
+		}
+		got = append(got, r.Value, r.CID)
+		if err := tx.ScanRecords(store.RecordScan{DID: "did:plc:a", WithValues: true}, func(r *store.Record) (bool, error) {
+			got = append(got, r.Value, r.CID)
+			return true, nil
+		}); err != nil {
+			return err
+		}
+		if err := tx.ScanCollection("a.b", 0, func(r *store.Record) (bool, error) {
+			got = append(got, r.Value, r.CID)
+			return false, nil
+		}); err != nil {
+			return err
+		}
+		b, err := tx.Block(cid)
+		if err != nil {
+			return err
+		}
+		ev, err := tx.Event(101)
+		if err != nil {
+			return err
+		}
+		m, err := tx.Meta("m")
+		if err != nil {
+			return err
+		}
+		got = append(got, b, ev.Record, ev.CID, m)
+		return tx.ScanBuffer("did:plc:a", func(c *store.BufferedCommit) (bool, error) {
+			got = append(got, c.Data)
+			return true, nil
+		})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for i, b := range got {
+		if string(b) != string(v) && string(b) != string(cid) {
+			t.Errorf("slice %d = %q after Close", i, b)
+		}
 	}
 }

@@ -333,13 +333,26 @@ func testValuesOutliveTransaction(t *testing.T, s store.Store) {
 		if err := tx.PutMeta("m", bytes.Repeat([]byte("x"), 10)); err != nil {
 			return err
 		}
-		for i := range 500 {
-			if err := tx.PutRecord(newRecord(r.DID, r.Collection, fmt.Sprintf("f%04d", i), fmt.Sprintf("filler %d %s", i, bytes.Repeat([]byte("z"), 100)))); err != nil {
-				return err
-			}
-		}
 		return nil
 	})
+	// Several transactions, so that pages freed by one are reused by the next.
+	for round := range 5 {
+		update(t, s, func(tx store.Tx) error {
+			for i := range 200 {
+				filler := fmt.Sprintf("filler %d %d %s", round, i, bytes.Repeat([]byte("z"), 100))
+				if err := tx.PutRecord(newRecord(r.DID, r.Collection, fmt.Sprintf("f%04d", i), filler)); err != nil {
+					return err
+				}
+				if err := tx.PutMeta(fmt.Sprintf("m%04d", i), []byte(filler)); err != nil {
+					return err
+				}
+				if err := tx.PutBuffer(&store.BufferedCommit{DID: r.DID, Rev: fmt.Sprintf("3k%04d", i), Data: []byte(filler)}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+	}
 	want := [][]byte{r.Value, r.CID, r.Value, r.Value, r.CID, []byte("meta value"), []byte("buffered frame")}
 	for i := range want {
 		equalBytes(t, fmt.Sprintf("value %d read in an ended View", i), got[i], want[i])
