@@ -1,0 +1,61 @@
+package resolver_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+
+	"github.com/cistern-dev/cistern/resolver"
+)
+
+func ExampleNewCached() {
+	r := resolver.NewCached(resolver.Options{
+		PLCURL:      "https://plc.directory",
+		HTTPClient:  &http.Client{Timeout: 5 * time.Second},
+		Capacity:    50_000,
+		TTL:         30 * time.Minute,
+		NegativeTTL: time.Minute,
+		Logger:      slog.Default(),
+	})
+	ctx := context.Background()
+	did := syntax.DID("did:plc:ewvi7nxzyoun6zhxrhs64oiz")
+
+	ident, err := r.Resolve(ctx, did)
+	if err != nil {
+		fmt.Println("resolve:", err)
+		return
+	}
+	fmt.Println(ident.Handle, ident.PDS)
+
+	// On a firehose #identity event for did: forget it, so that the next
+	// Resolve fetches the new document.
+	_ = r.Purge(ctx, did)
+}
+
+func ExampleStatic() {
+	priv, err := atcrypto.GeneratePrivateKeyK256()
+	if err != nil {
+		panic(err)
+	}
+	pub, err := priv.PublicKey()
+	if err != nil {
+		panic(err)
+	}
+	r := resolver.NewStatic()
+	r.Put(&resolver.Identity{
+		DID:        "did:plc:alice000000000000000000000",
+		Handle:     "alice.test",
+		PDS:        "http://127.0.0.1:2583",
+		SigningKey: pub,
+	})
+	ctx := context.Background()
+	did, _ := r.ResolveHandle(ctx, "alice.test")
+	ident, _ := r.Resolve(ctx, did)
+	fmt.Println(ident.DID, ident.PDS)
+	// Output: did:plc:alice000000000000000000000 http://127.0.0.1:2583
+}
