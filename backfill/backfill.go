@@ -1,0 +1,406 @@
+package backfill
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/url"
+	"time"
+
+	"github.com/bluesky-social/indigo/atproto/repo"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+
+	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/resolver"
+	"github.com/cistern-dev/cistern/store"
+)
+
+// ErrBusy is returned by Backfill when the same DID is already being
+// backfilled.
+var ErrBusy = errors.New("backfill: repo is already being backfilled")
+
+// Backfill brings one repo into the store now and returns when it is done.
+//
+// It returns nil when the repo's records match its PDS and its rev and data
+// CID are written (and, if set, OnBackfilled succeeded). Otherwise the
+// outcome is recorded on the repo and returned: ErrRepoNotFound (records
+// removed, state deleted), an *InactiveError (state recorded, not retried),
+// ErrNotTracked (the filter does not track it: records and state removed),
+// or an *Error for a failure, retried at Error.Retry. If ctx ends, ctx's
+// error is returned and nothing is recorded: the repo stays queued. A DID
+// unknown to the store is given a repo state.
+func (s *Scheduler) Backfill(ctx context.Context, did string) error {
+	if !s.claim(did) {
+		return ErrBusy
+	}
+	defer s.unclaim(did)
+	err, _ := s.run(ctx, did)
+	return err
+}
+
+// run backfills a claimed repo, records the outcome, and reports whether a
+// failure could not be recorded.
+func (s *Scheduler) run(ctx context.Context, did string) (err error, unrecorded bool) {
+	s.inflight.Add(1)
+	defer s.inflight.Add(-1)
+	err = s.backfill(ctx, did)
+	var fl *failure
+	switch {
+	case err == nil:
+		s.completed.Add(1)
+		return nil, false
+	case errors.As(err, &fl) && ctx.Err() == nil:
+		rerr := s.recordFailure(ctx, did, fl)
+		var be *Error
+		if !errors.As(rerr, &be) {
+			s.opts.Logger.Error("backfill: recording failure", "did", did, "kind", fl.kind, "cause", fl.err, "err", rerr)
+			return rerr, true
+		}
+		return rerr, false
+	case errors.Is(err, ErrRepoNotFound), errors.Is(err, ErrRepoInactive), errors.Is(err, ErrNotTracked):
+		s.completed.Add(1)
+		return err, false
+	case ctx.Err() != nil:
+		return ctx.Err(), false
+	default:
+		s.failed.Add(1)
+		s.opts.Logger.Error("backfill failed", "did", did, "err", err)
+		return fmt.Errorf("backfill %s: %w", did, err), !errors.Is(err, errGone)
+	}
+}
+
+// backfill is one attempt. Failures are *failure; outcomes are the
+// sentinel errors; other errors come from the store or the writer.
+func (s *Scheduler) backfill(ctx context.Context, did string) error {
+	d, err := syntax.ParseDID(did)
+	if err != nil {
+		return fail(KindInvalid, "%w", err)
+	}
+	var cur *store.Repo
+	err = s.opts.Store.View(ctx, func(tx store.ReadTx) error {
+		r, err := tx.Repo(did)
+		if err == nil {
+			cur = r
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
+	})
+	if err != nil {
+		return err
+	}
+	f := s.opts.Filter()
+	if f.Excluded(did) {
+		return s.untrack(ctx, did)
+	}
+
+	ident, err := s.opts.Resolver.Resolve(ctx, d)
+	if errors.Is(err, resolver.ErrNotFound) {
+		return s.deleted(ctx, did)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fail(KindResolve, "%w", err)
+	}
+	if ident.PDS == "" {
+		return fail(KindResolve, "identity has no PDS endpoint")
+	}
+	if u, err := url.Parse(ident.PDS); err == nil {
+		if until := s.hosts.pausedUntil(u.Host); !until.IsZero() {
+			return &failure{kind: KindRateLimited, until: until, err: fmt.Errorf("%w: %s paused", ErrRateLimited, u.Host)}
+		}
+	}
+
+	now := s.opts.Now()
+	if err := s.opts.Writer.Write(ctx, func(tx store.Tx) error {
+		r, err := loadRepo(tx, did)
+		if err != nil {
+			return err
+		}
+		r.State = store.StateBackfilling
+		setIdentity(r, ident)
+		r.Updated = now
+		return tx.PutRepo(r)
+	}); err != nil {
+		return err
+	}
+
+	c, err := s.fetch(ctx, ident.PDS, did)
+	if err != nil {
+		var ie *InactiveError
+		switch {
+		case errors.Is(err, ErrRepoNotFound):
+			return s.deleted(ctx, did)
+		case errors.As(err, &ie):
+			return s.inactive(ctx, did, ie.Status)
+		}
+		return err
+	}
+	defer c.close()
+
+	commit, rp, err := repo.LoadRepoFromCAR(ctx, c.r)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fail(KindMalformed, "loading CAR: %w", err)
+	}
+	if commit.DID != did {
+		return fail(KindMalformed, "commit is for %s", commit.DID)
+	}
+	if rp.MST.IsPartial() {
+		return fail(KindMalformed, "CAR lacks MST nodes")
+	}
+	if s.opts.Verify {
+		ident, err = s.verify(ctx, d, ident, commit)
+		if err != nil {
+			return err
+		}
+	}
+
+	explicit := f.Explicit(did) || (cur != nil && cur.Reason == "explicit")
+	if !f.FullNetwork() && !explicit {
+		ok, err := hasSignal(rp, f)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			return s.untrack(ctx, did)
+		}
+	}
+
+	if err := s.diff(ctx, did, f, commit, rp, s.finalize(did, ident, commit)); err != nil {
+		return err
+	}
+	if s.opts.OnBackfilled != nil {
+		if err := s.opts.OnBackfilled(ctx, did, commit.Rev, commit.Data); err != nil {
+			if ctx.Err() != nil {
+				return ctx.Err()
+			}
+			return fail(KindHook, "%w", err)
+		}
+	}
+	return nil
+}
+
+// verify checks the commit signature; on failure it purges the cached
+// identity and tries once more with a fresh one, which it returns.
+func (s *Scheduler) verify(ctx context.Context, d syntax.DID, ident *resolver.Identity, commit *repo.Commit) (*resolver.Identity, error) {
+	if ident.SigningKey != nil && commit.VerifySignature(ident.SigningKey) == nil {
+		return ident, nil
+	}
+	if err := s.opts.Resolver.Purge(ctx, d); err != nil && ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	fresh, err := s.opts.Resolver.Resolve(ctx, d)
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return nil, fail(KindVerify, "signature did not verify, and resolving again failed: %w", err)
+	}
+	if fresh.SigningKey == nil {
+		return nil, fail(KindVerify, "identity has no signing key")
+	}
+	if err := commit.VerifySignature(fresh.SigningKey); err != nil {
+		return nil, fail(KindVerify, "commit %s: %w", commit.Rev, err)
+	}
+	return fresh, nil
+}
+
+// finalize returns the write that ends a successful backfill: rev and data
+// set, errors cleared; without OnBackfilled, also synced and dequeued.
+func (s *Scheduler) finalize(did string, ident *resolver.Identity, commit *repo.Commit) func(tx store.Tx) error {
+	now := s.opts.Now()
+	hook := s.opts.OnBackfilled != nil
+	data := commit.Data.String()
+	return func(tx store.Tx) error {
+		r, err := loadRepo(tx, did)
+		if err != nil {
+			return err
+		}
+		r.Rev, r.Data = commit.Rev, data
+		setIdentity(r, ident)
+		clearError(r)
+		r.Status = ""
+		r.Updated = now
+		if !hook {
+			r.State = store.StateSynced
+			r.Resync = false
+			if err := tx.Dequeue(did); err != nil {
+				return err
+			}
+		}
+		return tx.PutRepo(r)
+	}
+}
+
+// deleted removes every record of a repo the network says does not exist,
+// marks it deleted, dequeues it and emits an account event (once).
+func (s *Scheduler) deleted(ctx context.Context, did string) error {
+	now := s.opts.Now()
+	err := s.deleteAll(ctx, did, func(tx store.Tx) error {
+		r, err := loadRepo(tx, did)
+		if err != nil {
+			return err
+		}
+		emit := r.Status != "deleted"
+		r.State, r.Status = store.StateDeleted, "deleted"
+		clearError(r)
+		r.Updated = now
+		if err := tx.PutRepo(r); err != nil {
+			return err
+		}
+		if err := tx.Dequeue(did); err != nil {
+			return err
+		}
+		if !emit {
+			return nil
+		}
+		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: did, Time: now, Active: false, Status: "deleted"})
+	})
+	if err != nil {
+		return err
+	}
+	return ErrRepoNotFound
+}
+
+var inactiveStates = map[string]store.RepoState{
+	"deactivated": store.StateDeactivated,
+	"takendown":   store.StateTakendown,
+	"suspended":   store.StateSuspended,
+}
+
+// inactive records an inactive account: state and status set, dequeued, an
+// account event emitted unless the status was already recorded. Records
+// are kept.
+func (s *Scheduler) inactive(ctx context.Context, did, status string) error {
+	now := s.opts.Now()
+	err := s.opts.Writer.Write(ctx, func(tx store.Tx) error {
+		r, err := loadRepo(tx, did)
+		if err != nil {
+			return err
+		}
+		emit := r.Status != status
+		r.State, r.Status = inactiveStates[status], status
+		clearError(r)
+		r.Updated = now
+		if err := tx.PutRepo(r); err != nil {
+			return err
+		}
+		if err := tx.Dequeue(did); err != nil {
+			return err
+		}
+		if !emit {
+			return nil
+		}
+		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: did, Time: now, Active: false, Status: status})
+	})
+	if err != nil {
+		return err
+	}
+	return &InactiveError{DID: did, Status: status}
+}
+
+// untrack removes every record of a repo the filter does not track (with
+// delete events), then its state and queue entry.
+func (s *Scheduler) untrack(ctx context.Context, did string) error {
+	if err := s.deleteAll(ctx, did, func(tx store.Tx) error { return tx.DeleteRepo(did) }); err != nil {
+		return err
+	}
+	return ErrNotTracked
+}
+
+// recordFailure writes a failure on the repo and queues it again: after a
+// backoff counted in Retries, or, for a rate limit, when the host's pause
+// ends, without counting a retry.
+func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) error {
+	now := s.opts.Now()
+	jitter := randJitter()
+	var next time.Time
+	err := s.opts.Writer.Write(ctx, func(tx store.Tx) error {
+		r, err := loadRepo(tx, did)
+		if err != nil {
+			return err
+		}
+		r.ErrorKind, r.LastError = fl.kind, fl.err.Error()
+		r.Updated = now
+		switch fl.kind {
+		case KindRateLimited:
+			next = fl.until
+			if r.State == store.StateBackfilling {
+				r.State = store.StatePending
+			}
+		case KindTooLarge, KindInvalid:
+			r.Retries++
+			r.State = store.StateError
+			next = now.Add(backoff(s.opts.MaxBackoff, s.opts.MaxBackoff, 1, jitter))
+		default:
+			r.Retries++
+			r.State = store.StateError
+			next = now.Add(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, r.Retries, jitter))
+		}
+		r.NextAttempt = next
+		if err := tx.PutRepo(r); err != nil {
+			return err
+		}
+		return tx.Enqueue(did, next)
+	})
+	if err != nil {
+		return err
+	}
+	if fl.kind == KindRateLimited {
+		s.deferred.Add(1)
+	} else {
+		s.failed.Add(1)
+		s.opts.Logger.Warn("backfill failed", "did", did, "kind", fl.kind, "err", fl.err, "retry", next)
+	}
+	return &Error{DID: did, Kind: fl.kind, Retry: next, Err: fl.err}
+}
+
+// loadRepo returns a copy of the repo's state, or a new one.
+func loadRepo(tx store.ReadTx, did string) (*store.Repo, error) {
+	r, err := tx.Repo(did)
+	if errors.Is(err, store.ErrNotFound) {
+		return &store.Repo{DID: did, State: store.StatePending}, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := *r
+	return &c, nil
+}
+
+func setIdentity(r *store.Repo, ident *resolver.Identity) {
+	r.Handle = ident.Handle.String()
+	r.PDS = ident.PDS
+	if ident.SigningKey != nil {
+		r.SigningKey = ident.SigningKey.Multibase()
+	}
+}
+
+func clearError(r *store.Repo) {
+	r.ErrorKind, r.LastError, r.Retries, r.NextAttempt = "", "", 0, time.Time{}
+}
+
+// hasSignal reports whether the repo holds a key in a signal collection.
+func hasSignal(rp *repo.Repo, f *filter.Filter) (bool, error) {
+	found := false
+	errStop := errors.New("stop")
+	err := rp.MST.Walk(func(key []byte, _ cid.Cid) error {
+		coll, _, ok := splitKey(key)
+		if ok && f.IsSignal(coll) {
+			found = true
+			return errStop
+		}
+		return nil
+	})
+	if err != nil && !errors.Is(err, errStop) {
+		return false, fail(KindMalformed, "walking MST: %w", err)
+	}
+	return found, nil
+}

@@ -1,0 +1,271 @@
+package backfill
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"strings"
+
+	"github.com/bluesky-social/indigo/atproto/repo"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/ipfs/go-cid"
+
+	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/store"
+)
+
+// diff walks the repo's MST in key order beside the records stored for the
+// DID (read page by page) and writes the differences in batches: creates
+// for keys only in the repo, updates for keys whose CID changed, deletes
+// for keys only in the store or in collections the filter no longer stores.
+// final runs in the last batch's transaction.
+//
+// Every write lands at or before the last stored key read, so the pages
+// still to be read are not disturbed by the batches already written.
+func (s *Scheduler) diff(ctx context.Context, did string, f *filter.Filter, commit *repo.Commit,
+	rp *repo.Repo, final func(tx store.Tx) error) error {
+	cur := &storeCursor{st: s.opts.Store, did: did, size: s.opts.BatchSize}
+	b := &batch{s: s, did: did, checkState: true}
+	now := s.opts.Now()
+	event := func(coll, rkey string, action store.Action) *store.Event {
+		return &store.Event{Kind: store.KindRecord, Live: false, DID: did, Rev: commit.Rev, Time: now,
+			Collection: coll, RKey: rkey, Action: action}
+	}
+	value := func(ev *store.Event, c cid.Cid) error {
+		blk, err := rp.RecordStore.Get(ctx, c)
+		if err != nil {
+			return fail(KindMalformed, "record %s/%s: block %s: %w", ev.Collection, ev.RKey, c, err)
+		}
+		ev.CID, ev.Record = c.Bytes(), blk.RawData()
+		return nil
+	}
+
+	var prev []byte
+	err := rp.MST.Walk(func(key []byte, val cid.Cid) error {
+		if prev != nil && bytes.Compare(key, prev) <= 0 {
+			return fail(KindMalformed, "MST keys out of order: %q after %q", key, prev)
+		}
+		prev = key
+		coll, rkey, ok := splitKey(key)
+		if !ok {
+			return fail(KindMalformed, "invalid MST key %q", key)
+		}
+		// Stored records before this key are gone from the repo.
+		var same *storedRecord
+		for {
+			sr, err := cur.peek(ctx)
+			if err != nil {
+				return err
+			}
+			if sr == nil {
+				break
+			}
+			c := strings.Compare(sr.path, string(key))
+			if c > 0 {
+				break
+			}
+			cur.next()
+			if c == 0 {
+				same = sr
+				break
+			}
+			if err := b.add(ctx, event(sr.rec.Collection, sr.rec.RKey, store.ActionDelete)); err != nil {
+				return err
+			}
+		}
+		stored := f.Stores(coll)
+		switch {
+		case same != nil && !stored:
+			return b.add(ctx, event(coll, rkey, store.ActionDelete))
+		case same != nil && bytes.Equal(same.rec.CID, val.Bytes()):
+			return nil
+		case !stored:
+			return nil
+		}
+		action := store.ActionCreate
+		if same != nil {
+			action = store.ActionUpdate
+		}
+		ev := event(coll, rkey, action)
+		if err := value(ev, val); err != nil {
+			return err
+		}
+		return b.add(ctx, ev)
+	})
+	if err != nil {
+		var fl *failure
+		if errors.As(err, &fl) || ctx.Err() != nil || isWriteErr(err) {
+			return err
+		}
+		return fail(KindMalformed, "walking MST: %w", err)
+	}
+	// What is left in the store is gone from the repo.
+	for {
+		sr, err := cur.peek(ctx)
+		if err != nil {
+			return err
+		}
+		if sr == nil {
+			break
+		}
+		cur.next()
+		if err := b.add(ctx, event(sr.rec.Collection, sr.rec.RKey, store.ActionDelete)); err != nil {
+			return err
+		}
+	}
+	return b.flush(ctx, final)
+}
+
+// deleteAll deletes every stored record of a repo with its delete event,
+// in batches, and runs final in the last batch's transaction.
+func (s *Scheduler) deleteAll(ctx context.Context, did string, final func(tx store.Tx) error) error {
+	cur := &storeCursor{st: s.opts.Store, did: did, size: s.opts.BatchSize}
+	b := &batch{s: s, did: did}
+	now := s.opts.Now()
+	for {
+		sr, err := cur.peek(ctx)
+		if err != nil {
+			return err
+		}
+		if sr == nil {
+			break
+		}
+		cur.next()
+		if err := b.add(ctx, &store.Event{Kind: store.KindRecord, DID: did, Time: now,
+			Collection: sr.rec.Collection, RKey: sr.rec.RKey, Action: store.ActionDelete}); err != nil {
+			return err
+		}
+	}
+	return b.flush(ctx, final)
+}
+
+// splitKey splits an MST key into a valid collection NSID and record key.
+func splitKey(key []byte) (coll, rkey string, ok bool) {
+	i := bytes.IndexByte(key, '/')
+	if i < 0 {
+		return "", "", false
+	}
+	coll, rkey = string(key[:i]), string(key[i+1:])
+	if _, err := syntax.ParseNSID(coll); err != nil {
+		return "", "", false
+	}
+	if _, err := syntax.ParseRecordKey(rkey); err != nil {
+		return "", "", false
+	}
+	return coll, rkey, true
+}
+
+// storedRecord is a stored record with its repo path.
+type storedRecord struct {
+	path string
+	rec  *store.Record
+}
+
+// storeCursor reads the stored records of one repo in path order, one page
+// of size records per read transaction.
+type storeCursor struct {
+	st    store.Store
+	did   string
+	size  int
+	after string
+	page  []storedRecord
+	i     int
+	done  bool
+}
+
+// peek returns the current record, or nil at the end.
+func (c *storeCursor) peek(ctx context.Context) (*storedRecord, error) {
+	if c.i < len(c.page) {
+		return &c.page[c.i], nil
+	}
+	if c.done {
+		return nil, nil
+	}
+	c.page, c.i = c.page[:0], 0
+	err := c.st.View(ctx, func(tx store.ReadTx) error {
+		return tx.ScanRecords(store.RecordScan{DID: c.did, After: c.after}, func(r *store.Record) (bool, error) {
+			c.page = append(c.page, storedRecord{path: r.Collection + "/" + r.RKey, rec: r})
+			return len(c.page) < c.size, nil
+		})
+	})
+	if err != nil {
+		return nil, &writeErr{err}
+	}
+	if len(c.page) < c.size {
+		c.done = true
+	}
+	if len(c.page) == 0 {
+		return nil, nil
+	}
+	c.after = c.page[len(c.page)-1].path
+	return &c.page[0], nil
+}
+
+func (c *storeCursor) next() { c.i++ }
+
+// batch collects record changes of one repo and writes them BatchSize at a
+// time.
+type batch struct {
+	s   *Scheduler
+	did string
+	// checkState aborts with errGone if the repo's state was removed
+	// meanwhile (untracked while backfilling).
+	checkState bool
+	evs        []*store.Event
+}
+
+func (b *batch) add(ctx context.Context, ev *store.Event) error {
+	b.evs = append(b.evs, ev)
+	if len(b.evs) >= b.s.opts.BatchSize {
+		return b.flush(ctx, nil)
+	}
+	return nil
+}
+
+// flush writes the collected changes, then final if set, in one
+// transaction. The closure copies each event, since it may run twice.
+func (b *batch) flush(ctx context.Context, final func(tx store.Tx) error) error {
+	if len(b.evs) == 0 && final == nil {
+		return nil
+	}
+	evs, did, check := b.evs, b.did, b.checkState
+	err := b.s.opts.Writer.Write(ctx, func(tx store.Tx) error {
+		if check {
+			if _, err := tx.Repo(did); err != nil {
+				if errors.Is(err, store.ErrNotFound) {
+					return errGone
+				}
+				return err
+			}
+		}
+		for _, ev := range evs {
+			e := *ev
+			if err := store.WriteRecordChange(tx, &e); err != nil {
+				return err
+			}
+		}
+		if final != nil {
+			return final(tx)
+		}
+		return nil
+	})
+	if err != nil {
+		return &writeErr{err}
+	}
+	b.s.records.Add(int64(len(evs)))
+	clear(b.evs)
+	b.evs = b.evs[:0]
+	return nil
+}
+
+// writeErr marks an error of the store or the write path, passed through
+// the MST walk unchanged.
+type writeErr struct{ err error }
+
+func (e *writeErr) Error() string { return e.err.Error() }
+func (e *writeErr) Unwrap() error { return e.err }
+
+func isWriteErr(err error) bool {
+	var we *writeErr
+	return errors.As(err, &we)
+}
