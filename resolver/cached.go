@@ -110,11 +110,14 @@ type handleEntry struct {
 // flight is one resolve in progress; callers that want the same DID wait
 // for it instead of starting their own.
 type flight struct {
-	done    chan struct{}
-	ident   Identity
-	err     error
-	purged  bool // Purge ran while in flight: do not cache the result
-	waiters int  // callers that joined, beyond the one that started it
+	done   chan struct{}
+	ident  Identity
+	err    error
+	purged bool // Purge ran while in flight: do not cache the result
+	// abandoned is set when the caller that started the lookup gave up
+	// (its context ended) before an answer came.
+	abandoned bool
+	waiters   int // callers that joined, beyond the one that started it
 }
 
 // NewCached returns a Cached resolver configured by opts (see Options for
@@ -162,7 +165,7 @@ func (c *Cached) Resolve(ctx context.Context, did syntax.DID) (*Identity, error)
 			case <-ctx.Done():
 				return nil, fmt.Errorf("resolver: resolve %s: %w", did, ctx.Err())
 			}
-			if isContextErr(f.err) {
+			if f.abandoned {
 				// The caller that started the lookup gave up; this one has
 				// not, so it looks up again.
 				continue
@@ -181,6 +184,7 @@ func (c *Cached) Resolve(ctx context.Context, did syntax.DID) (*Identity, error)
 
 		c.mu.Lock()
 		f.ident, f.err = ident, err
+		f.abandoned = err != nil && ctx.Err() != nil
 		if c.flights[did] == f {
 			delete(c.flights, did)
 		}
