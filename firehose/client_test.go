@@ -265,8 +265,8 @@ func TestClient_SkipsMalformedAndUnknownFrames(t *testing.T) {
 	h := newFakeHost(t, func(ctx context.Context, c *websocket.Conn, n int, cursor int64) {
 		send(ctx, c,
 			commitFrame(1, aliceDID),
-			[]byte{0xff, 0xfe},              // garbage
-			good[:len(good)-5],              // truncated
+			[]byte{0xff, 0xfe}, // garbage
+			good[:len(good)-5], // truncated
 			append(encodeHeader(1, "#labels"), marshalBody(&comatproto.SyncSubscribeRepos_Info{Name: "x"})...),
 			good,
 		)
