@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 
 	"github.com/bluesky-social/indigo/atproto/repo/mst"
@@ -89,3 +90,8 @@ func getMST(bs *blockMap, root cid.Cid, key []byte) (*cid.Cid, error) {
 		c = *next
 	}
 }
+
+type cidT = cid.Cid
+
+// errStop ends a walk early.
+var errStop = errors.New("testnet: stop walk")

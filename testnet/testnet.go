@@ -390,6 +390,10 @@ func (n *Network) nextTID() syntax.TID {
 
 // newIdentity draws a DID and a signing key from the network's seed.
 func (n *Network) newIdentity() (syntax.DID, *atcrypto.PrivateKeyK256, error) {
+	return identityFromSeed(n.newSeed())
+}
+
+func (n *Network) newSeed() [32]byte {
 	n.rngMu.Lock()
 	var seed [32]byte
 	binary.LittleEndian.PutUint64(seed[0:], n.rng.Uint64())
@@ -397,7 +401,7 @@ func (n *Network) newIdentity() (syntax.DID, *atcrypto.PrivateKeyK256, error) {
 	binary.LittleEndian.PutUint64(seed[16:], n.rng.Uint64())
 	binary.LittleEndian.PutUint64(seed[24:], n.rng.Uint64())
 	n.rngMu.Unlock()
-	return identityFromSeed(seed)
+	return seed
 }
 
 var plcBase32 = base32.NewEncoding("abcdefghijklmnopqrstuvwxyz234567").WithPadding(base32.NoPadding)
