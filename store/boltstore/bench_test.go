@@ -1,0 +1,167 @@
+package boltstore_test
+
+import (
+	"fmt"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/store/boltstore"
+)
+
+func openBench(b *testing.B, noSync bool) *boltstore.DB {
+	b.Helper()
+	db, err := boltstore.Open(filepath.Join(b.TempDir(), "bench.db"), &boltstore.Options{NoSync: noSync})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	return db
+}
+
+// benchRecord returns record n of a repo, with a ~300-byte value.
+func benchRecord(did string, n int) *store.Record {
+	v := fmt.Appendf(nil, "%0300d", n)
+	cid, _ := crashValue(uint64(n))
+	cid = append(cid[:4], fmt.Appendf(nil, "%032d", n)...)
+	return &store.Record{DID: did, Collection: "app.bsky.feed.post", RKey: fmt.Sprintf("3k%010d", n), CID: cid, Rev: "3kabc", Value: v}
+}
+
+// BenchmarkUpdate_1000Records measures group commit: each transaction
+// writes 1000 new records, each with its create event.
+func BenchmarkUpdate_1000Records(b *testing.B) {
+	for _, sync := range []bool{true, false} {
+		name := "fsync"
+		if !sync {
+			name = "nosync"
+		}
+		b.Run(name, func(b *testing.B) {
+			db := openBench(b, !sync)
+			n := 0
+			b.ResetTimer()
+			for range b.N {
+				err := db.Update(b.Context(), func(tx store.Tx) error {
+					for range 1000 {
+						r := benchRecord(fmt.Sprintf("did:plc:bench%d", n%50), n)
+						n++
+						if err := tx.PutRecord(r); err != nil {
+							return err
+						}
+						if err := tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: r.DID, Rev: r.Rev, Time: time.Unix(1, 0),
+							Collection: r.Collection, RKey: r.RKey, Action: store.ActionCreate, CID: r.CID, Record: r.Value}); err != nil {
+							return err
+						}
+					}
+					return nil
+				})
+				if err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ReportMetric(float64(1000*b.N)/b.Elapsed().Seconds(), "records/s")
+		})
+	}
+}
+
+// BenchmarkUpdate_1Record is the same write without grouping: one record
+// and its event per transaction.
+func BenchmarkUpdate_1Record(b *testing.B) {
+	db := openBench(b, false)
+	b.ResetTimer()
+	for i := range b.N {
+		err := db.Update(b.Context(), func(tx store.Tx) error {
+			r := benchRecord("did:plc:bench", i)
+			if err := tx.PutRecord(r); err != nil {
+				return err
+			}
+			return tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: r.DID, Rev: r.Rev, Time: time.Unix(1, 0),
+				Collection: r.Collection, RKey: r.RKey, Action: store.ActionCreate, CID: r.CID, Record: r.Value})
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "records/s")
+}
+
+// BenchmarkScanEvents reads a 100,000-event log with its record values.
+func BenchmarkScanEvents(b *testing.B) {
+	const events = 100_000
+	db := openBench(b, true)
+	for start := 0; start < events; start += 10_000 {
+		err := db.Update(b.Context(), func(tx store.Tx) error {
+			for n := start; n < start+10_000; n++ {
+				r := benchRecord("did:plc:scan", n)
+				if err := tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: r.DID, Rev: r.Rev, Time: time.Unix(1, 0),
+					Collection: r.Collection, RKey: r.RKey, Action: store.ActionCreate, CID: r.CID, Record: r.Value}); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		seen := 0
+		err := db.View(b.Context(), func(tx store.ReadTx) error {
+			return tx.ScanEvents(0, func(ev *store.Event) (bool, error) {
+				seen++
+				return true, nil
+			})
+		})
+		if err != nil || seen != events {
+			b.Fatalf("scanned %d, err %v", seen, err)
+		}
+	}
+	b.ReportMetric(float64(events*b.N)/b.Elapsed().Seconds(), "events/s")
+}
+
+// BenchmarkScanRecords pages through one repo's 100,000 records, 100 at a
+// time, as listRecords does.
+func BenchmarkScanRecords(b *testing.B) {
+	const records = 100_000
+	db := openBench(b, true)
+	for start := 0; start < records; start += 10_000 {
+		err := db.Update(b.Context(), func(tx store.Tx) error {
+			for n := start; n < start+10_000; n++ {
+				if err := tx.PutRecord(benchRecord("did:plc:scan", n)); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for range b.N {
+		seen, after := 0, ""
+		for {
+			page := 0
+			err := db.View(b.Context(), func(tx store.ReadTx) error {
+				return tx.ScanRecords(store.RecordScan{DID: "did:plc:scan", Collection: "app.bsky.feed.post", After: after, WithValues: true},
+					func(r *store.Record) (bool, error) {
+						page++
+						after = r.RKey
+						return page < 100, nil
+					})
+			})
+			if err != nil {
+				b.Fatal(err)
+			}
+			seen += page
+			if page < 100 {
+				break
+			}
+		}
+		if seen != records {
+			b.Fatalf("scanned %d", seen)
+		}
+	}
+	b.ReportMetric(float64(records*b.N)/b.Elapsed().Seconds(), "records/s")
+}
