@@ -28,11 +28,14 @@
 // seq numbers come from the bycoll bucket's sequence and event ids from the
 // events bucket's sequence, both advanced inside the write transaction, so
 // they commit in order and a failed transaction consumes none. The events
-// sequence outlives pruning, so EventBounds reports the last id ever assigned.
+// sequence outlives pruning, so EventBounds reports the last id ever assigned
+// as newest; oldest is 0 whenever no event is retained.
 //
 // Record values live once per CID in blocks with a reference count in refs:
 // each record and each retained record event holds one reference, and a block
-// is deleted with its last reference. Counters (records, events, blocks, block
+// is deleted with its last reference. A reference taken without a value
+// (a record or event whose CID names no stored block) is counted all the same;
+// the block is stored by the first write that brings the value. Counters (records, events, blocks, block
 // bytes, repos by state) are kept in sys and updated in the same transaction
 // as the writes that change them, so Counts costs a few point reads.
 package boltstore
