@@ -46,7 +46,7 @@ type Dispatcher struct {
 
 	stopped chan struct{} // closed when Run returns
 
-	handled, failed atomic.Int64
+	handled, failed, duplicates atomic.Int64
 }
 
 // NewDispatcher returns a Dispatcher with workers workers (default 16 when
@@ -134,13 +134,16 @@ func (d *Dispatcher) run(ctx context.Context, m *Message) {
 // Dispatch hands m to its worker. It blocks while that worker's queue is
 // full, and returns ctx.Err() if ctx ends first or ErrDispatcherStopped if
 // Run has returned; the message is then not handled and the watermark never
-// passes it. A message with a sequence number (Seq > 0) must come after
-// every one dispatched before, or Dispatch returns an error wrapping
-// ErrSeqOrder. A message without DID is handled before Dispatch returns.
+// passes it. A message without DID is handled before Dispatch returns.
 //
-// Dispatch may be called from several goroutines, but per-repo order is the
-// order of the Dispatch calls. Its signature is a Handler's, so a Dispatcher
-// can be passed to Client.Run.
+// A message whose sequence number is not above every one dispatched before
+// is a duplicate: it is dropped, counted, and Dispatch returns nil. So a
+// Client may be restarted on the same Dispatcher from its Watermark: what
+// is redelivered up to the last message dispatched is dropped.
+//
+// Call Dispatch from one goroutine (Client.Run does): per-repo order is the
+// order of the calls. Its signature is a Handler's, so a Dispatcher can be
+// passed to Client.Run.
 func (d *Dispatcher) Dispatch(ctx context.Context, m *Message) error {
 	select {
 	case <-d.stopped:
@@ -149,7 +152,8 @@ func (d *Dispatcher) Dispatch(ctx context.Context, m *Message) error {
 	}
 	if m.Seq > 0 {
 		if err := d.wm.Begin(m.Seq); err != nil {
-			return err
+			d.duplicates.Add(1)
+			return nil
 		}
 	}
 	if m.DID == "" {
@@ -204,14 +208,27 @@ func (d *Dispatcher) done() {
 // never decreases. O(1).
 func (d *Dispatcher) Watermark() int64 { return d.wm.Value() }
 
-// InFlight returns how many dispatched messages with a sequence number are
-// not yet handled (including any whose Dispatch failed).
-func (d *Dispatcher) InFlight() int { return d.wm.InFlight() }
+// DispatcherStats are a Dispatcher's counters.
+type DispatcherStats struct {
+	// Handled counts handler calls that returned; Failed those that
+	// returned an error.
+	Handled, Failed int64
+	// Duplicates counts messages dropped by Dispatch because their sequence
+	// number was not above the last one dispatched.
+	Duplicates int64
+	// InFlight is how many dispatched messages with a sequence number are
+	// not handled yet (including any whose Dispatch failed).
+	InFlight int
+}
 
-// Handled returns how many messages the handler has been called for and
-// returned, and how many of those returned an error.
-func (d *Dispatcher) Handled() (handled, failed int64) {
-	return d.handled.Load(), d.failed.Load()
+// Stats returns a snapshot of the Dispatcher's counters.
+func (d *Dispatcher) Stats() DispatcherStats {
+	return DispatcherStats{
+		Handled:    d.handled.Load(),
+		Failed:     d.failed.Load(),
+		Duplicates: d.duplicates.Load(),
+		InFlight:   d.wm.InFlight(),
+	}
 }
 
 // Wait blocks until every message dispatched so far has been handled. It

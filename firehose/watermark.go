@@ -7,8 +7,8 @@ import (
 	"sync"
 )
 
-// ErrSeqOrder is returned by Watermark.Begin (and Dispatcher.Dispatch) for a
-// sequence number that is not above every one begun before.
+// ErrSeqOrder is returned by Watermark.Begin for a sequence number that is
+// not above every one begun before.
 var ErrSeqOrder = errors.New("firehose: sequence number out of order")
 
 // Watermark tracks which sequence numbers are in flight and reports the
@@ -32,9 +32,8 @@ type Watermark struct {
 	last int64         // highest seq begun, or the start value
 }
 
-// NewWatermark returns a Watermark whose Value is start until a number
-// above start is begun and ended; start is typically the cursor the stream
-// was resumed from.
+// NewWatermark returns a Watermark whose Value is start until a number is
+// begun; start is typically the cursor the stream was resumed from.
 func NewWatermark(start int64) *Watermark {
 	return &Watermark{last: start}
 }
