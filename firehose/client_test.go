@@ -451,3 +451,65 @@ func TestBackoff_Bounds(t *testing.T) {
 		}
 	}
 }
+
+// TestClient_WithDispatcher runs the Client into a Dispatcher across a
+// dropped connection: every message is handled once, in order per repo, and
+// the watermark ends at the last sequence number.
+func TestClient_WithDispatcher(t *testing.T) {
+	const total = 200
+	h := newFakeHost(t, func(ctx context.Context, c *websocket.Conn, n int, cursor int64) {
+		end := int64(total)
+		if n == 0 {
+			end = total / 2 // then drop
+		}
+		for s := cursor + 1; s <= end; s++ {
+			if err := send(ctx, c, commitFrame(s, fmt.Sprintf("did:plc:repo%d", s%7))); err != nil {
+				return
+			}
+		}
+		if n > 0 {
+			holdOpen(ctx, c)
+		}
+	})
+	c, _ := testClient(t, h, Options{})
+
+	var mu sync.Mutex
+	perRepo := map[string][]int64{}
+	d := NewDispatcher(3, 4, func(ctx context.Context, m *Message) error {
+		time.Sleep(time.Duration(m.Seq%3) * 100 * time.Microsecond)
+		mu.Lock()
+		perRepo[m.DID] = append(perRepo[m.DID], m.Seq)
+		mu.Unlock()
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	go d.Run(ctx)
+
+	runCtx, stopRun := context.WithCancel(ctx)
+	runErr := make(chan error, 1)
+	go func() { runErr <- c.Run(runCtx, 0, d.Dispatch) }()
+	for d.Watermark() < total {
+		if ctx.Err() != nil {
+			t.Fatalf("watermark stuck at %d", d.Watermark())
+		}
+		time.Sleep(time.Millisecond)
+	}
+	stopRun()
+	if err := <-runErr; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Run = %v", err)
+	}
+	n := 0
+	for did, seqs := range perRepo {
+		n += len(seqs)
+		if !slices.IsSorted(seqs) || len(slices.Compact(slices.Clone(seqs))) != len(seqs) {
+			t.Errorf("%s: %v", did, seqs)
+		}
+	}
+	if n != total {
+		t.Errorf("handled %d messages, want %d", n, total)
+	}
+	if got, want := h.Cursors(), []string{"", fmt.Sprint(total / 2)}; !slices.Equal(got, want) {
+		t.Errorf("cursors = %q, want %q", got, want)
+	}
+}

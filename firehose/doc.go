@@ -16,7 +16,9 @@
 // one repo (DID) in order, and reports a watermark: the highest sequence
 // number at or below which every dispatched message has been handled. That
 // watermark, not the sequence number last received, is the cursor that is
-// safe to persist.
+// safe to persist. After a restart from a saved watermark, messages above it
+// that had already been handled are delivered again: handlers must tolerate
+// replays (the indexer skips a commit at or below the repo's stored rev).
 //
 // Typical wiring (see the Client.Run example):
 //

@@ -113,6 +113,7 @@ type Message struct {
 	// of the others); empty for #info, never empty otherwise.
 	DID string
 
+	// The payload: exactly the one matching Kind is non-nil.
 	Commit   *comatproto.SyncSubscribeRepos_Commit
 	Sync     *comatproto.SyncSubscribeRepos_Sync
 	Identity *comatproto.SyncSubscribeRepos_Identity
