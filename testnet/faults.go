@@ -31,9 +31,10 @@ const (
 	// FaultFutureRev signs (with the right key) a commit whose rev is ten
 	// minutes in the future, and puts it in the frame.
 	FaultFutureRev
-	// FaultOversized adds a raw block of just over 2 MiB to the frame's
-	// blocks. (A commit of more than 200 ops is made by passing that many
-	// ops to Apply.)
+	// FaultOversized pads the frame's blocks with a raw block so that they
+	// total about 2,010,000 bytes: over the lexicon's 2,000,000-byte limit,
+	// under cbor-gen's 2 MiB decoding limit. (A commit of more than 200
+	// ops is made by passing that many ops to Apply.)
 	FaultOversized
 	// FaultMalformed replaces the frame's blocks with a CAR whose root block
 	// is not valid CBOR.
@@ -96,7 +97,11 @@ func (a *Account) corrupt(fault Fault, frame *comatproto.SyncSubscribeRepos_Comm
 		frame.Rev = c.Rev
 		return rebuild()
 	case FaultOversized:
-		pad := make([]byte, 2<<20+1024)
+		size := 0
+		for _, b := range blks {
+			size += len(b.data) + 40
+		}
+		pad := make([]byte, max(1, 2_010_000-size))
 		_, _ = rand.Read(pad)
 		blks = append(blks, carBlock{rawCID(pad), pad})
 		return rebuild()

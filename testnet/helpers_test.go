@@ -13,6 +13,8 @@ import (
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/repo"
+	"github.com/bluesky-social/indigo/atproto/syntax"
+	lexutil "github.com/bluesky-social/indigo/lex/util"
 	"github.com/coder/websocket"
 	"github.com/fxamacker/cbor/v2"
 	"github.com/ipfs/go-cid"
@@ -189,3 +191,9 @@ func mustNoErr(t testing.TB, err error) {
 }
 
 var _ = fmt.Sprint
+
+func cidOf(l lexutil.LexLink) cid.Cid { return cid.Cid(l) }
+
+func parseTID(s string) (syntax.TID, error) { return syntax.ParseTID(s) }
+
+func syntaxRKey(s string) syntax.RecordKey { return syntax.RecordKey(s) }
