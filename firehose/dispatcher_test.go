@@ -402,3 +402,28 @@ func TestDispatcher_MessagesWithoutDIDAndDuplicates(t *testing.T) {
 		t.Errorf("stats = %+v, want 2 duplicates and 1 in flight", st)
 	}
 }
+
+func BenchmarkDispatcher(b *testing.B) {
+	d := NewDispatcher(DefaultWorkers, DefaultQueue, func(context.Context, *Message) error { return nil })
+	ctx, cancel := context.WithCancel(b.Context())
+	defer cancel()
+	go d.Run(ctx)
+	msgs := make([]Message, 1024)
+	for i := range msgs {
+		msgs[i] = Message{Kind: KindCommit, DID: fmt.Sprintf("did:plc:repo%04d", i)}
+	}
+	b.ReportAllocs()
+	var seq int64
+	for b.Loop() {
+		seq++
+		m := msgs[seq%int64(len(msgs))]
+		m.Seq = seq
+		if err := d.Dispatch(ctx, &m); err != nil {
+			b.Fatal(err)
+		}
+	}
+	if err := d.Wait(ctx); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
