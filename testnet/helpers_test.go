@@ -197,3 +197,5 @@ func cidOf(l lexutil.LexLink) cid.Cid { return cid.Cid(l) }
 func parseTID(s string) (syntax.TID, error) { return syntax.ParseTID(s) }
 
 func syntaxRKey(s string) syntax.RecordKey { return syntax.RecordKey(s) }
+
+func didOf(s string) syntax.DID { return syntax.DID(s) }
