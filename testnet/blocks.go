@@ -2,6 +2,7 @@ package testnet
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -113,15 +114,27 @@ type carBlock struct {
 }
 
 // writeCAR writes a CARv1 with the given root and blocks to w.
+// In-memory buffers are written directly; other writers (HTTP responses)
+// through a 32 KiB buffer.
 func writeCAR(w io.Writer, root cid.Cid, blks []carBlock) error {
+	if buf, ok := w.(*bytes.Buffer); ok {
+		return writeCARBlocks(buf, root, blks)
+	}
 	bw := bufio.NewWriterSize(w, 32<<10)
-	if err := car.WriteHeader(&car.CarHeader{Roots: []cid.Cid{root}, Version: 1}, bw); err != nil {
+	if err := writeCARBlocks(bw, root, blks); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
+func writeCARBlocks(w io.Writer, root cid.Cid, blks []carBlock) error {
+	if err := car.WriteHeader(&car.CarHeader{Roots: []cid.Cid{root}, Version: 1}, w); err != nil {
 		return err
 	}
 	for _, b := range blks {
-		if err := carutil.LdWrite(bw, b.cid.Bytes(), b.data); err != nil {
+		if err := carutil.LdWrite(w, b.cid.Bytes(), b.data); err != nil {
 			return err
 		}
 	}
-	return bw.Flush()
+	return nil
 }
