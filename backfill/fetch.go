@@ -13,6 +13,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -41,10 +42,11 @@ func (s *Scheduler) fetch(ctx context.Context, pds, did string) (*car, error) {
 		return nil, fail(KindResolve, "invalid PDS endpoint %q", pds)
 	}
 	hostName := u.Host
-	release, err := s.hosts.acquire(ctx, hostName)
+	releaseHost, err := s.hosts.acquire(ctx, hostName)
 	if err != nil {
 		return nil, err
 	}
+	release := sync.OnceFunc(releaseHost)
 	defer release()
 
 	// FetchTimeout bounds the request and the body, not the wait for budget.
@@ -151,7 +153,6 @@ func (s *Scheduler) fetch(ctx context.Context, pds, did string) (*car, error) {
 		return nil, fail(KindNetwork, "spooling getRepo: %w", err)
 	}
 	release() // the request is done; free the host while waiting for budget
-	release = func() {}
 	n := s.budget.clamp(got)
 	if err := s.budget.acquire(ctx, n); err != nil {
 		cleanup()
