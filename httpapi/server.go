@@ -1,0 +1,214 @@
+package httpapi
+
+import (
+	"crypto/subtle"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"sync/atomic"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/store"
+)
+
+// DefaultMaxBodyBytes is the request body limit when Options.MaxBodyBytes
+// is zero: 1 MiB.
+const DefaultMaxBodyBytes = 1 << 20
+
+// Options configure a Server. Zero values mean the defaults.
+type Options struct {
+	// AdminToken, when set, is required as "Authorization: Bearer <token>"
+	// on every management endpoint. When empty, management endpoints answer
+	// loopback clients only (by the connection's remote address: behind a
+	// reverse proxy on the same host every client looks local, so set a
+	// token there). Read endpoints (XRPC, /stream, /health) are public.
+	AdminToken string
+	// MaxBodyBytes bounds request bodies; larger ones get 413.
+	// Default DefaultMaxBodyBytes (1 MiB).
+	MaxBodyBytes int64
+	// Logger receives request failures. Default: a logger that discards
+	// everything.
+	Logger *slog.Logger
+}
+
+func (o Options) withDefaults() Options {
+	if o.MaxBodyBytes <= 0 {
+		o.MaxBodyBytes = DefaultMaxBodyBytes
+	}
+	if o.Logger == nil {
+		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	return o
+}
+
+// Server is an http.Handler over an Indexer:
+//
+//	GET  /xrpc/com.atproto.repo.getRecord     repo (DID or handle), collection, rkey, cid?
+//	GET  /xrpc/com.atproto.repo.listRecords   repo, collection, limit? (1-100, 50), cursor?, reverse?
+//	GET  /xrpc/com.atproto.repo.describeRepo  repo
+//	GET  /xrpc/com.atproto.sync.getRepoStatus did
+//	GET  /xrpc/com.atproto.sync.listRepos     limit? (1-1000, 500), cursor?
+//	GET  /xrpc/com.atproto.sync.getLatestCommit did
+//	GET  /xrpc/dev.cistern.countRecords       repo, collection?
+//	GET  /xrpc/dev.cistern.listCollection     collection, limit? (1-100, 50), cursor?
+//	GET  /xrpc/dev.cistern.getRepoInfo        repo
+//	GET  /stream                              WebSocket event stream (see StreamHandler)
+//	GET  /health
+//
+// and the management endpoints, which need the admin token (or a loopback
+// client when no token is configured):
+//
+//	GET   /repos?state=&cursor=&limit=
+//	GET   /repos/{did}
+//	POST  /repos/add      {"dids":[...]}
+//	POST  /repos/remove   {"dids":[...],"deleteData":bool}
+//	POST  /repos/resync   {"dids":[...]}
+//	GET   /filter
+//	PUT   /filter         a filter.Spec
+//	PATCH /filter         a filter.Patch
+//	GET   /stats
+//	GET   /metrics        Prometheus text format
+//
+// Every error is JSON, {"error":"Name","message":"..."}, with the status
+// codes of the reference PDS for the XRPC methods: 400 for InvalidRequest,
+// RecordNotFound and RepoNotFound, 501 for MethodNotImplemented, 500 for
+// InternalServerError.
+type Server struct {
+	ix   *cistern.Indexer
+	opts Options
+	log  *slog.Logger
+	mux  *http.ServeMux
+
+	stream      http.Handler
+	subscribers atomic.Int64
+	metrics     *collector
+	gatherer    prometheus.Gatherer
+}
+
+var _ http.Handler = (*Server)(nil)
+
+// New returns a Server over ix. It starts no goroutine; the caller serves it
+// (for example with http.Server) and closes ix when done.
+func New(ix *cistern.Indexer, opts Options) *Server {
+	opts = opts.withDefaults()
+	s := &Server{ix: ix, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	s.stream = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotImplemented, "MethodNotImplemented", "stream: not yet wired")
+	}) // TODO(stream): StreamHandler
+	s.metrics = newCollector(ix, &s.subscribers)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(s.metrics)
+	s.gatherer = prometheus.Gatherers{ix.Gatherer(), reg}
+	s.routes()
+	return s
+}
+
+func (s *Server) routes() {
+	s.mux.HandleFunc("/xrpc/{nsid}", s.serveXRPC)
+	s.mux.Handle("GET /stream", http.HandlerFunc(s.serveStream))
+	s.mux.HandleFunc("GET /health", s.serveHealth)
+
+	admin := func(pattern string, h http.HandlerFunc) { s.mux.Handle(pattern, s.Admin(h)) }
+	admin("GET /repos", s.serveListRepos)
+	admin("GET /repos/{did}", s.serveGetRepo)
+	admin("POST /repos/add", s.serveAddRepos)
+	admin("POST /repos/remove", s.serveRemoveRepos)
+	admin("POST /repos/resync", s.serveResyncRepos)
+	admin("GET /filter", s.serveGetFilter)
+	admin("PUT /filter", s.servePutFilter)
+	admin("PATCH /filter", s.servePatchFilter)
+	admin("GET /stats", s.serveStats)
+	admin("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{ErrorLog: nil}).ServeHTTP)
+}
+
+// ServeHTTP routes a request. Unknown paths get 404 and a known path with
+// the wrong method 405, both with a JSON error body.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if r.Body != nil {
+		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
+	}
+	h, pattern := s.mux.Handler(r)
+	if pattern == "" {
+		// The mux would answer 404 or 405 in plain text; answer in JSON.
+		rec := &statusProbe{header: http.Header{}}
+		h.ServeHTTP(rec, r)
+		if rec.status == http.StatusMethodNotAllowed {
+			if allow := rec.header.Get("Allow"); allow != "" {
+				w.Header().Set("Allow", allow)
+			}
+			writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", r.Method+" is not allowed on "+r.URL.Path)
+			return
+		}
+		writeError(w, http.StatusNotFound, "NotFound", "no endpoint at "+r.URL.Path)
+		return
+	}
+	s.mux.ServeHTTP(w, r)
+}
+
+// statusProbe captures the status and headers the mux's own 404/405 handler
+// would write.
+type statusProbe struct {
+	header http.Header
+	status int
+}
+
+func (p *statusProbe) Header() http.Header         { return p.header }
+func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
+func (p *statusProbe) WriteHeader(code int)        { p.status = code }
+
+// Admin wraps h with the management access rule: with Options.AdminToken
+// set, "Authorization: Bearer <token>" is required (401 otherwise); without
+// one, only loopback clients are served (403 otherwise). Host applications
+// use it to protect pages of their own, such as a status page.
+func (s *Server) Admin(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if s.opts.AdminToken != "" {
+			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
+			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(s.opts.AdminToken)) != 1 {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="cistern"`)
+				writeError(w, http.StatusUnauthorized, "AuthenticationRequired", "this endpoint needs Authorization: Bearer <admin token>")
+				return
+			}
+		} else if !isLoopback(r.RemoteAddr) {
+			writeError(w, http.StatusForbidden, "Forbidden", "management endpoints answer loopback clients only when no admin token is configured")
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// isLoopback reports whether a remote address ("host:port") is a loopback
+// address.
+func isLoopback(remote string) bool {
+	host, _, err := net.SplitHostPort(remote)
+	if err != nil {
+		host = remote
+	}
+	ip := net.ParseIP(strings.Trim(host, "[]"))
+	return ip != nil && ip.IsLoopback()
+}
+
+func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
+	s.subscribers.Add(1)
+	defer s.subscribers.Add(-1)
+	s.stream.ServeHTTP(w, r)
+}
+
+func (s *Server) serveHealth(w http.ResponseWriter, r *http.Request) {
+	var newest uint64
+	err := s.ix.Store().View(r.Context(), func(tx store.ReadTx) error {
+		var err error
+		_, newest, err = tx.EventBounds()
+		return err
+	})
+	if err != nil {
+		writeError(w, http.StatusServiceUnavailable, "Unavailable", "store: "+err.Error())
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]any{"status": "ok", "newestEvent": newest})
+}
