@@ -125,15 +125,19 @@ func (hs *hosts) acquire(ctx context.Context, name string) (release func(), err 
 	return release, nil
 }
 
-// limited returns how many hosts are paused now.
+// limited returns how many hosts are paused now, and forgets idle hosts
+// whose pause has ended.
 func (hs *hosts) limited() int {
 	hs.mu.Lock()
 	defer hs.mu.Unlock()
 	now := hs.now()
 	n := 0
-	for _, h := range hs.m {
-		if h.paused.After(now) {
+	for name, h := range hs.m {
+		switch {
+		case h.paused.After(now):
 			n++
+		case h.refs == 0 && !h.next.After(now):
+			delete(hs.m, name) // idle, and its pause is over
 		}
 	}
 	return n
