@@ -16,6 +16,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	blocks "github.com/ipfs/go-block-format"
 	"github.com/ipfs/go-cid"
+	ipld "github.com/ipfs/go-ipld-format"
 	car "github.com/ipld/go-car"
 )
 
@@ -71,7 +72,9 @@ type mapBlocks map[cid.Cid][]byte
 func (m mapBlocks) Get(_ context.Context, c cid.Cid) (blocks.Block, error) {
 	data, ok := m[c]
 	if !ok {
-		return nil, fmt.Errorf("block %s not in CAR", c)
+		// ipld.ErrNotFound lets mst.LoadTreeFromStore build a partial
+		// tree: a commit CAR holds only the nodes the commit touched.
+		return nil, ipld.ErrNotFound{Cid: c}
 	}
 	return blocks.NewBlockWithCid(data, c)
 }
