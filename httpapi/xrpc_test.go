@@ -286,7 +286,9 @@ func TestRepoMethods(t *testing.T) {
 		t.Fatalf("listRepos limit 1: %+v", repos)
 	}
 	first := repos.Repos[0].DID
-	xrpc(t, api, "com.atproto.sync.listRepos", "cursor", repos.Cursor).decode(t, &repos)
+	cursor := repos.Cursor
+	repos.Cursor, repos.Repos = "", nil
+	xrpc(t, api, "com.atproto.sync.listRepos", "cursor", cursor).decode(t, &repos)
 	if len(repos.Repos) != 1 || repos.Repos[0].DID == first || repos.Cursor != "" || !repos.Repos[0].Active {
 		t.Fatalf("listRepos second page: %+v", repos)
 	}
@@ -308,9 +310,10 @@ func TestRepoMethods(t *testing.T) {
 		t.Fatalf("getRepoInfo: %+v", info)
 	}
 
+	var pages int
 	// listCollection: every post of both repos once, newest indexed first.
 	seen := map[string]bool{}
-	cursor, pages := "", 0
+	cursor, pages = "", 0
 	for {
 		kv := []string{"collection", posts, "limit", "40"}
 		if cursor != "" {
