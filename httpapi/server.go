@@ -34,6 +34,8 @@ type Options struct {
 	// Logger receives request failures. Default: a logger that discards
 	// everything.
 	Logger *slog.Logger
+	// Stream configures the /stream WebSocket endpoint.
+	Stream StreamOptions
 }
 
 func (o Options) withDefaults() Options {
@@ -97,9 +99,7 @@ var _ http.Handler = (*Server)(nil)
 func New(ix *cistern.Indexer, opts Options) *Server {
 	opts = opts.withDefaults()
 	s := &Server{ix: ix, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
-	s.stream = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotImplemented, "MethodNotImplemented", "stream: not yet wired")
-	}) // TODO(stream): StreamHandler
+	s.stream = StreamHandler(ix, opts.Stream)
 	s.metrics = newCollector(ix, &s.subscribers)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(s.metrics)
