@@ -1,0 +1,282 @@
+// Command cistern is the standalone cistern server: it indexes part of the
+// AT Protocol network into a local bbolt file and serves it over HTTP (XRPC
+// queries, the /stream WebSocket, management and Prometheus metrics, see
+// package httpapi), with a status page at /.
+//
+// Every flag can also be set from the environment as CISTERN_<FLAG>, upper
+// case with dashes as underscores (CISTERN_ADMIN_TOKEN=...); a flag given on
+// the command line wins.
+//
+//	cistern -signal xyz.statusphere.status -collections xyz.statusphere.status
+//	cistern -demo     # an in-process test network; no internet needed
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/httpapi"
+)
+
+// config is what the flags say.
+type config struct {
+	DB          string
+	Listen      string
+	Relay       string
+	PLC         string
+	FullNetwork bool
+	Signals     []string
+	Collections []string
+	Track       []string
+	Exclude     []string
+	AdminToken  string
+	Concurrency int
+	Verify      cistern.VerifyMode
+	Retention   time.Duration
+	LogLevel    slog.Level
+	Demo        bool
+
+	dbSet bool // -db was given (the demo uses a temporary store otherwise)
+}
+
+// listFlag is a comma-separated list.
+type listFlag struct{ list *[]string }
+
+func (f listFlag) String() string {
+	if f.list == nil {
+		return ""
+	}
+	return strings.Join(*f.list, ",")
+}
+
+func (f listFlag) Set(s string) error {
+	*f.list = nil
+	for _, v := range strings.Split(s, ",") {
+		if v = strings.TrimSpace(v); v != "" {
+			*f.list = append(*f.list, v)
+		}
+	}
+	return nil
+}
+
+// parseFlags reads the command line and the CISTERN_* environment.
+func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*config, error) {
+	c := &config{}
+	fs := flag.NewFlagSet("cistern", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store")
+	fs.StringVar(&c.Listen, "listen", "127.0.0.1:2470", "HTTP listen address")
+	fs.StringVar(&c.Relay, "relay", "wss://bsky.network", "firehose relay (or PDS) URL")
+	fs.StringVar(&c.PLC, "plc", "https://plc.directory", "PLC directory URL")
+	fs.BoolVar(&c.FullNetwork, "full-network", false, "track every repo of the network")
+	fs.Var(listFlag{&c.Signals}, "signal", "comma list of signal collections: repos holding a record in one are tracked")
+	fs.Var(listFlag{&c.Collections}, "collections", "comma list of collection patterns stored (default: all)")
+	fs.Var(listFlag{&c.Track}, "track", "comma list of DIDs tracked explicitly")
+	fs.Var(listFlag{&c.Exclude}, "exclude", "comma list of DIDs never indexed")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for the management API (default: loopback clients only)")
+	fs.IntVar(&c.Concurrency, "backfill-concurrency", 16, "repos backfilled at once")
+	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
+	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
+	level := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
+
+	var err error
+	fs.VisitAll(func(f *flag.Flag) {
+		name := "CISTERN_" + strings.ToUpper(strings.ReplaceAll(f.Name, "-", "_"))
+		if v := getenv(name); v != "" && err == nil {
+			if e := f.Value.Set(v); e != nil {
+				err = fmt.Errorf("%s=%q: %w", name, v, e)
+			}
+			if f.Name == "db" {
+				c.dbSet = true
+			}
+		}
+	})
+	if err != nil {
+		return nil, err
+	}
+	if err := fs.Parse(args); err != nil {
+		return nil, err
+	}
+	if fs.NArg() > 0 {
+		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
+	}
+	fs.Visit(func(f *flag.Flag) {
+		if f.Name == "db" {
+			c.dbSet = true
+		}
+	})
+	if c.Verify, err = cistern.ParseVerifyMode(*verify); err != nil {
+		return nil, err
+	}
+	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
+		return nil, fmt.Errorf("-log-level: %w", err)
+	}
+	if c.Retention < 0 {
+		return nil, fmt.Errorf("-retention must not be negative")
+	}
+	if c.Concurrency < 1 {
+		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
+	}
+	return c, nil
+}
+
+// spec returns the filter the flags ask for; the zero Spec (keep what the
+// store has) when none of the filter flags is given.
+func (c *config) spec() filter.Spec {
+	return filter.Spec{FullNetwork: c.FullNetwork, DIDs: c.Track, Signals: c.Signals,
+		Collections: c.Collections, Excludes: c.Exclude}
+}
+
+func main() {
+	cfg, err := parseFlags(os.Args[1:], os.Getenv, os.Stderr)
+	if errors.Is(err, flag.ErrHelp) {
+		os.Exit(0)
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "cistern:", err)
+		os.Exit(2)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, cfg, os.Stdout, os.Stderr); err != nil {
+		fmt.Fprintln(os.Stderr, "cistern:", err)
+		os.Exit(1)
+	}
+}
+
+// run serves until ctx ends, then shuts down in order: HTTP first (no new
+// requests), then the indexer's Run (which saves its cursors), then the
+// store.
+func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
+	icfg := cistern.Config{
+		Path:     cfg.DB,
+		RelayURL: cfg.Relay,
+		PLCURL:   cfg.PLC,
+		Filter:   cfg.spec(),
+		Verify:   cfg.Verify,
+		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency},
+		Logger:   log,
+	}
+	icfg.Retention.MaxAge = cfg.Retention
+
+	var demo *demoNet
+	if cfg.Demo {
+		var err error
+		if demo, err = startDemo(ctx, cfg, &icfg, log); err != nil {
+			return fmt.Errorf("demo: %w", err)
+		}
+		defer demo.Close()
+	}
+
+	ix, err := cistern.Open(icfg)
+	if err != nil {
+		return err
+	}
+	defer ix.Close()
+
+	ln, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	api := httpapi.New(ix, httpapi.Options{AdminToken: cfg.AdminToken, Logger: log})
+	st := newStatus(ix, time.Now())
+	mux := http.NewServeMux()
+	mux.Handle("/", api)
+	mux.Handle("GET /{$}", api.Admin(st))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+
+	base := "http://" + ln.Addr().String()
+	fmt.Fprintf(stdout, "cistern: tracking %s; store %s; listening on %s (status page %s/)\n",
+		describe(ix.Filter().Spec()), icfg.Path, base, base)
+	if demo != nil {
+		demo.printHelp(stdout, base)
+	}
+
+	runCtx, cancelRun := context.WithCancel(context.Background())
+	runDone := make(chan error, 1)
+	go func() { runDone <- ix.Run(runCtx) }()
+	srvDone := make(chan error, 1)
+	go func() { srvDone <- srv.Serve(ln) }()
+	progDone := make(chan struct{})
+	go func() {
+		defer close(progDone)
+		st.report(ctx, stdout, progressInterval(cfg))
+	}()
+
+	var runErr error
+	select {
+	case <-ctx.Done():
+	case runErr = <-runDone:
+		runDone <- runErr
+	case err := <-srvDone:
+		cancelRun()
+		<-runDone
+		return fmt.Errorf("http: %w", err)
+	}
+	fmt.Fprintln(stdout, "cistern: shutting down")
+	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		log.Warn("http shutdown", "err", err)
+	}
+	cancelRun()
+	if err := <-runDone; err != nil && runErr == nil {
+		runErr = err
+	}
+	<-progDone
+	if err := ix.Close(); err != nil {
+		return fmt.Errorf("close: %w", err)
+	}
+	if runErr != nil {
+		return runErr
+	}
+	fmt.Fprintln(stdout, "cistern: stopped cleanly")
+	return nil
+}
+
+func progressInterval(cfg *config) time.Duration {
+	if cfg.Demo {
+		return 2 * time.Second
+	}
+	return 10 * time.Second
+}
+
+// describe says in words what a filter tracks.
+func describe(s filter.Spec) string {
+	var parts []string
+	switch {
+	case s.FullNetwork:
+		parts = append(parts, "the full network")
+	case len(s.DIDs) == 0 && len(s.Signals) == 0:
+		parts = append(parts, "nothing yet (add repos with POST /repos/add or PATCH /filter)")
+	}
+	if n := len(s.DIDs); n > 0 {
+		parts = append(parts, fmt.Sprintf("%d explicit repo(s)", n))
+	}
+	if len(s.Signals) > 0 {
+		parts = append(parts, "repos with records in "+strings.Join(s.Signals, ", "))
+	}
+	if len(s.Excludes) > 0 {
+		parts = append(parts, fmt.Sprintf("minus %d excluded", len(s.Excludes)))
+	}
+	colls := "all collections"
+	if len(s.Collections) > 0 {
+		colls = "collections " + strings.Join(s.Collections, ", ")
+	}
+	return strings.Join(parts, " and ") + ", storing " + colls
+}
