@@ -431,6 +431,19 @@ func compare(ctx context.Context, n *network, r replica, filt *filter.Filter, di
 		}
 		out.diffs = append(out.diffs, d...)
 	}
+	if len(out.diffs) > 0 {
+		return out, nil
+	}
+	// The state was read after the log: if the log moved meanwhile, the
+	// two may not belong together (a repo's new handle without its
+	// identity event, say); look again.
+	again, err := r.events(ctx)
+	if err != nil {
+		return nil, err
+	}
+	if len(again) != len(evs) {
+		out.diffs = append(out.diffs, fmt.Sprintf("event log moved during the comparison (%d events, then %d)", len(evs), len(again)))
+	}
 	return out, nil
 }
 

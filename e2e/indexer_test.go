@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"sort"
@@ -15,7 +16,9 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/e2e/internal/wellknown"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/stream"
 )
@@ -29,17 +32,31 @@ type running struct {
 
 // indexerConfig is the Config of an Indexer following refnet.
 func indexerConfig(t testing.TB, n *network, path string, spec filter.Spec) cistern.Config {
+	log := testLogger(t)
 	return cistern.Config{
-		Path:                   path,
-		RelayURL:               n.PDS,
-		PLCURL:                 n.PLC,
-		CrawlURL:               n.PDS,
-		SkipHandleVerification: true,
-		Filter:                 spec,
-		CursorInterval:         200 * time.Millisecond,
-		Backfill:               cistern.BackfillConfig{MinBackoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second, Concurrency: 4},
-		Logger:                 testLogger(t),
+		Path:           path,
+		RelayURL:       n.PDS,
+		PLCURL:         n.PLC,
+		CrawlURL:       n.PDS,
+		Resolver:       verifyingResolver(n, log),
+		Filter:         spec,
+		CursorInterval: 200 * time.Millisecond,
+		Backfill:       cistern.BackfillConfig{MinBackoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second, Concurrency: 4},
+		Logger:         log,
 	}
+}
+
+// verifyingResolver is cistern's default resolver over refnet's PLC
+// directory, with handles verified both ways: .test handles are looked up
+// at https://{handle}/.well-known/atproto-did, which wellknown.Transport
+// sends to the PDS.
+func verifyingResolver(n *network, log *slog.Logger) resolver.Resolver {
+	return resolver.NewCached(resolver.Options{
+		PLCURL:                n.PLC,
+		HTTPClient:            &http.Client{Transport: wellknown.Transport(n.PDS, nil), Timeout: 10 * time.Second},
+		SkipDNSDomainSuffixes: []string{".test"},
+		Logger:                log,
+	})
 }
 
 // testLogger logs to the test's log at Info and above when -v is given

@@ -5,7 +5,8 @@
 //
 //	cisternd -db cistern.db -relay http://localhost:2583 -plc http://localhost:2582 -dids did:plc:a,did:plc:b
 //
-// It prints "SYNCED <did>" when each repo listed in -wait is synced.
+// It prints "SYNCED <did>" when each repo listed in -wait is synced. Handles
+// are verified as the e2e tests do, through e2e/internal/wellknown.
 package main
 
 import (
@@ -13,6 +14,7 @@ import (
 	"flag"
 	"fmt"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -20,7 +22,9 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/e2e/internal/wellknown"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/resolver"
 )
 
 func main() {
@@ -50,14 +54,18 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	ix, err := cistern.Open(cistern.Config{
-		Path:                   *db,
-		RelayURL:               *relay,
-		PLCURL:                 *plc,
-		CrawlURL:               *relay,
-		SkipHandleVerification: true,
-		Filter:                 filter.Spec{DIDs: list(*dids), Signals: list(*signals), Collections: list(*collections)},
-		Backfill:               cistern.BackfillConfig{MinBackoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second},
-		Logger:                 slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		Path:     *db,
+		RelayURL: *relay,
+		PLCURL:   *plc,
+		CrawlURL: *relay,
+		Resolver: resolver.NewCached(resolver.Options{
+			PLCURL:                *plc,
+			HTTPClient:            &http.Client{Transport: wellknown.Transport(*relay, nil), Timeout: 10 * time.Second},
+			SkipDNSDomainSuffixes: []string{".test"},
+		}),
+		Filter:   filter.Spec{DIDs: list(*dids), Signals: list(*signals), Collections: list(*collections)},
+		Backfill: cistern.BackfillConfig{MinBackoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second},
+		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		return err
