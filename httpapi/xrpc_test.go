@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"context"
 	"net/http"
 	"strconv"
 	"testing"
@@ -359,4 +360,36 @@ func TestRepoMethods(t *testing.T) {
 		return len(page.Records) == 1 && page.Records[0].URI == uri
 	})
 	same(t, pds, api, "com.atproto.repo.getRecord", "repo", "bob.test", "collection", posts, "rkey", rec.RKey)
+}
+
+// An account that is deactivated or deleted answers as the PDS does.
+func TestXRPC_InactiveAccounts(t *testing.T) {
+	net, ix, api, alice, bob := setup(t, httpapi.Options{})
+	pds := net.PDSURL()
+	rec := alice.Records()[0]
+	if _, err := alice.Deactivate(); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Delete(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the account events", func() bool {
+		a, errA := ix.Repo(context.Background(), alice.DID().String())
+		b, errB := ix.Repo(context.Background(), bob.DID().String())
+		return errA == nil && a.State.String() == "deactivated" && (errB != nil || b.State.String() == "deleted")
+	})
+	for _, tc := range []struct{ method, repoParam, did, want string }{
+		{"com.atproto.repo.getRecord", "repo", alice.DID().String(), "RepoDeactivated"},
+		{"com.atproto.repo.listRecords", "repo", alice.DID().String(), "RepoDeactivated"},
+		{"com.atproto.repo.getRecord", "repo", bob.DID().String(), "RepoNotFound"},
+		{"com.atproto.sync.getLatestCommit", "did", alice.DID().String(), "RepoDeactivated"},
+		{"com.atproto.sync.getRepoStatus", "did", bob.DID().String(), "RepoNotFound"},
+	} {
+		a := same(t, pds, api, tc.method, tc.repoParam, tc.did, "collection", rec.Collection, "rkey", rec.RKey)
+		if a.errName() != tc.want {
+			t.Errorf("%s %s: %d %s, want %s", tc.method, tc.did, a.Status, a.Body, tc.want)
+		}
+	}
+	// getRepoStatus of the deactivated account: active false, status.
+	same(t, pds, api, "com.atproto.sync.getRepoStatus", "did", alice.DID().String())
 }
