@@ -108,6 +108,7 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 // handleMessage applies one firehose message. It runs on the dispatcher's
 // worker for the message's repo, so messages of one repo come in order.
 func (ix *Indexer) handleMessage(ctx context.Context, src string, m *firehose.Message) error {
+	ix.log.Debug("firehose message", "seq", m.Seq, "kind", m.Kind, "did", m.DID)
 	var err error
 	switch m.Kind {
 	case firehose.KindCommit:

@@ -22,8 +22,8 @@ import (
 
 // Limits a live commit must respect, after the relay's own.
 const (
-	// MaxCommitBlocks bounds the CAR bytes of one #commit.
-	MaxCommitBlocks = 2 << 20
+	// MaxCommitBlocks bounds the CAR bytes of one #commit (the lexicon's 2 MB).
+	MaxCommitBlocks = 2_000_000
 	// MaxCommitOps bounds the ops of one #commit.
 	MaxCommitOps = 200
 	// MaxFutureRev is how far ahead of the clock a rev may be.

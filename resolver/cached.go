@@ -36,8 +36,9 @@ type Options struct {
 	// checked (a transient failure) is kept before trying again. Default 1 m.
 	NegativeTTL time.Duration
 	// SkipHandleVerification turns off the bidirectional handle check:
-	// Resolve then reports every handle as "handle.invalid", and
-	// ResolveHandle does not check that the DID document claims the handle.
+	// Resolve then reports the handle the DID document declares, unchecked
+	// ("handle.invalid" if it declares none), and ResolveHandle does not
+	// check that the DID document claims the handle.
 	// With the check on (the default), a handle that does not resolve back
 	// to the DID is reported as "handle.invalid".
 	SkipHandleVerification bool
@@ -246,12 +247,13 @@ func (c *Cached) fetch(ctx context.Context, did syntax.DID) (Identity, time.Dura
 	}
 	ident := Identity{DID: did, Handle: syntax.HandleInvalid, PDS: pds, SigningKey: key}
 	ttl := c.opts.TTL
-	if c.opts.SkipHandleVerification {
-		return ident, ttl, nil
-	}
 	declared, err := parsed.DeclaredHandle()
 	if err != nil {
 		// No handle, or one that does not parse: nothing to verify.
+		return ident, ttl, nil
+	}
+	if c.opts.SkipHandleVerification {
+		ident.Handle = declared
 		return ident, ttl, nil
 	}
 	resolved, err := c.lookupHandle(ctx, declared)

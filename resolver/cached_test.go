@@ -235,7 +235,7 @@ func TestCachedHandleVerification(t *testing.T) {
 		{"verified", false, did, "mallory.test"},
 		{"points elsewhere", false, "did:plc:someoneelse00000000000000", syntax.HandleInvalid},
 		{"does not resolve", false, "", syntax.HandleInvalid},
-		{"skipped", true, did, syntax.HandleInvalid},
+		{"skipped: declared handle, unchecked", true, "", "mallory.test"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
