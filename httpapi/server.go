@@ -86,6 +86,7 @@ type Server struct {
 	log  *slog.Logger
 	mux  *http.ServeMux
 
+	xrpc        map[string]func(w http.ResponseWriter, r *http.Request) error
 	stream      http.Handler
 	subscribers atomic.Int64
 	metrics     *collector
@@ -99,6 +100,7 @@ var _ http.Handler = (*Server)(nil)
 func New(ix *cistern.Indexer, opts Options) *Server {
 	opts = opts.withDefaults()
 	s := &Server{ix: ix, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
+	s.xrpc = s.xrpcMethods()
 	s.stream = StreamHandler(ix, opts.Stream)
 	s.metrics = newCollector(ix, &s.subscribers)
 	reg := prometheus.NewRegistry()

@@ -32,7 +32,7 @@ func (s *Server) xrpcMethods() map[string]func(w http.ResponseWriter, r *http.Re
 
 func (s *Server) serveXRPC(w http.ResponseWriter, r *http.Request) {
 	nsid := r.PathValue("nsid")
-	h, ok := s.xrpcMethods()[nsid]
+	h, ok := s.xrpc[nsid]
 	if !ok {
 		writeError(w, http.StatusNotImplemented, "MethodNotImplemented", "Method Not Implemented: "+nsid)
 		return
