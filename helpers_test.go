@@ -115,6 +115,7 @@ func folded(t testing.TB, ix *cistern.Indexer) map[string]map[string]string {
 	t.Helper()
 	out := map[string]map[string]string{}
 	var last uint64
+	lastRev := map[string]string{}
 	err := ix.Store().View(context.Background(), func(tx store.ReadTx) error {
 		return tx.ScanEvents(0, func(ev *store.Event) (bool, error) {
 			if last != 0 && ev.ID != last+1 {
@@ -124,6 +125,10 @@ func folded(t testing.TB, ix *cistern.Indexer) map[string]map[string]string {
 			if ev.Kind != store.KindRecord {
 				return true, nil
 			}
+			if ev.Rev < lastRev[ev.DID] {
+				return false, fmt.Errorf("event %d of %s has rev %s after rev %s", ev.ID, ev.DID, ev.Rev, lastRev[ev.DID])
+			}
+			lastRev[ev.DID] = ev.Rev
 			m := out[ev.DID]
 			if m == nil {
 				m = map[string]string{}

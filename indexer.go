@@ -52,6 +52,7 @@ const (
 	metaFilter       = "filter"
 	metaCursorPrefix = "firehose/cursor/"
 	metaCrawlPrefix  = "crawl/"
+	metaRejectPrefix = "stats/rejected/"
 )
 
 // Indexer indexes part of the network into a store. It is safe for

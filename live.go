@@ -2,6 +2,7 @@ package cistern
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"strconv"
@@ -338,12 +339,43 @@ func (ix *Indexer) markDesync(ctx context.Context, did string, ce *CommitError) 
 		if err := tx.PutRepo(&next); err != nil {
 			return err
 		}
+		if err := countReject(tx, ce.Reason); err != nil {
+			return err
+		}
 		return tx.Enqueue(did, time.Now())
 	})
 	if err == nil {
 		ix.bf.Kick()
 	}
 	return err
+}
+
+// countReject adds one to the persisted count of rejections for reason.
+func countReject(tx store.Tx, reason RejectReason) error {
+	key := metaRejectPrefix + string(reason)
+	n := uint64(0)
+	if v, err := tx.Meta(key); err == nil && len(v) == 8 {
+		n = binary.BigEndian.Uint64(v)
+	}
+	return tx.PutMeta(key, binary.BigEndian.AppendUint64(nil, n+1))
+}
+
+// rejectCounts reads the persisted rejection counts.
+func rejectCounts(tx store.ReadTx) (map[RejectReason]int64, error) {
+	out := map[RejectReason]int64{}
+	for _, r := range RejectReasons {
+		v, err := tx.Meta(metaRejectPrefix + string(r))
+		if errors.Is(err, store.ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			return nil, err
+		}
+		if len(v) == 8 {
+			out[r] = int64(binary.BigEndian.Uint64(v))
+		}
+	}
+	return out, nil
 }
 
 // drain is the backfill's OnBackfilled hook: it applies the live commits
@@ -625,6 +657,10 @@ func (ix *Indexer) deleteRecords(ctx context.Context, did string, which func(col
 		after = page[len(page)-1].Collection + "/" + page[len(page)-1].RKey
 		now := time.Now()
 		err = ix.write(ctx, func(tx store.Tx) error {
+			rev := ""
+			if repo, err := tx.Repo(did); err == nil {
+				rev = repo.Rev // deletes belong to the repo's current rev
+			}
 			for _, r := range page {
 				if !which(r.Collection) {
 					continue
@@ -632,7 +668,10 @@ func (ix *Indexer) deleteRecords(ctx context.Context, did string, which func(col
 				if _, err := tx.Record(did, r.Collection, r.RKey); errors.Is(err, store.ErrNotFound) {
 					continue
 				}
-				if err := store.WriteRecordChange(tx, &store.Event{Kind: store.KindRecord, Live: live, DID: did, Rev: r.Rev,
+				if rev == "" {
+					rev = r.Rev
+				}
+				if err := store.WriteRecordChange(tx, &store.Event{Kind: store.KindRecord, Live: live, DID: did, Rev: rev,
 					Time: now, Collection: r.Collection, RKey: r.RKey, Action: store.ActionDelete}); err != nil {
 					return err
 				}

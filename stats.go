@@ -25,7 +25,8 @@ type Stats struct {
 	Queued int64 `json:"queued"`
 	// DiskBytes is the size of the store on disk.
 	DiskBytes int64 `json:"diskBytes"`
-	// Rejected counts live commits rejected, by reason.
+	// Rejected counts live commits rejected (and their repos resynced), by
+	// reason, since the store was created.
 	Rejected map[RejectReason]int64 `json:"rejected"`
 	// Backfill reports the scheduler's work.
 	Backfill backfill.Stats `json:"backfill"`
@@ -48,6 +49,9 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 		if err != nil {
 			return err
 		}
+		if s.Rejected, err = rejectCounts(tx); err != nil {
+			return err
+		}
 		return tx.ScanQueue(func(string, time.Time) (bool, error) {
 			s.Queued++
 			return true, nil
@@ -57,7 +61,6 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 		return nil, err
 	}
 	s.DiskBytes = ix.st.Size()
-	s.Rejected = ix.metrics.rejectCounts()
 	s.Backfill = ix.bf.Stats()
 	return s, nil
 }
