@@ -284,3 +284,28 @@ func TestIndexer_AccountLifecycle(t *testing.T) {
 		}
 	}
 }
+
+func TestIndexer_RepoKeepsCommitCID(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "cid.test", testnet.Records(post, 3))
+	ix := runConnected(t, net, testConfig(t, net, filter.Spec{DIDs: []string{a.DID().String()}}))
+	waitSynced(t, ix, a.DID().String())
+	check := func(stage string) {
+		t.Helper()
+		eventually(t, 10*time.Second, func() string {
+			r, err := ix.Repo(context.Background(), a.DID().String())
+			if err != nil {
+				return err.Error()
+			}
+			if r.Commit != a.CommitCID().String() || r.Rev != a.Rev() || r.Data != a.DataCID().String() {
+				return stage + ": repo at " + r.Rev + " " + r.Commit + ", PDS at " + a.Rev() + " " + a.CommitCID().String()
+			}
+			return ""
+		})
+	}
+	check("after backfill")
+	if _, err := a.CreateRecord(post, testnet.Post(post, "next")); err != nil {
+		t.Fatal(err)
+	}
+	check("after a live commit")
+}

@@ -281,7 +281,7 @@ func (ix *Indexer) applyCommit(ctx context.Context, r *store.Repo, msg *comatpro
 			}
 		}
 		next := *cur
-		next.Rev, next.Data, next.Updated = vc.rev, vc.data.String(), now
+		next.Rev, next.Data, next.Commit, next.Updated = vc.rev, vc.data.String(), vc.commit.String(), now
 		applied = true
 		return tx.PutRepo(&next)
 	})

@@ -132,6 +132,7 @@ type opChange struct {
 // verifiedCommit is what checkCommit hands to the write path.
 type verifiedCommit struct {
 	did, rev string
+	commit   cid.Cid // the signed commit
 	data     cid.Cid // the commit's MST root
 	ops      []opChange
 }
@@ -170,7 +171,7 @@ func checkCommit(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Commit,
 	if cc.commit.DID != did || cc.commit.Rev != rev {
 		return nil, reject(did, rev, RejectCIDMismatch, "signed commit is %s@%s", cc.commit.DID, cc.commit.Rev)
 	}
-	out := &verifiedCommit{did: did, rev: rev, data: cc.commit.Data}
+	out := &verifiedCommit{did: did, rev: rev, commit: cc.root, data: cc.commit.Data}
 	for _, op := range msg.Ops {
 		coll, rkey, err := syntax.ParseRepoPath(op.Path)
 		if err != nil {

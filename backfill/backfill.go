@@ -1,6 +1,7 @@
 package backfill
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -10,6 +11,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
+	"github.com/multiformats/go-multihash"
 
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/resolver"
@@ -218,12 +220,16 @@ func (s *Scheduler) finalize(did string, ident *resolver.Identity, commit *repo.
 	now := s.opts.Now()
 	hook := s.opts.OnBackfilled != nil
 	data := commit.Data.String()
+	commitCID := ""
+	if c, err := commitCIDOf(commit); err == nil {
+		commitCID = c.String()
+	}
 	return func(tx store.Tx) error {
 		r, err := loadRepo(tx, did)
 		if err != nil {
 			return err
 		}
-		r.Rev, r.Data = commit.Rev, data
+		r.Rev, r.Data, r.Commit = commit.Rev, data, commitCID
 		setIdentity(r, ident)
 		clearError(r)
 		r.Status = ""
@@ -403,4 +409,14 @@ func hasSignal(rp *repo.Repo, f *filter.Filter) (bool, error) {
 		return false, fail(KindMalformed, "walking MST: %w", err)
 	}
 	return found, nil
+}
+
+// commitCIDOf computes the CID of a signed commit from its canonical
+// DAG-CBOR encoding, which is how the repo's CAR names it.
+func commitCIDOf(c *repo.Commit) (cid.Cid, error) {
+	var buf bytes.Buffer
+	if err := c.MarshalCBOR(&buf); err != nil {
+		return cid.Undef, err
+	}
+	return cid.NewPrefixV1(cid.DagCBOR, multihash.SHA2_256).Sum(buf.Bytes())
 }

@@ -264,10 +264,8 @@ func (s *Server) getRepoStatus(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
-// getLatestCommit answers com.atproto.sync.getLatestCommit with the rev of
-// the last commit the indexer applied and, as "data", its MST root CID. The
-// store does not keep commit CIDs, so "cid" is left out rather than filled
-// with a CID a PDS would not answer.
+// getLatestCommit answers com.atproto.sync.getLatestCommit with the CID and
+// rev of the last commit the indexer applied (and, as "data", its MST root).
 func (s *Server) getLatestCommit(w http.ResponseWriter, r *http.Request) error {
 	repo, err := s.trackedRepo(r)
 	if err != nil {
@@ -279,7 +277,11 @@ func (s *Server) getLatestCommit(w http.ResponseWriter, r *http.Request) error {
 	if repo.Rev == "" {
 		return &apiError{http.StatusBadRequest, "RepoNotFound", "repo " + repo.DID + " has not been synced yet"}
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"rev": repo.Rev, "data": repo.Data})
+	out := map[string]string{"rev": repo.Rev, "data": repo.Data}
+	if repo.Commit != "" {
+		out["cid"] = repo.Commit
+	}
+	writeJSON(w, http.StatusOK, out)
 	return nil
 }
 
@@ -298,7 +300,7 @@ func (s *Server) syncListRepos(w http.ResponseWriter, r *http.Request) error {
 	}
 	type entry struct {
 		DID    string `json:"did"`
-		Head   string `json:"head,omitempty"` // commit CIDs are not stored
+		Head   string `json:"head,omitempty"`
 		Data   string `json:"data,omitempty"`
 		Rev    string `json:"rev"`
 		Active bool   `json:"active"`
@@ -319,7 +321,7 @@ func (s *Server) syncListRepos(w http.ResponseWriter, r *http.Request) error {
 			if rp.State == store.StateDeleted {
 				continue
 			}
-			e := entry{DID: rp.DID, Data: rp.Data, Rev: rp.Rev, Active: rp.State.Active()}
+			e := entry{DID: rp.DID, Head: rp.Commit, Data: rp.Data, Rev: rp.Rev, Active: rp.State.Active()}
 			if !e.Active {
 				e.Status = rp.State.String()
 			}

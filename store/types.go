@@ -98,6 +98,8 @@ type Repo struct {
 	Updated time.Time `cbor:"14,keyasint,omitempty"`
 	// Resync is set when live commits must wait for a new backfill.
 	Resync bool `cbor:"15,keyasint,omitempty"`
+	// Commit is the CID (string form) of the last signed commit applied.
+	Commit string `cbor:"16,keyasint,omitempty"`
 }
 
 // Record is one stored record.
