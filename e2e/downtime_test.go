@@ -4,6 +4,7 @@ import (
 	"context"
 	"sort"
 	"testing"
+	"time"
 
 	"github.com/cistern-dev/cistern/filter"
 )
@@ -30,6 +31,10 @@ func TestDowntime_RepoChangedWhileDown(t *testing.T) {
 
 	ix := startIndexer(t, cfg)
 	waitSynced(t, ix.Indexer, alice.DID, bob.DID)
+	// A live write each, so that cistern has a firehose cursor to resume
+	// from (see TestDowntime_NoCursorYet for a cistern that has none).
+	n.create(t, alice.DID, coll, "live")
+	n.create(t, bob.DID, coll2, "live")
 	assertConverged(t, n, lib{ix.Indexer}, filt, alice.DID, bob.DID)
 	ix.stop()
 
@@ -98,6 +103,35 @@ func TestDowntime_RepoChangedWhileDown(t *testing.T) {
 	if want := []string{"create " + last.URI}; !equalStrings(got, want) {
 		t.Errorf("events after the firehose replay: %v, want only %v", got, want)
 	}
+}
+
+// A cistern stopped before the firehose delivered it any message has no
+// cursor to resume from: it reconnects live and does not see what was
+// written while it was down. The next commit of the repo does not chain to
+// what cistern holds (sync 1.1 prevData), so cistern resyncs the repo and
+// catches up, missed writes included.
+func TestDowntime_NoCursorYet(t *testing.T) {
+	n := refnet(t)
+	const coll = "dev.cistern.enocur.post"
+	alice := n.createAccount(t, "alice")
+	var ar []writeResult
+	for range 3 {
+		ar = append(ar, n.create(t, alice.DID, coll, "alice"))
+	}
+	spec := filter.Spec{DIDs: []string{alice.DID}}
+	filt := mustFilter(t, spec)
+	cfg := indexerConfig(t, n, dbPath(t), spec)
+	ix := startIndexer(t, cfg)
+	waitSynced(t, ix.Indexer, alice.DID)
+	assertConverged(t, n, lib{ix.Indexer}, filt, alice.DID)
+	ix.stop()
+
+	n.create(t, alice.DID, coll, "while down")
+	n.del(t, alice.DID, coll, rkeyOf(ar[0].URI))
+	ix = startIndexer(t, cfg)
+	time.Sleep(time.Second) // connected, live
+	n.put(t, alice.DID, coll, rkeyOf(ar[1].URI), "next commit")
+	assertConverged(t, n, lib{ix.Indexer}, filt, alice.DID)
 }
 
 // eventsAfter returns the record events with an id above after.
