@@ -44,6 +44,18 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 		Name:       src,
 		HTTPClient: ix.cfg.HTTPClient,
 		Logger:     ix.log,
+		OnInfo: func(info *comatproto.SyncSubscribeRepos_Info) {
+			if info.Name == firehose.NameOutdatedCursor {
+				// Messages between our cursor and the oldest the source
+				// still has are gone: every synced repo may have missed
+				// commits, so each is resynced (the diff emits only what
+				// changed).
+				ix.log.Warn("firehose cursor is older than the source's history; resyncing every synced repo", "source", src, "cursor", cursor)
+				if err := ix.resyncAll(ctx); err != nil && ctx.Err() == nil {
+					ix.log.Error("resync after outdated cursor", "source", src, "err", err)
+				}
+			}
+		},
 	})
 	if err != nil {
 		return err
@@ -682,4 +694,24 @@ func (ix *Indexer) deleteRecords(ctx context.Context, did string, which func(col
 			return err
 		}
 	}
+}
+
+// resyncAll queues a resync of every synced repo.
+func (ix *Indexer) resyncAll(ctx context.Context) error {
+	err := ix.forEachRepo(ctx, func(r *store.Repo) error {
+		if r.State != store.StateSynced {
+			return nil
+		}
+		unlock := ix.lock(r.DID)
+		defer unlock()
+		return ix.write(ctx, func(tx store.Tx) error {
+			cur, err := tx.Repo(r.DID)
+			if err != nil || cur.State != store.StateSynced {
+				return err
+			}
+			return ix.requeue(tx, cur)
+		})
+	})
+	ix.bf.Kick()
+	return err
 }

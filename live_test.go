@@ -1,0 +1,166 @@
+package cistern_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/testnet"
+)
+
+func TestLive_ReconnectsAndResumesWithoutGap(t *testing.T) {
+	net := testnet.New(t)
+	accts, err := net.Generate(context.Background(), testnet.GenerateOptions{Accounts: 20, Records: 10, Collections: []string{post}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix := runConnected(t, net, testConfig(t, net, filter.Spec{FullNetwork: true}))
+	for _, a := range accts {
+		if err := ix.Track(context.Background(), a.DID().String()); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, a := range accts {
+		waitSynced(t, ix, a.DID().String())
+	}
+	stop := make(chan struct{})
+	wait := churn(t, accts, 3, stop)
+	for i := 0; i < 5; i++ {
+		time.Sleep(150 * time.Millisecond)
+		net.Relay().DropConnections()
+	}
+	close(stop)
+	t.Logf("%d commits across 5 dropped connections", wait())
+	assertConverged(t, ix, accts...)
+	st, err := ix.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for reason, n := range st.Rejected {
+		if n != 0 {
+			t.Errorf("%d commits rejected as %s: a message was lost across a reconnect", n, reason)
+		}
+	}
+}
+
+func TestLive_CommitsDuringBackfillAppliedOnceInOrder(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "slow.test", testnet.Records(post, 300))
+	net.Host(0).SlowGetRepo(30*time.Millisecond, 4<<10)
+	cfg := testConfig(t, net, filter.Spec{})
+	ix := runConnected(t, net, cfg)
+	did := a.DID().String()
+	if err := ix.Track(context.Background(), did); err != nil {
+		t.Fatal(err)
+	}
+	// Write while the getRepo body trickles in.
+	eventually(t, 10*time.Second, func() string {
+		r, err := ix.Repo(context.Background(), did)
+		if err != nil || r.State != store.StateBackfilling {
+			return "not backfilling yet"
+		}
+		return ""
+	})
+	recs := a.Records()
+	for i := 0; i < 10; i++ {
+		if _, err := a.Apply(
+			testnet.Create(post, "", testnet.Post(post, "during backfill")),
+			testnet.Update(post, recs[i].RKey, testnet.Post(post, "edited during backfill")),
+		); err != nil {
+			t.Fatal(err)
+		}
+		if err := a.DeleteRecord(post, recs[100+i].RKey); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r, err := ix.Repo(context.Background(), did)
+	if err != nil || r.State != store.StateBackfilling {
+		t.Fatalf("the writes did not land during the backfill (state %v, err %v)", r, err)
+	}
+	net.Host(0).SlowGetRepo(0, 0)
+	waitSynced(t, ix, did)
+	assertConverged(t, ix, a) // the fold refuses a doubled create, update or delete
+}
+
+func TestDiscovery_ListReposByCollection(t *testing.T) {
+	const status = "xyz.statusphere.status"
+	net := testnet.New(t)
+	withStatus := net.Account(t, "has.test", testnet.Records(status, 2), testnet.Records(post, 3))
+	without := net.Account(t, "hasnot.test", testnet.Records(post, 3))
+	cfg := testConfig(t, net, filter.Spec{Signals: []string{status}})
+	cfg.NoCrawl = false
+	ix := runIndexer(t, cfg)
+	eventually(t, 20*time.Second, func() string {
+		if _, err := ix.Repo(context.Background(), withStatus.DID().String()); err != nil {
+			return err.Error()
+		}
+		return ""
+	})
+	waitSynced(t, ix, withStatus.DID().String())
+	assertConverged(t, ix, withStatus)
+	if _, err := ix.Repo(context.Background(), without.DID().String()); err == nil {
+		t.Fatal("a repo without a signal record was tracked")
+	}
+	if n := net.Relay().Requests("com.atproto.sync.listReposByCollection"); n == 0 {
+		t.Fatal("listReposByCollection was not called")
+	}
+}
+
+func TestDiscovery_FullNetworkFindsEveryRepo(t *testing.T) {
+	net := testnet.New(t, testnet.WithHosts(2))
+	var accts []*testnet.Account
+	for i, h := range net.Hosts() {
+		got, err := net.Generate(context.Background(), testnet.GenerateOptions{Accounts: 30 + i*7, Records: 5, Collections: []string{post, like}, Hosts: []*testnet.Host{h}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		accts = append(accts, got...)
+	}
+	cfg := testConfig(t, net, filter.Spec{FullNetwork: true})
+	cfg.NoCrawl = false
+	ix := runIndexer(t, cfg)
+	assertConverged(t, ix, accts...)
+	st, err := ix.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Repos["synced"] != int64(len(accts)) {
+		t.Fatalf("repos %v, want %d synced", st.Repos, len(accts))
+	}
+}
+
+func TestLive_OutdatedCursorResyncsEverything(t *testing.T) {
+	net := testnet.New(t, testnet.WithRetention(50))
+	a := net.Account(t, "old.test", testnet.Records(post, 3))
+	did := a.DID().String()
+	cfg := testConfig(t, net, filter.Spec{DIDs: []string{did}})
+	cfg.Path = t.TempDir() + "/c.db"
+	func() {
+		ix, err := cistern.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ix.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- ix.Run(ctx) }()
+		waitSynced(t, ix, did)
+		if _, err := a.CreateRecord(post, testnet.Post(post, "seen")); err != nil {
+			t.Fatal(err)
+		}
+		assertConverged(t, ix, a)
+		cancel()
+		<-done
+	}()
+	// While we are away, more than the relay keeps is written.
+	for i := 0; i < 60; i++ {
+		if _, err := a.CreateRecord(post, testnet.Post(post, "missed")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ix := runIndexer(t, cfg)
+	assertConverged(t, ix, a)
+}
