@@ -201,8 +201,15 @@ type proc struct {
 
 func startCisternd(t testing.TB, bin string, n *network, path string, dids []string) *proc {
 	t.Helper()
-	cmd := exec.Command(bin, "-db", path, "-relay", n.PDS, "-plc", n.PLC,
+	return startProc(t, bin, "-db", path, "-relay", n.PDS, "-plc", n.PLC,
 		"-dids", strings.Join(dids, ","), "-wait", strings.Join(dids, ","))
+}
+
+// startProc runs a cistern process; its stdout lines "SYNCED <did>" are
+// reported on synced.
+func startProc(t testing.TB, bin string, args ...string) *proc {
+	t.Helper()
+	cmd := exec.Command(bin, args...)
 	logs := &lockedBuffer{}
 	cmd.Stderr = logs
 	out, err := cmd.StdoutPipe()
@@ -212,14 +219,17 @@ func startCisternd(t testing.TB, bin string, n *network, path string, dids []str
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{cmd: cmd, logs: logs, synced: make(chan string, len(dids)), done: make(chan struct{})}
+	p := &proc{cmd: cmd, logs: logs, synced: make(chan string, 64), done: make(chan struct{})}
 	scanned := make(chan struct{})
 	go func() {
 		defer close(scanned)
 		sc := bufio.NewScanner(out)
 		for sc.Scan() {
 			if did, ok := strings.CutPrefix(sc.Text(), "SYNCED "); ok {
-				p.synced <- did
+				select {
+				case p.synced <- did:
+				default:
+				}
 			}
 		}
 	}()
@@ -235,7 +245,7 @@ func startCisternd(t testing.TB, bin string, n *network, path string, dids []str
 			p.kill(t)
 		}
 		if t.Failed() {
-			t.Logf("cisternd pid %d output (tail):\n%s", cmd.Process.Pid, logs.tail(3000))
+			t.Logf("%s pid %d output (tail):\n%s", filepath.Base(bin), cmd.Process.Pid, logs.tail(3000))
 		}
 	})
 	return p
@@ -265,7 +275,7 @@ func (p *proc) kill(t testing.TB) {
 	t.Helper()
 	select {
 	case <-p.done:
-		t.Errorf("cisternd had exited by itself (%v):\n%s", p.cmd.ProcessState, p.logs.tail(3000))
+		t.Errorf("process had exited by itself (%v):\n%s", p.cmd.ProcessState, p.logs.tail(3000))
 		return
 	default:
 	}
