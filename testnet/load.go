@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"runtime"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -125,7 +126,10 @@ func (l *Load) writeOne(a *Account, coll string, rng *rand.Rand) error {
 	if p < 3 {
 		if rec, ok := a.someRecord(coll); ok {
 			if p < 2 {
-				_, err := a.Apply(Update(coll, rec, Post(coll, "updated")))
+				// A distinct text each time: two updates to the same
+				// value would make a commit that changes nothing, which
+				// indexers rightly refuse.
+				_, err := a.Apply(Update(coll, rec, Post(coll, "updated "+strconv.FormatUint(rng.Uint64(), 36))))
 				return err
 			}
 			_, err := a.Apply(Delete(coll, rec))
