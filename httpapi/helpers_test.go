@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -13,12 +12,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/bluesky-social/indigo/atproto/syntax"
-
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/httpapi"
-	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/testnet"
 )
 
@@ -31,7 +27,6 @@ func openIndexer(t *testing.T, net *testnet.Network, spec filter.Spec) *cistern.
 		RelayURL:               net.RelayURL(),
 		PLCURL:                 net.PLCURL(),
 		SkipHandleVerification: true,
-		Resolver:               netResolver{net},
 		Logger:                 quiet,
 		Filter:                 spec,
 		Backfill:               cistern.BackfillConfig{MinBackoff: 50 * time.Millisecond},
@@ -55,29 +50,6 @@ func openIndexer(t *testing.T, net *testnet.Network, spec filter.Spec) *cistern.
 }
 
 var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-
-// netResolver resolves identities from the testnet's own accounts, with
-// their handles (the default resolver verifies handles through DNS or
-// HTTPS, which a loopback network cannot answer).
-type netResolver struct{ net *testnet.Network }
-
-func (r netResolver) Resolve(ctx context.Context, did syntax.DID) (*resolver.Identity, error) {
-	a := r.net.Lookup(did)
-	if a == nil {
-		return nil, fmt.Errorf("testnet: %s: %w", did, resolver.ErrNotFound)
-	}
-	return &resolver.Identity{DID: did, Handle: a.Handle(), PDS: a.Host().URL(), SigningKey: a.PublicKey()}, nil
-}
-
-func (r netResolver) ResolveHandle(ctx context.Context, h syntax.Handle) (syntax.DID, error) {
-	a := r.net.LookupHandle(h)
-	if a == nil {
-		return "", fmt.Errorf("testnet: %s: %w", h, resolver.ErrNotFound)
-	}
-	return a.DID(), nil
-}
-
-func (r netResolver) Purge(ctx context.Context, did syntax.DID) error { return nil }
 
 // waitSynced waits for every DID's backfill.
 func waitSynced(t *testing.T, ix *cistern.Indexer, dids ...string) {

@@ -8,10 +8,7 @@ import (
 	"os"
 	"path/filepath"
 
-	"github.com/bluesky-social/indigo/atproto/syntax"
-
 	"github.com/cistern-dev/cistern"
-	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/testnet"
 )
 
@@ -57,7 +54,7 @@ func startDemo(ctx context.Context, cfg *config, icfg *cistern.Config, log *slog
 	}
 	icfg.RelayURL = net.RelayURL()
 	icfg.PLCURL = net.PLCURL()
-	icfg.Resolver = netResolver{net}
+	icfg.SkipHandleVerification = true // .test handles cannot be checked offline
 	d.load = net.StartLoad(testnet.LoadOptions{Rate: 5, Accounts: d.accounts, Workers: 1})
 	return d, nil
 }
@@ -80,28 +77,3 @@ func (d *demoNet) Close() {
 		_ = os.RemoveAll(d.tmp)
 	}
 }
-
-// netResolver resolves identities from the test network's own accounts,
-// handles included (the default resolver verifies handles over DNS or
-// HTTPS, which the .test names of a loopback network cannot answer).
-type netResolver struct{ net *testnet.Network }
-
-var _ resolver.Resolver = netResolver{}
-
-func (r netResolver) Resolve(ctx context.Context, did syntax.DID) (*resolver.Identity, error) {
-	a := r.net.Lookup(did)
-	if a == nil {
-		return nil, fmt.Errorf("demo: %s: %w", did, resolver.ErrNotFound)
-	}
-	return &resolver.Identity{DID: did, Handle: a.Handle(), PDS: a.Host().URL(), SigningKey: a.PublicKey()}, nil
-}
-
-func (r netResolver) ResolveHandle(ctx context.Context, h syntax.Handle) (syntax.DID, error) {
-	a := r.net.LookupHandle(h)
-	if a == nil {
-		return "", fmt.Errorf("demo: %s: %w", h, resolver.ErrNotFound)
-	}
-	return a.DID(), nil
-}
-
-func (r netResolver) Purge(ctx context.Context, did syntax.DID) error { return nil }

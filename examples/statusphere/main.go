@@ -24,10 +24,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/bluesky-social/indigo/atproto/syntax"
-
 	"github.com/cistern-dev/cistern"
-	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/testnet"
 )
 
@@ -119,7 +116,7 @@ func startDemo(ctx context.Context, cfg *cistern.Config) (*testnet.Network, erro
 		}
 		accts = append(accts, a)
 	}
-	cfg.RelayURL, cfg.PLCURL, cfg.Resolver = n.RelayURL(), n.PLCURL(), netResolver{n}
+	cfg.RelayURL, cfg.PLCURL, cfg.SkipHandleVerification = n.RelayURL(), n.PLCURL(), true
 	dir, err := os.MkdirTemp("", "statusphere-demo-")
 	if err != nil {
 		n.Close()
@@ -153,26 +150,3 @@ func StatusRecord(status string, at time.Time) ([]byte, error) {
 	return testnet.Value(map[string]any{"$type": Collection, "status": status,
 		"createdAt": at.UTC().Format("2006-01-02T15:04:05.000Z")})
 }
-
-// netResolver resolves identities from the test network's accounts.
-type netResolver struct{ net *testnet.Network }
-
-var _ resolver.Resolver = netResolver{}
-
-func (r netResolver) Resolve(ctx context.Context, did syntax.DID) (*resolver.Identity, error) {
-	a := r.net.Lookup(did)
-	if a == nil {
-		return nil, fmt.Errorf("demo: %s: %w", did, resolver.ErrNotFound)
-	}
-	return &resolver.Identity{DID: did, Handle: a.Handle(), PDS: a.Host().URL(), SigningKey: a.PublicKey()}, nil
-}
-
-func (r netResolver) ResolveHandle(ctx context.Context, h syntax.Handle) (syntax.DID, error) {
-	a := r.net.LookupHandle(h)
-	if a == nil {
-		return "", fmt.Errorf("demo: %s: %w", h, resolver.ErrNotFound)
-	}
-	return a.DID(), nil
-}
-
-func (r netResolver) Purge(ctx context.Context, did syntax.DID) error { return nil }
