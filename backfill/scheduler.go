@@ -28,24 +28,25 @@ type Scheduler struct {
 // Stats counts the scheduler's work since New.
 type Stats struct {
 	// InFlight is the number of repos being backfilled now.
-	InFlight int
+	InFlight int `json:"inFlight"`
 	// Completed counts backfills that ended in a final state: synced, or
 	// an outcome (deleted, inactive, not tracked).
-	Completed int64
+	Completed int64 `json:"completed"`
 	// Failed counts backfills that failed and were queued for a retry.
-	Failed int64
+	Failed int64 `json:"failed"`
 	// RateLimited counts backfills deferred because their host was paused.
-	RateLimited int64
+	RateLimited int64 `json:"rateLimited"`
 	// BytesFetched counts CAR bytes received.
-	BytesFetched int64
+	BytesFetched int64 `json:"bytesFetched"`
 	// RecordsWritten counts record changes written (creates, updates,
 	// deletes).
-	RecordsWritten int64
+	RecordsWritten int64 `json:"recordsWritten"`
 	// BudgetInUse is the bytes of the byte budget held now, and
 	// BudgetPeak the most ever held at once.
-	BudgetInUse, BudgetPeak int64
+	BudgetInUse int64 `json:"budgetInUse"`
+	BudgetPeak  int64 `json:"budgetPeak"`
 	// HostsRateLimited is the number of hosts paused after a 429 now.
-	HostsRateLimited int
+	HostsRateLimited int `json:"hostsRateLimited"`
 }
 
 // New returns a scheduler. It does nothing until Run or Backfill.
