@@ -309,3 +309,41 @@ func TestIndexer_RepoKeepsCommitCID(t *testing.T) {
 	}
 	check("after a live commit")
 }
+
+func TestIndexer_VerifyModes(t *testing.T) {
+	for _, mode := range []cistern.VerifyMode{cistern.VerifyBackfill, cistern.VerifyNone} {
+		t.Run(string(mode), func(t *testing.T) {
+			net := testnet.New(t)
+			a := net.Account(t, "sig.test", testnet.Records(post, 3))
+			b := net.Account(t, "chain.test", testnet.Records(post, 3))
+			cfg := testConfig(t, net, filter.Spec{DIDs: []string{a.DID().String(), b.DID().String()}})
+			cfg.Verify = mode
+			ix := runConnected(t, net, cfg)
+			waitSynced(t, ix, a.DID().String(), b.DID().String())
+			// Signatures are not checked live: the commit is applied.
+			if _, err := a.ApplyFaulty(testnet.FaultBadSignature, testnet.Create(post, "", testnet.Post(post, "unsigned"))); err != nil {
+				t.Fatal(err)
+			}
+			// The chain still is.
+			if _, err := b.ApplyFaulty(testnet.FaultBrokenChain, testnet.Create(post, "", testnet.Post(post, "unchained"))); err != nil {
+				t.Fatal(err)
+			}
+			assertConverged(t, ix, a, b)
+			eventually(t, 10*time.Second, func() string {
+				st, err := ix.Stats(context.Background())
+				switch {
+				case err != nil:
+					return err.Error()
+				case st.Rejected[cistern.RejectBadSignature] != 0:
+					t.Fatalf("signature checked in mode %s", mode)
+				case st.Rejected[cistern.RejectBrokenChain] == 0:
+					return "broken chain not rejected"
+				}
+				return ""
+			})
+		})
+	}
+	if _, err := cistern.ParseVerifyMode("sometimes"); err == nil {
+		t.Fatal("ParseVerifyMode accepted a bad mode")
+	}
+}

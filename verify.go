@@ -143,8 +143,10 @@ type keyFunc func(ctx context.Context, refresh bool) (atcrypto.PublicKey, error)
 
 // checkCommit verifies a #commit against the repo's stored state (prevData
 // must equal prevDataWant when it is set) and returns its changes. With
-// full unset only structure is checked: the CAR parses, the commit matches
-// the message, and the values of the ops are present.
+// full unset only structure and the chain are checked: the CAR parses, the
+// commit matches the message, the values of the ops are present, and
+// prevData, when given, is the stored data CID; not the signature nor the
+// inversion.
 func checkCommit(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Commit, prevDataWant string,
 	key keyFunc, full bool, now time.Time) (*verifiedCommit, error) {
 	did, rev := msg.Repo, msg.Rev
@@ -196,6 +198,11 @@ func checkCommit(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Commit,
 		out.ops = append(out.ops, ch)
 	}
 	if !full {
+		// Structure only, but the chain is still checked when the
+		// message carries it: it costs nothing and catches a lost commit.
+		if msg.PrevData != nil && prevDataWant != "" && cid.Cid(*msg.PrevData).String() != prevDataWant {
+			return nil, reject(did, rev, RejectBrokenChain, "prevData %s, stored data %s", cid.Cid(*msg.PrevData), prevDataWant)
+		}
 		return out, nil
 	}
 
