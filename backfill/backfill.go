@@ -397,8 +397,9 @@ func clearError(r *store.Repo) {
 func hasSignal(rp *repo.Repo, f *filter.Filter) (bool, error) {
 	found := false
 	errStop := errors.New("stop")
+	var ks keySplitter
 	err := rp.MST.Walk(func(key []byte, _ cid.Cid) error {
-		coll, _, ok := splitKey(key)
+		coll, _, ok := ks.split(key)
 		if ok && f.IsSignal(coll) {
 			found = true
 			return errStop

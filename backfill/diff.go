@@ -41,12 +41,13 @@ func (s *Scheduler) diff(ctx context.Context, did string, f *filter.Filter, comm
 	}
 
 	var prev []byte
+	var ks keySplitter
 	err := rp.MST.Walk(func(key []byte, val cid.Cid) error {
 		if prev != nil && bytes.Compare(key, prev) <= 0 {
 			return fail(KindMalformed, "MST keys out of order: %q after %q", key, prev)
 		}
 		prev = key
-		coll, rkey, ok := splitKey(key)
+		coll, rkey, ok := ks.split(key)
 		if !ok {
 			return fail(KindMalformed, "invalid MST key %q", key)
 		}
@@ -139,20 +140,53 @@ func (s *Scheduler) deleteAll(ctx context.Context, did string, final func(tx sto
 	return b.flush(ctx, final)
 }
 
-// splitKey splits an MST key into a valid collection NSID and record key.
-func splitKey(key []byte) (coll, rkey string, ok bool) {
+// keySplitter splits MST keys into a valid collection NSID and record key,
+// for the keys of one MST walk. Keys come in order, so
+// consecutive keys mostly share their collection: the last collection is
+// kept, validated once and not allocated again, and record keys are checked
+// by a byte loop rather than a regular expression (the validation was a
+// tenth of a backfill's CPU).
+type keySplitter struct {
+	coll string // the last valid collection
+}
+
+func (ks *keySplitter) split(key []byte) (coll, rkey string, ok bool) {
 	i := bytes.IndexByte(key, '/')
 	if i < 0 {
 		return "", "", false
 	}
-	coll, rkey = string(key[:i]), string(key[i+1:])
-	if _, err := syntax.ParseNSID(coll); err != nil {
+	if ks.coll != "" && string(key[:i]) == ks.coll {
+		coll = ks.coll
+	} else {
+		coll = string(key[:i])
+		if _, err := syntax.ParseNSID(coll); err != nil {
+			return "", "", false
+		}
+		ks.coll = coll
+	}
+	rk := key[i+1:]
+	if !validRecordKey(rk) {
 		return "", "", false
 	}
-	if _, err := syntax.ParseRecordKey(rkey); err != nil {
-		return "", "", false
+	return coll, string(rk), true
+}
+
+// validRecordKey reports whether k is a valid record key, as
+// syntax.ParseRecordKey decides: 1 to 512 of A-Z a-z 0-9 . - _ : ~, and
+// neither "." nor "..".
+func validRecordKey(k []byte) bool {
+	if len(k) == 0 || len(k) > 512 || string(k) == "." || string(k) == ".." {
+		return false
 	}
-	return coll, rkey, true
+	for _, c := range k {
+		switch {
+		case 'a' <= c && c <= 'z', 'A' <= c && c <= 'Z', '0' <= c && c <= '9':
+		case c == '.', c == '-', c == '_', c == ':', c == '~':
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // storedRecord is a stored record with its repo path.

@@ -23,6 +23,14 @@ type tx struct {
 	// counts holds the counter changes of this transaction, written to sys
 	// just before commit.
 	counts countDelta
+	// collDelta holds the changes to per-repo collection counts (colls) of
+	// this transaction, by colls key, written just before commit or before
+	// colls is read: a record write then costs no read and write of its
+	// collection's count.
+	collDelta map[string]int64
+	// refCache holds the block reference counts this transaction read or
+	// changed, by CID (see ref).
+	refCache map[string]*refEntry
 }
 
 var _ store.Tx = (*tx)(nil)
@@ -215,6 +223,9 @@ func (t *tx) CountRecords(did, collection string) (int64, error) {
 	if did == "" || len(did) > maxField {
 		return 0, nil
 	}
+	if err := t.flushColls(); err != nil {
+		return 0, err
+	}
 	if collection != "" {
 		return int64(getU64(t.colls.Get(collKey(did, collection)))), nil
 	}
@@ -230,6 +241,9 @@ func (t *tx) CountRecords(did, collection string) (int64, error) {
 func (t *tx) Collections(did string) ([]string, error) {
 	if did == "" || len(did) > maxField {
 		return nil, nil
+	}
+	if err := t.flushColls(); err != nil {
+		return nil, err
 	}
 	prefix := didPrefix(did)
 	var out []string
@@ -254,6 +268,9 @@ func (t *tx) Block(cid []byte) ([]byte, error) {
 func (t *tx) BlockRefs(cid []byte) (uint64, error) {
 	if len(cid) == 0 {
 		return 0, nil
+	}
+	if e, ok := t.refCache[string(cid)]; ok {
+		return e.n, nil
 	}
 	return getU64(t.refs.Get(cid)), nil
 }

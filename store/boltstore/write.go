@@ -31,8 +31,49 @@ func (t *tx) counter(key []byte) int64 {
 	return int64(getU64(t.sys.Get(key)))
 }
 
-// flushCounts adds the transaction's counter changes to sys.
+// addColl changes the record count of a repo's collection by n.
+func (t *tx) addColl(key []byte, n int64) {
+	if t.collDelta == nil {
+		t.collDelta = make(map[string]int64)
+	}
+	t.collDelta[string(key)] += n
+}
+
+// flushColls writes the collection count changes of this transaction to
+// colls; a count that reaches zero is deleted.
+func (t *tx) flushColls() error {
+	for k, d := range t.collDelta {
+		if d == 0 {
+			continue
+		}
+		key := []byte(k)
+		n := int64(getU64(t.colls.Get(key))) + d
+		var err error
+		if n > 0 {
+			err = t.colls.Put(key, u64(uint64(n)))
+		} else {
+			if n < 0 {
+				t.db.log.Warn("boltstore: collection count went negative; clamped to 0", "key", fmt.Sprintf("%x", key), "value", n)
+			}
+			err = t.colls.Delete(key)
+		}
+		if err != nil {
+			return fmt.Errorf("boltstore: collection counts: %w", err)
+		}
+	}
+	clear(t.collDelta)
+	return nil
+}
+
+// flushCounts adds the transaction's counter changes (collection counts,
+// block reference counts and the counters in sys) to the store.
 func (t *tx) flushCounts() error {
+	if err := t.flushColls(); err != nil {
+		return err
+	}
+	if err := t.flushRefs(); err != nil {
+		return err
+	}
 	d := &t.counts
 	if !d.dirty {
 		return nil
@@ -129,33 +170,85 @@ func (t *tx) DeleteRepo(did string) error {
 	return t.DeleteBuffer(did, "")
 }
 
+// refEntry is a block's reference count as this transaction sees it.
+type refEntry struct {
+	n     uint64 // the count, with this transaction's changes
+	dirty bool   // n must be written back
+	block bool   // the block is known to be stored
+}
+
+// ref returns the transaction's entry for the block cid, loading its count
+// from refs the first time. Counts are written back by flushRefs, so that a
+// record and its event taking references to the same block cost one read
+// and one write of refs, and no read of blocks.
+func (t *tx) ref(cid []byte) *refEntry {
+	if e, ok := t.refCache[string(cid)]; ok {
+		return e
+	}
+	if t.refCache == nil {
+		t.refCache = make(map[string]*refEntry)
+	}
+	e := &refEntry{n: getU64(t.refs.Get(cid))}
+	t.refCache[string(cid)] = e
+	return e
+}
+
+// flushRefs writes the reference counts this transaction changed.
+func (t *tx) flushRefs() error {
+	for k, e := range t.refCache {
+		if !e.dirty {
+			continue
+		}
+		var err error
+		if e.n > 0 {
+			err = t.refs.Put([]byte(k), u64(e.n))
+		} else {
+			err = t.refs.Delete([]byte(k))
+		}
+		if err != nil {
+			return fmt.Errorf("boltstore: reference counts: %w", err)
+		}
+		e.dirty = false
+	}
+	return nil
+}
+
 // addRef adds one reference to the block cid, storing value as the block if
 // it is absent and value is not nil.
 func (t *tx) addRef(cid, value []byte) error {
-	n := getU64(t.refs.Get(cid))
-	if value != nil && (n == 0 || t.blocks.Get(cid) == nil) {
-		if err := t.blocks.Put(cid, value); err != nil {
-			return fmt.Errorf("boltstore: put block: %w", err)
+	e := t.ref(cid)
+	if value != nil && !e.block {
+		if e.n == 0 || t.blocks.Get(cid) == nil {
+			if err := t.blocks.Put(cid, value); err != nil {
+				return fmt.Errorf("boltstore: put block: %w", err)
+			}
+			t.counts.blocks++
+			t.counts.blockBytes += int64(len(value))
+			t.counts.dirty = true
 		}
-		t.counts.blocks++
-		t.counts.blockBytes += int64(len(value))
-		t.counts.dirty = true
+		e.block = true
 	}
-	return t.refs.Put(cid, u64(n+1))
+	e.n++
+	e.dirty = true
+	return nil
 }
 
 // dropRef drops one reference to the block cid, deleting the block with its
 // last reference.
 func (t *tx) dropRef(cid []byte) error {
-	n := getU64(t.refs.Get(cid))
-	if n > 1 {
-		return t.refs.Put(cid, u64(n-1))
+	e := t.ref(cid)
+	if e.n > 1 {
+		e.n--
+		e.dirty = true
+		return nil
 	}
-	if n == 0 {
+	if e.n == 0 {
 		t.db.log.Warn("boltstore: dropping a reference to an unreferenced block", "cid", fmt.Sprintf("%x", cid))
-	} else if err := t.refs.Delete(cid); err != nil {
-		return err
+	} else {
+		e.n = 0
+		e.dirty = true
 	}
+	e.block = false
 	if v := t.blocks.Get(cid); v != nil {
 		t.counts.blocks--
 		t.counts.blockBytes -= int64(len(v))
@@ -216,10 +309,7 @@ func (t *tx) PutRecord(r *store.Record) error {
 		if err := t.addRef(r.CID, r.Value); err != nil {
 			return err
 		}
-		ck := collKey(r.DID, r.Collection)
-		if err := t.colls.Put(ck, u64(getU64(t.colls.Get(ck))+1)); err != nil {
-			return err
-		}
+		t.addColl(collKey(r.DID, r.Collection), 1)
 		t.counts.records++
 		t.counts.dirty = true
 	}
@@ -266,14 +356,7 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 	if err := t.records.Delete(key); err != nil {
 		return err
 	}
-	ck := collKey(did, collection)
-	if n := getU64(t.colls.Get(ck)); n > 1 {
-		if err := t.colls.Put(ck, u64(n-1)); err != nil {
-			return err
-		}
-	} else if err := t.colls.Delete(ck); err != nil {
-		return err
-	}
+	t.addColl(collKey(did, collection), -1)
 	t.counts.records--
 	t.counts.dirty = true
 	return nil
