@@ -8,12 +8,15 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"path/filepath"
 	"runtime"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
@@ -40,6 +43,19 @@ type childArgs struct {
 const resultPrefix = "RESULT "
 
 func runChild(role string, a childArgs) error {
+	if dir := os.Getenv("BENCH_PROFILE"); dir != "" {
+		f, err := os.Create(filepath.Join(dir, role+"-"+a.Verify+".cpu.pprof"))
+		if err != nil {
+			return err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return err
+		}
+		defer func() {
+			pprof.StopCPUProfile()
+			f.Close()
+		}()
+	}
 	var res any
 	var err error
 	switch role {
@@ -63,6 +79,9 @@ func runChild(role string, a childArgs) error {
 	return nil
 }
 
+// BENCH_PROFILE=dir makes each child write a CPU profile there, named after
+// its role and verification mode.
+
 // childLogger logs errors to stderr; BENCH_LOG=warn (or debug, info) logs more.
 func childLogger() *slog.Logger {
 	lvl := slog.LevelError
@@ -84,6 +103,10 @@ type BackfillResult struct {
 	DiskBytes     int64   `json:"diskBytes"`
 	BlockBytes    int64   `json:"blockBytes"`
 	Errors        int64   `json:"errors"`
+	// CPUSeconds is the indexer process's user+system CPU time: on a
+	// machine shared with other work, records per CPU-second is the number
+	// that does not depend on the load.
+	CPUSeconds float64 `json:"cpuSeconds"`
 }
 
 func childBackfill(a childArgs) (*BackfillResult, error) {
@@ -142,6 +165,7 @@ func childBackfill(a childArgs) (*BackfillResult, error) {
 		BlockBytes:    st.BlockBytes,
 	}
 	res.PeakRSS = peakRSS()
+	res.CPUSeconds = cpuSeconds()
 	if err := ix.Close(); err != nil {
 		return nil, err
 	}
@@ -160,6 +184,7 @@ type LiveResult struct {
 	CommitsPerSec float64 `json:"commitsPerSec"`
 	Rejected      int64   `json:"rejected"`
 	PeakRSS       int64   `json:"peakRSSBytes"`
+	CPUSeconds    float64 `json:"cpuSeconds"`
 
 	LagCommits int64   `json:"lagCommits,omitempty"`
 	LagRate    float64 `json:"lagCommitsPerSec,omitempty"`
@@ -256,6 +281,7 @@ func childLive(a childArgs) (*LiveResult, error) {
 		res.Rejected += n
 	}
 	res.PeakRSS = peakRSS()
+	res.CPUSeconds = cpuSeconds()
 
 	if a.Lag {
 		if err := measureLag(ctx, ix, a, waitCursor, res); err != nil {
@@ -434,6 +460,15 @@ func peakRSS() int64 {
 		}
 	}
 	return -1
+}
+
+// cpuSeconds returns the user and system CPU time of this process so far.
+func cpuSeconds() float64 {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return -1
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano()).Seconds()
 }
 
 // resetPeakRSS resets VmHWM to the current RSS (Linux: clear_refs 5).

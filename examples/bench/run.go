@@ -310,6 +310,8 @@ func printTable(w io.Writer, r *Results) {
 		row("backfill records/s (verify "+r.Options.Verify+")", fmt.Sprintf("%.0f", b.RecordsPerSec), "≥ 100000",
 			fmt.Sprintf("%d records in %.1f s", b.Records, b.Seconds))
 		row("backfill repos/s", fmt.Sprintf("%.1f", b.ReposPerSec), "", "")
+		row("backfill records per indexer CPU-second", fmt.Sprintf("%.0f", float64(b.Records)/b.CPUSeconds), "",
+			fmt.Sprintf("%.1f CPU-s in %.1f s wall", b.CPUSeconds, b.Seconds))
 		row("backfill peak RSS (indexer process)", mib(b.PeakRSS), "flat", "")
 		row("disk bytes/record", fmt.Sprintf("%.0f", r.Disk.BytesPerRecord), fmt.Sprintf("≤ %.0f", 1.5*r.Disk.RawBytesPerRecord),
 			fmt.Sprintf("raw value+keys %.0f B, ratio %.2f", r.Disk.RawBytesPerRecord, r.Disk.Ratio))
@@ -320,7 +322,7 @@ func printTable(w io.Writer, r *Results) {
 			target = "≥ 30000"
 		}
 		row("live commits/s (verify "+l.Verify+")", fmt.Sprintf("%.0f", l.CommitsPerSec), target,
-			fmt.Sprintf("%d commits in %.2f s, %d rejected, peak RSS %s", l.Commits, l.Seconds, l.Rejected, mib(l.PeakRSS)))
+			fmt.Sprintf("%d commits in %.2f s (%.1f CPU-s), %d rejected, peak RSS %s", l.Commits, l.Seconds, l.CPUSeconds, l.Rejected, mib(l.PeakRSS)))
 		if l.LagCommits > 0 {
 			row(fmt.Sprintf("live lag at %.0f commits/s (p50/p99/max)", l.LagRate),
 				fmt.Sprintf("%.0f/%.0f/%.0f ms", l.LagP50ms, l.LagP99ms, l.LagMaxms), "", "createdAt → subscriber, producer signing included")
