@@ -328,6 +328,10 @@ func measureLag(ctx context.Context, ix *cistern.Indexer, a childArgs, waitCurso
 			mu.Unlock()
 		}
 	}()
+	from, err := readCursor(ctx, ix.Store(), a.Relay)
+	if err != nil {
+		return err
+	}
 	fmt.Println("CAUGHTUP")
 	line, err := bufio.NewReader(os.Stdin).ReadString('\n')
 	if err != nil {
@@ -338,7 +342,6 @@ func measureLag(ctx context.Context, ix *cistern.Indexer, a childArgs, waitCurso
 	if _, err := fmt.Sscanf(line, "UNTIL %d %g", &until, &rate); err != nil {
 		return fmt.Errorf("parse %q: %w", line, err)
 	}
-	from, _ := readCursor(ctx, ix.Store(), a.Relay)
 	if err := waitCursor(until); err != nil {
 		return err
 	}
