@@ -104,18 +104,10 @@ func (ix *Indexer) setFilterLocked(ctx context.Context, spec filter.Spec) error 
 			return err
 		}
 	}
-	if change.CollectionsNarrowed {
-		if err := ix.forEachRepo(ctx, func(r *store.Repo) error {
-			unlock := ix.lock(r.DID)
-			defer unlock()
-			return ix.deleteRecords(ctx, r.DID, change.Removed, false)
-		}); err != nil {
-			return err
-		}
-	}
-	if change.CollectionsWidened() {
-		if err := ix.forEachRepo(ctx, func(r *store.Repo) error {
-			if !r.State.Active() || r.State == store.StatePending {
+	// requeue queues repos for a new backfill; keep selects which.
+	requeue := func(keep func(r *store.Repo) bool) error {
+		return ix.forEachRepo(ctx, func(r *store.Repo) error {
+			if !r.State.Active() || r.State == store.StatePending || !keep(r) {
 				return nil
 			}
 			unlock := ix.lock(r.DID)
@@ -127,7 +119,25 @@ func (ix *Indexer) setFilterLocked(ctx context.Context, spec filter.Spec) error 
 				}
 				return ix.requeue(tx, cur)
 			})
+		})
+	}
+	if change.CollectionsNarrowed {
+		// A backfill in flight may have read the old filter and store
+		// records of a dropped collection after the deletion below: queue
+		// it again first, so that the next backfill's diff deletes them.
+		if err := requeue(func(r *store.Repo) bool { return r.State == store.StateBackfilling }); err != nil {
+			return err
+		}
+		if err := ix.forEachRepo(ctx, func(r *store.Repo) error {
+			unlock := ix.lock(r.DID)
+			defer unlock()
+			return ix.deleteRecords(ctx, r.DID, change.Removed, false)
 		}); err != nil {
+			return err
+		}
+	}
+	if change.CollectionsWidened() {
+		if err := requeue(func(*store.Repo) bool { return true }); err != nil {
 			return err
 		}
 	}

@@ -130,6 +130,10 @@ func (s *Scheduler) backfill(ctx context.Context, did string) error {
 	}); err != nil {
 		return err
 	}
+	// Read the filter again now that the repo is marked backfilling: a
+	// filter change from here on sees that state and queues the repo again,
+	// while one made before is in f.
+	f = s.opts.Filter()
 
 	c, err := s.fetch(ctx, ident.PDS, did)
 	if err != nil {

@@ -274,6 +274,19 @@ func (b *batch) flush(ctx context.Context, final func(tx store.Tx) error) error 
 		}
 		for _, ev := range evs {
 			e := *ev
+			if e.Action != store.ActionCreate {
+				// The indexer may have deleted the record meanwhile (a
+				// narrowed filter): never delete or update what is absent.
+				_, err := tx.Record(did, e.Collection, e.RKey)
+				switch {
+				case errors.Is(err, store.ErrNotFound) && e.Action == store.ActionDelete:
+					continue
+				case errors.Is(err, store.ErrNotFound):
+					e.Action = store.ActionCreate
+				case err != nil:
+					return err
+				}
+			}
 			if err := store.WriteRecordChange(tx, &e); err != nil {
 				return err
 			}
