@@ -60,7 +60,9 @@ type Config struct {
 	// NoFirehose disables live sync: only backfill runs.
 	NoFirehose bool
 	// FirehoseWorkers is how many repos are applied in parallel per
-	// source. Default 8.
+	// source. Each worker holds at most a few messages, and the writes of
+	// all workers share transactions, so more workers mean larger groups
+	// per fsync. Default 128.
 	FirehoseWorkers int
 
 	// PLCURL is the PLC directory for the default resolver.
@@ -141,7 +143,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.PLCURL = "https://plc.directory"
 	}
 	if c.FirehoseWorkers <= 0 {
-		c.FirehoseWorkers = 8
+		c.FirehoseWorkers = 128
 	}
 	if c.HTTPClient == nil {
 		c.HTTPClient = defaultHTTPClient()

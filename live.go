@@ -19,6 +19,9 @@ import (
 	"github.com/cistern-dev/cistern/store"
 )
 
+// firehoseQueue is how many messages wait for each firehose worker.
+const firehoseQueue = 4
+
 // follow runs one firehose source until ctx ends: frames are dispatched to
 // workers by repo, and the cursor watermark is saved every CursorInterval
 // and on the way out.
@@ -60,7 +63,7 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 	if err != nil {
 		return err
 	}
-	disp := firehose.NewDispatcher(ix.cfg.FirehoseWorkers, 0, func(ctx context.Context, m *firehose.Message) error {
+	disp := firehose.NewDispatcher(ix.cfg.FirehoseWorkers, firehoseQueue, func(ctx context.Context, m *firehose.Message) error {
 		return ix.handleMessage(ctx, src, m)
 	})
 
