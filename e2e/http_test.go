@@ -241,6 +241,13 @@ func TestServer_HTTPAnswersMatchThePDSAcrossSIGKILL(t *testing.T) {
 
 	p, s := startServer(t, bin, n, path, dids)
 	assertConverged(t, n, s, filt, dids...)
+	// A live commit each, and time to save the firehose cursor (every
+	// second by default): from now on a restart resumes from a cursor.
+	for _, did := range dids {
+		n.create(t, did, colls[0], "pin the cursor")
+	}
+	assertConverged(t, n, s, filt, dids...)
+	time.Sleep(1500 * time.Millisecond)
 
 	stop := churn(n, dids, colls)
 	for range 2 {

@@ -155,6 +155,14 @@ func TestRestart_SIGKILLDuringBackfillAndWrites(t *testing.T) {
 	// Restarted; synced; then killed repeatedly while writes go on.
 	p = startCisternd(t, bin, n, path, dids)
 	p.waitSynced(t, dids...)
+	// A live commit each, and time to save the firehose cursor (every
+	// 200 ms): from now on a restart resumes from a cursor. (Without one,
+	// cistern would reconnect live and skip what it missed: see
+	// TestDowntime_NoCursorYet.)
+	for _, did := range dids {
+		n.create(t, did, colls[0], "pin the cursor")
+	}
+	time.Sleep(time.Second)
 	stop := churn(n, dids, colls)
 	for range 3 {
 		time.Sleep(time.Duration(400+rand.IntN(900)) * time.Millisecond)

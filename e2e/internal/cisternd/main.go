@@ -49,6 +49,7 @@ func run() error {
 	signals := flag.String("signals", "", "comma-separated signal collections")
 	collections := flag.String("collections", "", "comma-separated collection patterns to store")
 	wait := flag.String("wait", "", "comma-separated DIDs to report SYNCED for")
+	cursorInterval := flag.Duration("cursor-interval", 200*time.Millisecond, "how often the firehose cursor is saved")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
@@ -63,9 +64,10 @@ func run() error {
 			HTTPClient:            &http.Client{Transport: wellknown.Transport(*relay, nil), Timeout: 10 * time.Second},
 			SkipDNSDomainSuffixes: []string{".test"},
 		}),
-		Filter:   filter.Spec{DIDs: list(*dids), Signals: list(*signals), Collections: list(*collections)},
-		Backfill: cistern.BackfillConfig{MinBackoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second},
-		Logger:   slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+		CursorInterval: *cursorInterval,
+		Filter:         filter.Spec{DIDs: list(*dids), Signals: list(*signals), Collections: list(*collections)},
+		Backfill:       cistern.BackfillConfig{MinBackoff: 500 * time.Millisecond, MaxBackoff: 5 * time.Second},
+		Logger:         slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
 	})
 	if err != nil {
 		return err
