@@ -1,0 +1,134 @@
+package cistern_test
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/stream"
+	"github.com/cistern-dev/cistern/testnet"
+)
+
+// receive reads n events from sub, failing after a timeout.
+func receive(t testing.TB, sub *stream.Subscription, n int) []*store.Event {
+	t.Helper()
+	var out []*store.Event
+	timeout := time.After(20 * time.Second)
+	for len(out) < n {
+		select {
+		case ev, ok := <-sub.Events():
+			if !ok {
+				t.Fatalf("subscription ended after %d of %d events: %v", len(out), n, sub.Err())
+			}
+			out = append(out, ev)
+		case <-timeout:
+			t.Fatalf("received %d of %d events", len(out), n)
+		}
+	}
+	return out
+}
+
+func TestIndexer_DurableConsumerResumesAfterRestart(t *testing.T) {
+	net := testnet.New(t)
+	alice := net.Account(t, "alice.test", testnet.Records(post, 30))
+	did := alice.DID().String()
+	cfg := testConfig(t, net, filter.Spec{DIDs: []string{did}})
+	ctx := context.Background()
+
+	ix, err := cistern.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- ix.Run(runCtx) }()
+	waitSynced(t, ix, did)
+	total := newestEvent(t, ix)
+	if total < 30 {
+		t.Fatalf("%d events after the backfill, want at least 30", total)
+	}
+
+	// Read 12 events, acknowledge the 10th, then go away.
+	sub, err := ix.Subscribe(ctx, stream.SubscribeOptions{Name: "app"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := receive(t, sub, 12)
+	for i, ev := range got {
+		if ev.ID != uint64(i+1) {
+			t.Fatalf("event %d has id %d", i, ev.ID)
+		}
+	}
+	if err := sub.Ack(ctx, got[9].ID); err != nil {
+		t.Fatal(err)
+	}
+	// A second subscription under the name is refused while the first runs.
+	if _, err := ix.Subscribe(ctx, stream.SubscribeOptions{Name: "app"}); !errors.Is(err, stream.ErrConsumerBusy) {
+		t.Fatalf("a second subscription under the name = %v, want ErrConsumerBusy", err)
+	}
+	sub.Close()
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Reopen on the same file; more happens meanwhile.
+	eventually(t, 10*time.Second, func() string {
+		if net.Relay().Connections() != 0 {
+			return "the relay still counts the closed firehose connection"
+		}
+		return ""
+	})
+	ix = runConnected(t, net, cfg)
+	if c, err := ix.Events().Consumer(ctx, "app"); err != nil || c.Acked != got[9].ID {
+		t.Fatalf("consumer after reopen: %+v, %v; want acked %d", c, err, got[9].ID)
+	}
+	if _, err := alice.CreateRecord(post, testnet.Post(post, "after the restart")); err != nil {
+		t.Fatal(err)
+	}
+	assertConverged(t, ix, alice)
+	newest := newestEvent(t, ix)
+
+	// The cursor of the options is ignored once something was acked:
+	// delivery resumes right after the acked id, through to the new events.
+	sub, err = ix.Subscribe(ctx, stream.SubscribeOptions{Name: "app", Cursor: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sub.Close()
+	rest := receive(t, sub, int(newest-got[9].ID))
+	for i, ev := range rest {
+		if want := got[9].ID + uint64(i) + 1; ev.ID != want {
+			t.Fatalf("after the restart, event %d has id %d, want %d", i, ev.ID, want)
+		}
+	}
+	if last := rest[len(rest)-1]; !last.Live || last.Action != store.ActionCreate {
+		t.Fatalf("last event %+v, want the live create", last)
+	}
+	// Nothing more than the log holds.
+	select {
+	case ev := <-sub.Events():
+		t.Fatalf("unexpected event %d", ev.ID)
+	case <-time.After(100 * time.Millisecond):
+	}
+
+	// An anonymous subscription is not durable.
+	anon, err := ix.Subscribe(ctx, stream.SubscribeOptions{Cursor: newest - 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer anon.Close()
+	if ev := receive(t, anon, 1)[0]; ev.ID != newest {
+		t.Fatalf("anonymous subscription from %d starts at %d", newest-1, ev.ID)
+	}
+	if err := anon.Ack(ctx, newest); !errors.Is(err, stream.ErrNotDurable) {
+		t.Fatalf("Ack on an anonymous subscription = %v, want ErrNotDurable", err)
+	}
+}
