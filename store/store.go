@@ -85,10 +85,14 @@ type ReadTx interface {
 	// Collections returns the collections a repo holds records in, sorted.
 	Collections(did string) ([]string, error)
 
-	// Block returns a record value by its CID bytes, or ErrNotFound.
-	Block(cid []byte) ([]byte, error)
-	// BlockRefs returns the reference count of a block (0 if absent).
-	BlockRefs(cid []byte) (uint64, error)
+	// Block returns a record value of the repo did by its CID bytes, or
+	// ErrNotFound. Blocks are stored per repo: the same value in two repos
+	// is two blocks, each with its own references.
+	Block(did string, cid []byte) ([]byte, error)
+	// BlockRefs returns the reference count of a repo's block (0 if
+	// absent): the records of did and the retained record events of did
+	// naming cid.
+	BlockRefs(did string, cid []byte) (uint64, error)
 
 	// Event returns one event with its record value, or ErrNotFound.
 	Event(id uint64) (*Event, error)
@@ -125,15 +129,16 @@ type Tx interface {
 	DeleteRepo(did string) error
 
 	// PutRecord creates or replaces a record. The value is stored
-	// content-addressed under r.CID and gains one reference; the value of a
-	// replaced record loses one. r.Seq is assigned and returned in r.
+	// content-addressed under (r.DID, r.CID) and gains one reference; the
+	// value of a replaced record loses one. r.Seq is assigned and returned in r.
 	PutRecord(r *Record) error
 	// DeleteRecord removes a record, dropping one reference to its value.
 	// Deleting an absent record is not an error.
 	DeleteRecord(did, collection, rkey string) error
 
 	// AppendEvent assigns ev.ID, the next id of the log, and stores the
-	// event. A record event with a CID gains a reference to that block, so
+	// event. A record event with a CID gains a reference to the block
+	// (ev.DID, ev.CID), so
 	// the value stays readable while the event is retained; ev.Record, if
 	// set, is stored as the block when it is absent.
 	AppendEvent(ev *Event) error

@@ -164,17 +164,20 @@ func (a Action) String() string {
 	return fmt.Sprintf("Action(%d)", uint8(a))
 }
 
-// Event is one entry of the event log. Encoded as CBOR with integer keys;
-// Record (the value) is not part of the encoding but lives in the block
-// store under CID.
+// Event is one entry of the event log. The cbor tags give its CBOR form,
+// with integer keys; a store may encode it its own way (boltstore uses a
+// compact binary form). Record (the value) is not part of the encoding but
+// lives in the block store under (DID, CID).
 type Event struct {
 	// ID is assigned by AppendEvent.
 	ID   uint64    `cbor:"-"`
 	Kind EventKind `cbor:"1,keyasint"`
 	// Live is true for changes from the firehose, false for backfill.
-	Live bool      `cbor:"2,keyasint,omitempty"`
-	DID  string    `cbor:"3,keyasint"`
-	Rev  string    `cbor:"4,keyasint,omitempty"`
+	Live bool   `cbor:"2,keyasint,omitempty"`
+	DID  string `cbor:"3,keyasint"`
+	Rev  string `cbor:"4,keyasint,omitempty"`
+	// Time is when the change was seen. Stores keep it to the nanosecond
+	// and return it in UTC.
 	Time time.Time `cbor:"5,keyasint"`
 
 	// Record events.

@@ -5,23 +5,28 @@
 // (View) run beside the writer on a consistent snapshot and never block it,
 // except while the file grows past the memory map (see Options.MmapSize).
 //
-// Layout. Every key is binary and either fixed-width or length-prefixed, so no
-// field is ever split on a separator byte. Strings are prefixed with their
-// length as a 2-byte big-endian integer (lp below); integers are big-endian.
+// Layout (schema version 2). Every key is binary and either fixed-width or
+// length-prefixed, so no field is ever split on a separator byte. Strings in
+// keys are prefixed with their length as a 2-byte big-endian integer (lp
+// below); integers in keys are big-endian.
 //
 //	repos    DID                          → CBOR store.Repo
-//	records  lp(DID) | collection "/" rkey → CBOR {cid, rev, seq}
+//	records  lp(DID) | collection "/" rkey → uvarint seq | uvarint len | CID | rev
 //	colls    lp(DID) | collection          → uint64 record count
 //	bycoll   lp(collection) | seq          → lp(DID) | rkey
-//	blocks   CID                           → record value
-//	refs     CID                           → uint64 reference count
-//	events   id                            → CBOR store.Event (without value)
+//	blocks   lp(DID) | CID                 → uvarint (refs<<1 | has value) | value
+//	events   id                            → binary store.Event (without value)
 //	queue    due | DID                     → empty (due: 8-byte seconds, sign
 //	                                          flipped, then 4-byte nanoseconds)
 //	queuedid DID                           → due
 //	buffer   lp(DID) | rev                 → CBOR {seq, source, data}
 //	meta     key                           → value (the host's metadata)
 //	sys      "schema", counters            → uint64
+//
+// The event encoding is a format byte, kind, flags and action bytes, the time
+// as varint Unix seconds and uvarint nanoseconds (exact, read back in UTC),
+// then DID, rev, collection, rkey, CID, handle and status, each with a uvarint
+// length. Repo times are RFC 3339 strings with nanoseconds, also exact.
 //
 // Records sort in repo-path order because neither an NSID nor a record key
 // contains "/": comparing "collection/rkey" as bytes is the MST order. Record
@@ -31,13 +36,23 @@
 // sequence outlives pruning, so EventBounds reports the last id ever assigned
 // as newest; oldest is 0 whenever no event is retained.
 //
-// Record values live once per CID in blocks with a reference count in refs:
-// each record and each retained record event holds one reference, and a block
-// is deleted with its last reference. A reference taken without a value
-// (a record or event whose CID names no stored block) is counted all the same;
-// the block is stored by the first write that brings the value. Counters (records, events, blocks, block
+// Record values are stored once per repo and CID, under the DID so that one
+// repo's values sit together in the file (a backfill writes a repo's values
+// into a few neighbouring pages instead of all over a tree keyed by hash),
+// with their reference count in the same entry: each record and each
+// retained record event of the repo holds one reference, and the block is
+// deleted with its last reference. The same value in two repos is stored
+// twice. A reference taken without a value (a record or event whose CID
+// names no stored value) is counted all the same; the value is stored by the
+// first write that brings it. A transaction keeps the blocks it touches in
+// memory and writes each once, at commit, so a record and its event cost one
+// read and one write of blocks. Counters (records, events, blocks, block
 // bytes, repos by state) are kept in sys and updated in the same transaction
 // as the writes that change them, so Counts costs a few point reads.
+//
+// Pages split by appends (events, bycoll) are filled completely and pages of
+// records and blocks to 90%, instead of bbolt's default half, so a store
+// written in order is not half empty.
 package boltstore
 
 import (
@@ -58,7 +73,7 @@ import (
 
 // SchemaVersion is the version of the layout this package reads and writes.
 // It is stored in the file when it is created; Open refuses any other.
-const SchemaVersion = 1
+const SchemaVersion = 2
 
 // Options configure Open. The zero value (or a nil *Options) gives the
 // defaults.
@@ -119,7 +134,6 @@ var (
 	bucketColls    = []byte("colls")
 	bucketByColl   = []byte("bycoll")
 	bucketBlocks   = []byte("blocks")
-	bucketRefs     = []byte("refs")
 	bucketEvents   = []byte("events")
 	bucketQueue    = []byte("queue")
 	bucketQueueDID = []byte("queuedid")
@@ -128,7 +142,7 @@ var (
 	bucketSys      = []byte("sys")
 
 	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
-		bucketBlocks, bucketRefs, bucketEvents, bucketQueue, bucketQueueDID,
+		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,
 		bucketBuffer, bucketMeta, bucketSys}
 
 	keySchema = []byte("schema")

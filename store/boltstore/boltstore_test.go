@@ -71,7 +71,7 @@ func TestReopenKeepsData(t *testing.T) {
 			c.BlockBytes != want.BlockBytes || c.ReposByState[store.StateSynced] != 1 {
 			t.Errorf("Counts after reopen = %+v, want %+v", c, want)
 		}
-		n, err := tx.BlockRefs(cid)
+		n, err := tx.BlockRefs("did:plc:a", cid)
 		if n != 2 {
 			t.Errorf("BlockRefs after reopen = %d, want 2", n)
 		}
@@ -83,35 +83,40 @@ func TestReopenKeepsData(t *testing.T) {
 }
 
 func TestSchemaVersionMismatch(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "cistern.db")
-	db, err := boltstore.Open(path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	db.Close()
-	// Rewrite the version as a future build would.
-	bdb, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	err = bdb.Update(func(tx *bolt.Tx) error {
-		return tx.Bucket([]byte("sys")).Put([]byte("schema"), binary.BigEndian.AppendUint64(nil, 7))
-	})
-	bdb.Close()
-	if err != nil {
-		t.Fatal(err)
-	}
-	_, err = boltstore.Open(path, nil)
-	if !errors.Is(err, store.ErrSchemaVersion) {
-		t.Fatalf("Open of a version 7 file: error %v, want ErrSchemaVersion", err)
-	}
-	if msg := err.Error(); !strings.Contains(msg, "7") || !strings.Contains(msg, "1") {
-		t.Errorf("error %q should name both versions (7 and %d)", msg, boltstore.SchemaVersion)
+	// Version 1 is the layout before blocks were keyed by DID; 7 is a
+	// future build's.
+	for _, version := range []uint64{1, 7} {
+		path := filepath.Join(t.TempDir(), "cistern.db")
+		db, err := boltstore.Open(path, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		// Rewrite the version as another build would.
+		bdb, err := bolt.Open(path, 0o600, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		err = bdb.Update(func(tx *bolt.Tx) error {
+			return tx.Bucket([]byte("sys")).Put([]byte("schema"), binary.BigEndian.AppendUint64(nil, version))
+		})
+		bdb.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = boltstore.Open(path, nil)
+		if !errors.Is(err, store.ErrSchemaVersion) {
+			t.Fatalf("Open of a version %d file: error %v, want ErrSchemaVersion", version, err)
+		}
+		if msg := err.Error(); !strings.Contains(msg, fmt.Sprintf("version %d", version)) ||
+			!strings.Contains(msg, fmt.Sprintf("version %d", boltstore.SchemaVersion)) {
+			t.Errorf("error %q should name both versions (%d and %d)", msg, version, boltstore.SchemaVersion)
+		}
 	}
 
 	// A bbolt file of some other program is not taken over either.
 	other := filepath.Join(t.TempDir(), "other.db")
-	bdb, err = bolt.Open(other, 0o600, nil)
+	bdb, err := bolt.Open(other, 0o600, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -289,7 +294,7 @@ func TestValuesOutliveClose(t *testing.T) {
 		}); err != nil {
 			return err
 		}
-		b, err := tx.Block(cid)
+		b, err := tx.Block("did:plc:a", cid)
 		if err != nil {
 			return err
 		}

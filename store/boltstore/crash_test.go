@@ -290,7 +290,7 @@ func checkCrashInvariants(t *testing.T, db *boltstore.DB) uint64 {
 				return false, fmt.Errorf("event %d has rev %s, want %s", ev.ID, ev.Rev, want)
 			}
 			if ev.CID != nil {
-				refs[string(ev.CID)]++
+				refs[ev.DID+" "+string(ev.CID)]++
 				if sum := sha256.Sum256(ev.Record); string(ev.CID[4:]) != string(sum[:]) {
 					return false, fmt.Errorf("event %d: value does not match its CID", ev.ID)
 				}
@@ -312,7 +312,7 @@ func checkCrashInvariants(t *testing.T, db *boltstore.DB) uint64 {
 		for _, did := range crashDIDs {
 			if err := tx.ScanRecords(store.RecordScan{DID: did, WithValues: true}, func(r *store.Record) (bool, error) {
 				records++
-				refs[string(r.CID)]++
+				refs[r.DID+" "+string(r.CID)]++
 				if sum := sha256.Sum256(r.Value); string(r.CID[4:]) != string(sum[:]) {
 					return false, fmt.Errorf("record %s/%s: value does not match its CID", did, r.RKey)
 				}
@@ -328,15 +328,16 @@ func checkCrashInvariants(t *testing.T, db *boltstore.DB) uint64 {
 			t.Errorf("Counts().Records = %d, scanned %d", c.Records, records)
 		}
 		var blockBytes int64
-		for cid, want := range refs {
-			n, err := tx.BlockRefs([]byte(cid))
+		for key, want := range refs {
+			did, cid, _ := strings.Cut(key, " ")
+			n, err := tx.BlockRefs(did, []byte(cid))
 			if err != nil {
 				return err
 			}
 			if n != want {
 				t.Errorf("refs of %x = %d, want %d (records + retained events)", cid, n, want)
 			}
-			b, err := tx.Block([]byte(cid))
+			b, err := tx.Block(did, []byte(cid))
 			if err != nil {
 				return fmt.Errorf("block %x: %w", cid, err)
 			}
@@ -382,7 +383,7 @@ func crashDump(t *testing.T, db *boltstore.DB) string {
 		for _, did := range crashDIDs {
 			if err := tx.ScanRecords(store.RecordScan{DID: did, WithValues: true}, func(r *store.Record) (bool, error) {
 				add("record %s %s/%s %x %s %x", r.DID, r.Collection, r.RKey, r.CID, r.Rev, r.Value)
-				cids[string(r.CID)] = true
+				cids[r.DID+" "+string(r.CID)] = true
 				return true, nil
 			}); err != nil {
 				return err
@@ -396,17 +397,18 @@ func crashDump(t *testing.T, db *boltstore.DB) string {
 		}
 		if err := tx.ScanEvents(0, func(ev *store.Event) (bool, error) {
 			add("event %d %s %s/%s %v %x %s", ev.ID, ev.DID, ev.Collection, ev.RKey, ev.Action, ev.CID, ev.Rev)
-			cids[string(ev.CID)] = true
+			cids[ev.DID+" "+string(ev.CID)] = true
 			return true, nil
 		}); err != nil {
 			return err
 		}
 		for c := range cids {
-			n, err := tx.BlockRefs([]byte(c))
+			did, cid, _ := strings.Cut(c, " ")
+			n, err := tx.BlockRefs(did, []byte(cid))
 			if err != nil {
 				return err
 			}
-			add("refs %x %d", c, n)
+			add("refs %s %x %d", did, cid, n)
 		}
 		if err := tx.ScanRepos("", func(r *store.Repo) (bool, error) {
 			add("repo %s %v %s", r.DID, r.State, r.Rev)

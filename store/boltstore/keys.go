@@ -16,6 +16,18 @@ func appendLP(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
+// appendLPBytes appends b prefixed with its length as 2 bytes big-endian.
+func appendLPBytes(dst, b []byte) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(b)))
+	return append(dst, b...)
+}
+
+// appendBlockKey appends lp(did) | cid, the key of a block.
+func appendBlockKey(dst []byte, did string, cid []byte) []byte {
+	dst = appendLP(dst, did)
+	return append(dst, cid...)
+}
+
 // checkField refuses an empty or overlong key field.
 func checkField(name, s string) error {
 	if s == "" {
@@ -34,7 +46,11 @@ func didPrefix(did string) []byte {
 
 // recordKey is lp(did) | collection "/" rkey.
 func recordKey(did, collection, rkey string) []byte {
-	k := make([]byte, 0, 2+len(did)+len(collection)+1+len(rkey))
+	return appendRecordKey(make([]byte, 0, 2+len(did)+len(collection)+1+len(rkey)), did, collection, rkey)
+}
+
+// appendRecordKey appends lp(did) | collection "/" rkey.
+func appendRecordKey(k []byte, did, collection, rkey string) []byte {
 	k = appendLP(k, did)
 	k = append(k, collection...)
 	k = append(k, '/')
@@ -50,14 +66,17 @@ func collKey(did, collection string) []byte {
 
 // byCollKey is lp(collection) | seq.
 func byCollKey(collection string, seq uint64) []byte {
-	k := make([]byte, 0, 2+len(collection)+8)
+	return appendByCollKey(make([]byte, 0, 2+len(collection)+8), collection, seq)
+}
+
+// appendByCollKey appends lp(collection) | seq.
+func appendByCollKey(k []byte, collection string, seq uint64) []byte {
 	k = appendLP(k, collection)
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
-// byCollValue is lp(did) | rkey.
-func byCollValue(did, rkey string) []byte {
-	v := make([]byte, 0, 2+len(did)+len(rkey))
+// appendByCollValue appends lp(did) | rkey.
+func appendByCollValue(v []byte, did, rkey string) []byte {
 	v = appendLP(v, did)
 	return append(v, rkey...)
 }

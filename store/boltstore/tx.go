@@ -17,7 +17,7 @@ type tx struct {
 	btx      *bolt.Tx
 	writable bool
 
-	repos, records, colls, byColl, blocks, refs, events,
+	repos, records, colls, byColl, blocks, events,
 	queue, queueDID, buffer, meta, sys *bolt.Bucket
 
 	// counts holds the counter changes of this transaction, written to sys
@@ -28,15 +28,34 @@ type tx struct {
 	// colls is read: a record write then costs no read and write of its
 	// collection's count.
 	collDelta map[string]int64
-	// refCache holds the block reference counts this transaction read or
-	// changed, by CID (see ref).
-	refCache map[string]*refEntry
+	// blockCache holds the blocks this transaction read or changed, by
+	// blocks key (see ref).
+	blockCache map[string]*blockEntry
+
+	// Key buffers, reused: bbolt copies a key on Put and does not keep the
+	// key of a Get or Delete. One per kind of key, as they are built while
+	// another is in use.
+	kRec, kBlk, kColl, kEv []byte
+	// arena holds the values written in this transaction, which bbolt
+	// references until commit.
+	arena []byte
+}
+
+// alloc returns an empty slice with capacity n from the transaction's
+// arena; appending at most n bytes to it does not reallocate.
+func (t *tx) alloc(n int) []byte {
+	if cap(t.arena)-len(t.arena) < n {
+		t.arena = make([]byte, 0, max(64<<10, n))
+	}
+	l := len(t.arena)
+	t.arena = t.arena[:l+n]
+	return t.arena[l : l : l+n]
 }
 
 var _ store.Tx = (*tx)(nil)
 
 func (db *DB) newTx(btx *bolt.Tx) *tx {
-	return &tx{
+	t := &tx{
 		db:       db,
 		btx:      btx,
 		repos:    btx.Bucket(bucketRepos),
@@ -44,7 +63,6 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		colls:    btx.Bucket(bucketColls),
 		byColl:   btx.Bucket(bucketByColl),
 		blocks:   btx.Bucket(bucketBlocks),
-		refs:     btx.Bucket(bucketRefs),
 		events:   btx.Bucket(bucketEvents),
 		queue:    btx.Bucket(bucketQueue),
 		queueDID: btx.Bucket(bucketQueueDID),
@@ -52,7 +70,22 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		meta:     btx.Bucket(bucketMeta),
 		sys:      btx.Bucket(bucketSys),
 	}
+	if btx.Writable() {
+		// Appended in key order: fill pages. Records and blocks are
+		// written a repo at a time, clustered under the DID.
+		t.events.FillPercent = fillAppend
+		t.byColl.FillPercent = fillAppend
+		t.records.FillPercent = fillClustered
+		t.blocks.FillPercent = fillClustered
+	}
+	return t
 }
+
+// Page fill of split pages (bbolt's default is 0.5).
+const (
+	fillAppend    = 1.0
+	fillClustered = 0.9
+)
 
 // clone copies a byte slice out of the bbolt map; nil stays nil.
 func clone(b []byte) []byte {
@@ -94,11 +127,11 @@ func (t *tx) ScanRepos(after string, fn func(r *store.Repo) (bool, error)) error
 
 // decodeRecord decodes a records value into a Record.
 func (t *tx) decodeRecord(did, collection, rkey string, v []byte) (*store.Record, error) {
-	var rv recordValue
-	if err := t.db.dec.Unmarshal(v, &rv); err != nil {
+	cid, rev, seq, err := parseRecordValue(v)
+	if err != nil {
 		return nil, fmt.Errorf("boltstore: record %s/%s/%s: %w", did, collection, rkey, err)
 	}
-	return &store.Record{DID: did, Collection: collection, RKey: rkey, CID: rv.CID, Rev: rv.Rev, Seq: rv.Seq}, nil
+	return &store.Record{DID: did, Collection: collection, RKey: rkey, CID: clone(cid), Rev: string(rev), Seq: seq}, nil
 }
 
 func (t *tx) Record(did, collection, rkey string) (*store.Record, error) {
@@ -113,7 +146,7 @@ func (t *tx) Record(did, collection, rkey string) (*store.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.Value = clone(t.blocks.Get(r.CID))
+	r.Value = t.blockValue(did, r.CID)
 	return r, nil
 }
 
@@ -163,7 +196,7 @@ func (t *tx) ScanRecords(q store.RecordScan, fn func(r *store.Record) (bool, err
 			return err
 		}
 		if q.WithValues {
-			r.Value = clone(t.blocks.Get(r.CID))
+			r.Value = t.blockValue(q.DID, r.CID)
 		}
 		if more, err := fn(r); err != nil || !more {
 			return err
@@ -211,7 +244,7 @@ func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Re
 		if err != nil {
 			return err
 		}
-		r.Value = clone(t.blocks.Get(r.CID))
+		r.Value = t.blockValue(r.DID, r.CID)
 		if more, err := fn(r); err != nil || !more {
 			return err
 		}
@@ -254,36 +287,61 @@ func (t *tx) Collections(did string) ([]string, error) {
 	return out, nil
 }
 
-func (t *tx) Block(cid []byte) ([]byte, error) {
-	if len(cid) == 0 {
-		return nil, store.ErrNotFound
+// lookBlock returns a block as this transaction sees it, without loading
+// it into the cache; value aliases the map or the caller's slice.
+func (t *tx) lookBlock(did string, cid []byte) (refs uint64, value []byte, has bool, err error) {
+	if len(cid) == 0 || did == "" || len(did) > maxField {
+		return 0, nil, false, nil
 	}
-	v := t.blocks.Get(cid)
+	t.kBlk = appendBlockKey(t.kBlk[:0], did, cid)
+	if e, ok := t.blockCache[string(t.kBlk)]; ok {
+		return e.n, e.val, e.has, nil
+	}
+	v := t.blocks.Get(t.kBlk)
 	if v == nil {
-		return nil, store.ErrNotFound
+		return 0, nil, false, nil
 	}
-	return clone(v), nil
+	refs, value, has, err = parseBlockValue(v)
+	if err != nil {
+		return 0, nil, false, fmt.Errorf("boltstore: block %s %x: %w", did, cid, err)
+	}
+	return refs, value, has, nil
 }
 
-func (t *tx) BlockRefs(cid []byte) (uint64, error) {
-	if len(cid) == 0 {
-		return 0, nil
+// blockValue returns a copy of a block's value, nil if absent or unreadable.
+func (t *tx) blockValue(did string, cid []byte) []byte {
+	_, v, has, err := t.lookBlock(did, cid)
+	if err != nil || !has {
+		return nil
 	}
-	if e, ok := t.refCache[string(cid)]; ok {
-		return e.n, nil
+	return append(make([]byte, 0, len(v)), v...)
+}
+
+func (t *tx) Block(did string, cid []byte) ([]byte, error) {
+	_, v, has, err := t.lookBlock(did, cid)
+	if err != nil {
+		return nil, err
 	}
-	return getU64(t.refs.Get(cid)), nil
+	if !has {
+		return nil, store.ErrNotFound
+	}
+	return append(make([]byte, 0, len(v)), v...), nil
+}
+
+func (t *tx) BlockRefs(did string, cid []byte) (uint64, error) {
+	n, _, _, err := t.lookBlock(did, cid)
+	return n, err
 }
 
 // decodeEvent decodes an events entry and loads its record value.
 func (t *tx) decodeEvent(k, v []byte) (*store.Event, error) {
 	ev := new(store.Event)
-	if err := t.db.dec.Unmarshal(v, ev); err != nil {
+	if err := parseEvent(v, ev); err != nil {
 		return nil, fmt.Errorf("boltstore: event %d: %w", binary.BigEndian.Uint64(k), err)
 	}
 	ev.ID = binary.BigEndian.Uint64(k)
 	if len(ev.CID) > 0 {
-		ev.Record = clone(t.blocks.Get(ev.CID))
+		ev.Record = t.blockValue(ev.DID, ev.CID)
 	}
 	return ev, nil
 }

@@ -2,6 +2,7 @@ package boltstore
 
 import (
 	"bytes"
+	"encoding/binary"
 	"fmt"
 	"strings"
 	"time"
@@ -71,7 +72,7 @@ func (t *tx) flushCounts() error {
 	if err := t.flushColls(); err != nil {
 		return err
 	}
-	if err := t.flushRefs(); err != nil {
+	if err := t.flushBlocks(); err != nil {
 		return err
 	}
 	d := &t.counts
@@ -170,90 +171,103 @@ func (t *tx) DeleteRepo(did string) error {
 	return t.DeleteBuffer(did, "")
 }
 
-// refEntry is a block's reference count as this transaction sees it.
-type refEntry struct {
-	n     uint64 // the count, with this transaction's changes
-	dirty bool   // n must be written back
-	block bool   // the block is known to be stored
+// blockEntry is a block as this transaction sees it.
+type blockEntry struct {
+	n     uint64 // reference count, with this transaction's changes
+	val   []byte // the value when has; aliases the map or a caller's slice
+	has   bool   // the value is stored
+	dirty bool   // the entry must be written back
 }
 
-// ref returns the transaction's entry for the block cid, loading its count
-// from refs the first time. Counts are written back by flushRefs, so that a
-// record and its event taking references to the same block cost one read
-// and one write of refs, and no read of blocks.
-func (t *tx) ref(cid []byte) *refEntry {
-	if e, ok := t.refCache[string(cid)]; ok {
-		return e
+// ref returns the transaction's entry for the block (did, cid), loading it
+// from blocks the first time. Entries are written back by flushBlocks, so
+// that a record and its event taking references to the same block cost one
+// read and one write of blocks.
+func (t *tx) ref(did string, cid []byte) (*blockEntry, error) {
+	t.kBlk = appendBlockKey(t.kBlk[:0], did, cid)
+	if e, ok := t.blockCache[string(t.kBlk)]; ok {
+		return e, nil
 	}
-	if t.refCache == nil {
-		t.refCache = make(map[string]*refEntry)
+	if t.blockCache == nil {
+		t.blockCache = make(map[string]*blockEntry)
 	}
-	e := &refEntry{n: getU64(t.refs.Get(cid))}
-	t.refCache[string(cid)] = e
-	return e
+	e := new(blockEntry)
+	if v := t.blocks.Get(t.kBlk); v != nil {
+		var err error
+		if e.n, e.val, e.has, err = parseBlockValue(v); err != nil {
+			return nil, fmt.Errorf("boltstore: block %s %x: %w", did, cid, err)
+		}
+	}
+	t.blockCache[string(t.kBlk)] = e
+	return e, nil
 }
 
-// flushRefs writes the reference counts this transaction changed.
-func (t *tx) flushRefs() error {
-	for k, e := range t.refCache {
+// flushBlocks writes the blocks this transaction changed.
+func (t *tx) flushBlocks() error {
+	for k, e := range t.blockCache {
 		if !e.dirty {
 			continue
 		}
 		var err error
 		if e.n > 0 {
-			err = t.refs.Put([]byte(k), u64(e.n))
+			v := appendBlockValue(t.alloc(binary.MaxVarintLen64 + len(e.val))[:0], e.n, e.val, e.has)
+			err = t.blocks.Put([]byte(k), v)
 		} else {
-			err = t.refs.Delete([]byte(k))
+			err = t.blocks.Delete([]byte(k))
 		}
 		if err != nil {
-			return fmt.Errorf("boltstore: reference counts: %w", err)
+			return fmt.Errorf("boltstore: blocks: %w", err)
 		}
 		e.dirty = false
 	}
 	return nil
 }
 
-// addRef adds one reference to the block cid, storing value as the block if
-// it is absent and value is not nil.
-func (t *tx) addRef(cid, value []byte) error {
-	e := t.ref(cid)
-	if value != nil && !e.block {
-		if e.n == 0 || t.blocks.Get(cid) == nil {
-			if err := t.blocks.Put(cid, value); err != nil {
-				return fmt.Errorf("boltstore: put block: %w", err)
-			}
-			t.counts.blocks++
-			t.counts.blockBytes += int64(len(value))
-			t.counts.dirty = true
-		}
-		e.block = true
+// setValue stores value as the block of e if it has none.
+func (t *tx) setValue(e *blockEntry, value []byte) {
+	if value == nil || e.has {
+		return
 	}
+	e.val, e.has, e.dirty = value, true, true
+	t.counts.blocks++
+	t.counts.blockBytes += int64(len(value))
+	t.counts.dirty = true
+}
+
+// addRef adds one reference to the block (did, cid), storing value as the
+// block if it is absent and value is not nil.
+func (t *tx) addRef(did string, cid, value []byte) error {
+	e, err := t.ref(did, cid)
+	if err != nil {
+		return err
+	}
+	t.setValue(e, value)
 	e.n++
 	e.dirty = true
 	return nil
 }
 
-// dropRef drops one reference to the block cid, deleting the block with its
-// last reference.
-func (t *tx) dropRef(cid []byte) error {
-	e := t.ref(cid)
+// dropRef drops one reference to the block (did, cid), deleting the block
+// with its last reference.
+func (t *tx) dropRef(did string, cid []byte) error {
+	e, err := t.ref(did, cid)
+	if err != nil {
+		return err
+	}
+	e.dirty = true
 	if e.n > 1 {
 		e.n--
-		e.dirty = true
 		return nil
 	}
 	if e.n == 0 {
-		t.db.log.Warn("boltstore: dropping a reference to an unreferenced block", "cid", fmt.Sprintf("%x", cid))
-	} else {
-		e.n = 0
-		e.dirty = true
+		t.db.log.Warn("boltstore: dropping a reference to an unreferenced block", "did", did, "cid", fmt.Sprintf("%x", cid))
 	}
-	e.block = false
-	if v := t.blocks.Get(cid); v != nil {
+	e.n = 0
+	if e.has {
 		t.counts.blocks--
-		t.counts.blockBytes -= int64(len(v))
+		t.counts.blockBytes -= int64(len(e.val))
 		t.counts.dirty = true
-		return t.blocks.Delete(cid)
+		e.val, e.has = nil, false
 	}
 	return nil
 }
@@ -277,36 +291,37 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if len(r.CID) == 0 {
 		return fmt.Errorf("boltstore: put record %s/%s/%s: empty CID", r.DID, r.Collection, r.RKey)
 	}
-	key := recordKey(r.DID, r.Collection, r.RKey)
-	if old := t.records.Get(key); old != nil {
-		var ov recordValue
-		if err := t.db.dec.Unmarshal(old, &ov); err != nil {
+	t.kRec = appendRecordKey(t.kRec[:0], r.DID, r.Collection, r.RKey)
+	if old := t.records.Get(t.kRec); old != nil {
+		oldCID, _, oldSeq, err := parseRecordValue(old)
+		if err != nil {
 			return fmt.Errorf("boltstore: put record %s/%s/%s: old value: %w", r.DID, r.Collection, r.RKey, err)
 		}
-		if err := t.byColl.Delete(byCollKey(r.Collection, ov.Seq)); err != nil {
+		t.kColl = appendByCollKey(t.kColl[:0], r.Collection, oldSeq)
+		if err := t.byColl.Delete(t.kColl); err != nil {
 			return err
 		}
-		if bytes.Equal(ov.CID, r.CID) {
+		if bytes.Equal(oldCID, r.CID) {
 			// Same value: the record keeps its one reference; store the
 			// block only if it went missing.
-			if r.Value != nil && t.blocks.Get(r.CID) == nil {
-				if err := t.blocks.Put(r.CID, r.Value); err != nil {
+			if r.Value != nil {
+				e, err := t.ref(r.DID, r.CID)
+				if err != nil {
 					return err
 				}
-				t.counts.blocks++
-				t.counts.blockBytes += int64(len(r.Value))
-				t.counts.dirty = true
+				t.setValue(e, r.Value)
 			}
 		} else {
-			if err := t.addRef(r.CID, r.Value); err != nil {
+			oldCID = clone(oldCID) // t.ref may write to blocks; keep it
+			if err := t.addRef(r.DID, r.CID, r.Value); err != nil {
 				return err
 			}
-			if err := t.dropRef(ov.CID); err != nil {
+			if err := t.dropRef(r.DID, oldCID); err != nil {
 				return err
 			}
 		}
 	} else {
-		if err := t.addRef(r.CID, r.Value); err != nil {
+		if err := t.addRef(r.DID, r.CID, r.Value); err != nil {
 			return err
 		}
 		t.addColl(collKey(r.DID, r.Collection), 1)
@@ -317,14 +332,13 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if err != nil {
 		return err
 	}
-	v, err := t.db.enc.Marshal(recordValue{CID: r.CID, Rev: r.Rev, Seq: seq})
-	if err != nil {
-		return fmt.Errorf("boltstore: put record: %w", err)
-	}
-	if err := t.byColl.Put(byCollKey(r.Collection, seq), byCollValue(r.DID, r.RKey)); err != nil {
+	t.kColl = appendByCollKey(t.kColl[:0], r.Collection, seq)
+	cv := appendByCollValue(t.alloc(2 + len(r.DID) + len(r.RKey))[:0], r.DID, r.RKey)
+	if err := t.byColl.Put(t.kColl, cv); err != nil {
 		return err
 	}
-	if err := t.records.Put(key, v); err != nil {
+	rv := appendRecordValue(t.alloc(2*binary.MaxVarintLen64 + len(r.CID) + len(r.Rev))[:0], r.CID, r.Rev, seq)
+	if err := t.records.Put(t.kRec, rv); err != nil {
 		return err
 	}
 	r.Seq = seq
@@ -338,22 +352,24 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 	if len(did) > maxField {
 		return nil
 	}
-	key := recordKey(did, collection, rkey)
-	old := t.records.Get(key)
+	t.kRec = appendRecordKey(t.kRec[:0], did, collection, rkey)
+	old := t.records.Get(t.kRec)
 	if old == nil {
 		return nil
 	}
-	var ov recordValue
-	if err := t.db.dec.Unmarshal(old, &ov); err != nil {
+	oldCID, _, oldSeq, err := parseRecordValue(old)
+	if err != nil {
 		return fmt.Errorf("boltstore: delete record %s/%s/%s: %w", did, collection, rkey, err)
 	}
-	if err := t.byColl.Delete(byCollKey(collection, ov.Seq)); err != nil {
+	oldCID = clone(oldCID)
+	t.kColl = appendByCollKey(t.kColl[:0], collection, oldSeq)
+	if err := t.byColl.Delete(t.kColl); err != nil {
 		return err
 	}
-	if err := t.dropRef(ov.CID); err != nil {
+	if err := t.records.Delete(t.kRec); err != nil {
 		return err
 	}
-	if err := t.records.Delete(key); err != nil {
+	if err := t.dropRef(did, oldCID); err != nil {
 		return err
 	}
 	t.addColl(collKey(did, collection), -1)
@@ -366,20 +382,24 @@ func (t *tx) AppendEvent(ev *store.Event) error {
 	if err := t.checkWritable(); err != nil {
 		return err
 	}
-	v, err := t.db.enc.Marshal(ev)
-	if err != nil {
-		return fmt.Errorf("boltstore: append event: %w", err)
+	if len(ev.DID) > maxField {
+		return fmt.Errorf("boltstore: append event: DID is %d bytes, longer than %d", len(ev.DID), maxField)
 	}
 	if ev.Kind == store.KindRecord && len(ev.CID) > 0 {
-		if err := t.addRef(ev.CID, ev.Record); err != nil {
+		if ev.DID == "" {
+			return fmt.Errorf("boltstore: append event: record event without a DID")
+		}
+		if err := t.addRef(ev.DID, ev.CID, ev.Record); err != nil {
 			return err
 		}
 	}
+	v := appendEvent(t.alloc(eventLen(ev))[:0], ev)
 	id, err := t.events.NextSequence()
 	if err != nil {
 		return err
 	}
-	if err := t.events.Put(u64(id), v); err != nil {
+	t.kEv = binary.BigEndian.AppendUint64(t.kEv[:0], id)
+	if err := t.events.Put(t.kEv, v); err != nil {
 		return err
 	}
 	ev.ID = id
@@ -399,12 +419,12 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 		if k == nil || getU64(k) > through {
 			break
 		}
-		var ref eventRef
-		if err := t.db.dec.Unmarshal(v, &ref); err != nil {
+		f, err := parseEventFields(v)
+		if err != nil {
 			return n, fmt.Errorf("boltstore: prune event %d: %w", getU64(k), err)
 		}
-		if store.EventKind(ref.Kind) == store.KindRecord && len(ref.CID) > 0 {
-			if err := t.dropRef(ref.CID); err != nil {
+		if store.EventKind(f.kind) == store.KindRecord && len(f.cid) > 0 {
+			if err := t.dropRef(string(f.did), clone(f.cid)); err != nil {
 				return n, err
 			}
 		}

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"bytes"
 	"testing"
 
 	"github.com/cistern-dev/cistern/store"
@@ -21,7 +22,7 @@ func testBlockRefcounts(t *testing.T, s store.Store) {
 	}
 	check := func(step string, want state) {
 		t.Helper()
-		v, n := blockState(t, s, sharedCID)
+		v, n := blockState(t, s, did, sharedCID)
 		if n != want.sharedRefs {
 			t.Errorf("%s: refs of shared = %d, want %d", step, n, want.sharedRefs)
 		}
@@ -30,7 +31,7 @@ func testBlockRefcounts(t *testing.T, s store.Store) {
 		} else if v != nil {
 			equalBytes(t, step+": shared block", v, shared)
 		}
-		v, n = blockState(t, s, otherCID)
+		v, n = blockState(t, s, did, otherCID)
 		if n != want.otherRefs || (v != nil) != (want.otherRefs > 0) {
 			t.Errorf("%s: other block refs %d present %v, want refs %d", step, n, v != nil, want.otherRefs)
 		}
@@ -90,6 +91,31 @@ func testBlockRefcounts(t *testing.T, s store.Store) {
 		return tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: did, Collection: coll, RKey: "a", Action: store.ActionDelete})
 	})
 	check("delete event", state{0, 0, 0, 0})
+
+	// Blocks are per repo: the same value in two repos is two blocks, each
+	// with its own references.
+	const did2 = "did:plc:blocks2"
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutRecord(rec("a", shared)); err != nil {
+			return err
+		}
+		r2 := rec("a", shared)
+		r2.DID = did2
+		if err := tx.PutRecord(r2); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: did2, Collection: coll, RKey: "a",
+			Action: store.ActionCreate, CID: sharedCID, Record: shared})
+	})
+	check("same value in two repos", state{1, 0, 2, 2 * sz})
+	if v, n := blockState(t, s, did2, sharedCID); n != 2 || v == nil {
+		t.Errorf("block of the second repo: refs %d present %v, want 2 true", n, v != nil)
+	}
+	update(t, s, func(tx store.Tx) error { return tx.DeleteRecord(did, coll, "a") })
+	check("deleted in the first repo", state{0, 0, 1, sz})
+	if v, n := blockState(t, s, did2, sharedCID); n != 2 || !bytes.Equal(v, shared) {
+		t.Errorf("block of the second repo after the first dropped its own: refs %d value %x, want 2 %x", n, v, shared)
+	}
 }
 
 func testBlockReclaimedAfterPrune(t *testing.T, s store.Store) {
@@ -103,7 +129,7 @@ func testBlockReclaimedAfterPrune(t *testing.T, s store.Store) {
 		create = recordEvent(r)
 		return tx.AppendEvent(create)
 	})
-	if v, n := blockState(t, s, r.CID); n != 2 || v == nil {
+	if v, n := blockState(t, s, r.DID, r.CID); n != 2 || v == nil {
 		t.Fatalf("after record + event: refs %d present %v, want 2 true", n, v != nil)
 	}
 	// The record moves on and is then deleted; the events still reference
@@ -126,7 +152,7 @@ func testBlockReclaimedAfterPrune(t *testing.T, s store.Store) {
 		ev  *store.Event
 		val []byte
 	}{{create, r.Value}, {upd, r2.Value}} {
-		v, n := blockState(t, s, c.ev.CID)
+		v, n := blockState(t, s, c.ev.DID, c.ev.CID)
 		if n != 1 {
 			t.Errorf("refs of event %d's value = %d, want 1", c.ev.ID, n)
 		}
@@ -152,17 +178,17 @@ func testBlockReclaimedAfterPrune(t *testing.T, s store.Store) {
 		}
 		return err
 	})
-	if v, n := blockState(t, s, r.CID); v != nil || n != 0 {
+	if v, n := blockState(t, s, r.DID, r.CID); v != nil || n != 0 {
 		t.Errorf("first value after prune: present %v refs %d, want reclaimed", v != nil, n)
 	}
-	if v, n := blockState(t, s, r2.CID); v == nil || n != 1 {
+	if v, n := blockState(t, s, r2.DID, r2.CID); v == nil || n != 1 {
 		t.Errorf("second value after first prune: present %v refs %d, want kept with 1", v != nil, n)
 	}
 	update(t, s, func(tx store.Tx) error {
 		_, err := tx.PruneEvents(^uint64(0), 0)
 		return err
 	})
-	if v, n := blockState(t, s, r2.CID); v != nil || n != 0 {
+	if v, n := blockState(t, s, r2.DID, r2.CID); v != nil || n != 0 {
 		t.Errorf("second value after prune: present %v refs %d, want reclaimed", v != nil, n)
 	}
 	if c := counts(t, s); c.Blocks != 0 || c.BlockBytes != 0 || c.Events != 0 || c.Records != 0 {
@@ -175,7 +201,7 @@ func testBlockReclaimedAfterPrune(t *testing.T, s store.Store) {
 		return tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: r.DID, Collection: r.Collection, RKey: "3k9",
 			Action: store.ActionCreate, CID: cidOf(v), Record: v})
 	})
-	if got, n := blockState(t, s, cidOf(v)); n != 1 || string(got) != string(v) {
+	if got, n := blockState(t, s, r.DID, cidOf(v)); n != 1 || string(got) != string(v) {
 		t.Errorf("block of an event-only value: %q refs %d, want %q 1", got, n, v)
 	}
 }

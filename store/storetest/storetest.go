@@ -18,7 +18,8 @@
 // store.Tx: round trips of every type, key order (records in MST path order,
 // repos in DID order), range scans with cursors in both directions, the
 // atomicity of failed transactions, snapshot reads beside a writer, event id
-// contiguity, block reference counting and reclamation, the backfill queue and
+// contiguity, block reference counting and reclamation (blocks are per
+// repo: Block and BlockRefs take the DID with the CID), the backfill queue and
 // buffer orders, metadata, and counters. Run it with -race.
 package storetest
 
@@ -145,21 +146,21 @@ func counts(t *testing.T, s store.Store) store.Counts {
 }
 
 // blockState returns the value (nil if absent) and reference count of a
-// block.
-func blockState(t *testing.T, s store.Store, cid []byte) ([]byte, uint64) {
+// repo's block.
+func blockState(t *testing.T, s store.Store, did string, cid []byte) ([]byte, uint64) {
 	t.Helper()
 	var v []byte
 	var n uint64
 	view(t, s, func(tx store.ReadTx) error {
 		var err error
-		v, err = tx.Block(cid)
+		v, err = tx.Block(did, cid)
 		if errors.Is(err, store.ErrNotFound) {
 			v, err = nil, nil
 		}
 		if err != nil {
 			return err
 		}
-		n, err = tx.BlockRefs(cid)
+		n, err = tx.BlockRefs(did, cid)
 		return err
 	})
 	return v, n
@@ -195,7 +196,7 @@ func dump(t *testing.T, s store.Store, dids, collections, metaKeys []string) str
 		for _, did := range dids {
 			if err := tx.ScanRecords(store.RecordScan{DID: did, WithValues: true}, func(r *store.Record) (bool, error) {
 				fmt.Fprintf(&b, "record %s %s/%s %x %s %d %x\n", r.DID, r.Collection, r.RKey, r.CID, r.Rev, r.Seq, r.Value)
-				cids[string(r.CID)] = true
+				cids[r.DID+" "+string(r.CID)] = true
 				return true, nil
 			}); err != nil {
 				return err
@@ -226,7 +227,9 @@ func dump(t *testing.T, s store.Store, dids, collections, metaKeys []string) str
 		}
 		if err := tx.ScanEvents(0, func(ev *store.Event) (bool, error) {
 			fmt.Fprintf(&b, "event %d %v %s %s/%s %x %x\n", ev.ID, ev.Kind, ev.DID, ev.Collection, ev.RKey, ev.CID, ev.Record)
-			cids[string(ev.CID)] = true
+			if len(ev.CID) > 0 {
+				cids[ev.DID+" "+string(ev.CID)] = true
+			}
 			return true, nil
 		}); err != nil {
 			return err
@@ -242,11 +245,12 @@ func dump(t *testing.T, s store.Store, dids, collections, metaKeys []string) str
 		}
 		sort.Strings(keys)
 		for _, c := range keys {
-			n, err := tx.BlockRefs([]byte(c))
+			did, cid, _ := strings.Cut(c, " ")
+			n, err := tx.BlockRefs(did, []byte(cid))
 			if err != nil {
 				return err
 			}
-			fmt.Fprintf(&b, "refs %x %d\n", c, n)
+			fmt.Fprintf(&b, "refs %s %x %d\n", did, cid, n)
 		}
 		if err := tx.ScanQueue(func(did string, due time.Time) (bool, error) {
 			fmt.Fprintf(&b, "queue %s %s\n", did, due.UTC().Format(time.RFC3339Nano))

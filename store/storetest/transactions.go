@@ -295,7 +295,7 @@ func testValuesOutliveTransaction(t *testing.T, s store.Store) {
 		if err != nil {
 			return err
 		}
-		blk, err := tx.Block(r.CID)
+		blk, err := tx.Block(r.DID, r.CID)
 		if err != nil {
 			return err
 		}
