@@ -167,7 +167,7 @@ func TestIndexer_FilterChangesDuringBackfill(t *testing.T) {
 			net := testnet.New(t)
 			accts, dids := generate(t, net, 24, 300)
 			host := net.Host(0)
-			host.SlowGetRepo(5*time.Millisecond, 8<<10)
+			host.SlowGetRepo(10*time.Millisecond, 8<<10)
 			cfg := testConfig(t, net, filter.Spec{DIDs: dids, Collections: tc.start})
 			cfg.NoFirehose = true
 			cfg.Backfill.BatchSize = 50
@@ -181,14 +181,17 @@ func TestIndexer_FilterChangesDuringBackfill(t *testing.T) {
 				}
 				return ""
 			})
-			if _, err := ix.PatchFilter(context.Background(), tc.patch); err != nil {
-				t.Fatal(err)
-			}
 			st, err := ix.Stats(context.Background())
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Logf("filter changed with repos by state %v", st.Repos)
+			t.Logf("changing the filter with repos by state %v", st.Repos)
+			if st.Repos["synced"] == int64(len(dids)) {
+				t.Fatal("every repo was synced before the change: the test proves nothing")
+			}
+			if _, err := ix.PatchFilter(context.Background(), tc.patch); err != nil {
+				t.Fatal(err)
+			}
 			host.SlowGetRepo(0, 0)
 			settle(t, ix, dids)
 			assertConverged(t, ix, accts...)
