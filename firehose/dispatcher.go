@@ -20,39 +20,74 @@ var (
 	ErrDispatcherStopped = errors.New("firehose: dispatcher stopped")
 )
 
-// Dispatcher runs a Handler on a fixed set of workers, in parallel across
-// repos and in order within one repo, and keeps a Watermark of what has been
+// Dispatcher runs a Handler on a pool of workers, in parallel across repos
+// and in order within one repo, and keeps a Watermark of what has been
 // handled.
 //
-// Messages with a DID go to the worker chosen by a hash of the DID, so the
-// messages of one repo are handled one at a time in dispatch order. Messages
-// without a DID (#info) are handled at once, in the goroutine calling
-// Dispatch. A handler error is logged and counted; the message still counts
-// as handled: the handler is responsible for recording durable outcomes
-// (such as marking a repo for resync) before it returns.
+// It is a keyed work queue: each repo (DID) with messages waiting has its
+// own FIFO queue, and a repo is ready when it has messages waiting and none
+// being handled. Each worker takes the repo that has been ready longest,
+// handles its oldest message, and puts the repo back at the end of the
+// ready line if more are waiting. So the messages of one repo are handled
+// one at a time in dispatch order, different repos are handled in parallel,
+// and a repo with a long queue takes its turn with the others (round robin)
+// instead of starving them.
+//
+// Back-pressure is global: Dispatch blocks only when the dispatcher as a
+// whole holds its limit of messages accepted and not yet handled, never
+// because one repo's queue is long. A backlog in any repo order therefore
+// keeps every worker busy as long as enough distinct repos are waiting.
+// Memory is bounded by that limit; a repo's queue is dropped as soon as it
+// is empty and not being handled.
+//
+// Messages without a DID (#info) are handled at once, in the goroutine
+// calling Dispatch. A handler error is logged and counted; the message
+// still counts as handled: the handler is responsible for recording durable
+// outcomes (such as marking a repo for resync) before it returns.
 //
 // Run owns the workers. Messages may be dispatched before Run starts; they
 // wait in the queues.
 type Dispatcher struct {
-	handle Handler
-	queues []chan *Message
-	wm     Watermark
-	log    *slog.Logger
+	handle  Handler
+	workers int
+	slots   chan struct{} // one token per accepted, unhandled message with a DID
+	wm      Watermark
+	log     *slog.Logger
 
 	mu      sync.Mutex
-	pending int           // dispatched (queued or running) and not yet handled
-	idle    chan struct{} // closed while pending == 0
+	work    sync.Cond             // signalled when a repo becomes ready, or on stop; uses mu
+	repos   map[string]*repoQueue // repos with messages waiting or one being handled
+	ready   ring[*repoQueue]      // repos with messages waiting and none being handled
+	free    []*repoQueue          // empty repo queues kept for reuse
+	waiting int                   // workers blocked in work.Wait
+	halt    bool                  // Run's context has ended: start nothing new
+	closed  bool                  // Run has returned
+	pending int                   // dispatched (queued or running) and not yet handled
+	idle    chan struct{}         // closed while pending == 0
 	ran     bool
-
 	stopped chan struct{} // closed when Run returns
 
 	handled, failed, duplicates atomic.Int64
 }
 
+// repoQueue holds the messages of one repo waiting to be handled.
+type repoQueue struct {
+	did     string
+	msgs    ring[*Message]
+	running bool // a worker is handling one of the repo's messages
+}
+
+// maxFreeCap is the largest message capacity of a repo queue kept for
+// reuse once empty; larger ones are left to the garbage collector.
+const maxFreeCap = 16
+
 // NewDispatcher returns a Dispatcher with workers workers (default 16 when
-// workers <= 0), each with a queue of queue messages (default 64 when
-// queue <= 0). At most workers·(queue+1) messages are in flight at once;
-// Dispatch blocks beyond that. handle is called with Run's context.
+// workers <= 0): at most that many messages, of as many distinct repos, are
+// handled at once. queue (default 64 when queue <= 0) sizes the global
+// back-pressure limit: the Dispatcher accepts at most workers·(queue+1)
+// messages that are not yet handled (waiting or running), in any mix of
+// repos, and Dispatch blocks beyond that. handle is called with Run's
+// context.
 func NewDispatcher(workers, queue int, handle Handler) *Dispatcher {
 	if workers <= 0 {
 		workers = DefaultWorkers
@@ -62,15 +97,15 @@ func NewDispatcher(workers, queue int, handle Handler) *Dispatcher {
 	}
 	d := &Dispatcher{
 		handle:  handle,
-		queues:  make([]chan *Message, workers),
+		workers: workers,
+		slots:   make(chan struct{}, workers*(queue+1)),
 		log:     slog.New(slog.DiscardHandler),
+		repos:   make(map[string]*repoQueue),
 		idle:    make(chan struct{}),
 		stopped: make(chan struct{}),
 	}
+	d.work.L = &d.mu
 	close(d.idle)
-	for i := range d.queues {
-		d.queues[i] = make(chan *Message, queue)
-	}
 	return d
 }
 
@@ -97,28 +132,68 @@ func (d *Dispatcher) Run(ctx context.Context) error {
 	d.ran = true
 	d.mu.Unlock()
 
+	stop := context.AfterFunc(ctx, func() {
+		d.mu.Lock()
+		d.halt = true
+		d.work.Broadcast()
+		d.mu.Unlock()
+	})
+	defer stop()
 	var wg sync.WaitGroup
-	for _, q := range d.queues {
-		wg.Go(func() { d.work(ctx, q) })
+	for range d.workers {
+		wg.Go(func() { d.worker(ctx) })
 	}
 	wg.Wait()
+	d.mu.Lock()
+	d.closed = true
+	d.mu.Unlock()
 	close(d.stopped)
 	return ctx.Err()
 }
 
-func (d *Dispatcher) work(ctx context.Context, q <-chan *Message) {
+// worker handles the oldest message of the repo ready longest, until ctx
+// ends.
+func (d *Dispatcher) worker(ctx context.Context) {
+	d.mu.Lock()
 	for {
-		select {
-		case <-ctx.Done():
-			return
-		case m := <-q:
-			if ctx.Err() != nil { // select picks at random; do not start new work
-				return
-			}
-			d.run(ctx, m)
-			d.wm.End(m.Seq)
-			d.done()
+		for d.ready.len() == 0 && !d.halt && ctx.Err() == nil {
+			d.waiting++
+			d.work.Wait()
+			d.waiting--
 		}
+		if d.halt || ctx.Err() != nil { // do not start new work
+			d.mu.Unlock()
+			return
+		}
+		q := d.ready.pop()
+		m := q.msgs.pop()
+		q.running = true
+		d.mu.Unlock()
+
+		d.run(ctx, m)
+		d.wm.End(m.Seq)
+		<-d.slots
+
+		d.mu.Lock()
+		q.running = false
+		if q.msgs.len() > 0 {
+			d.ready.push(q) // behind the repos already waiting
+			if d.waiting > 0 {
+				d.work.Signal()
+			}
+		} else {
+			d.dropRepo(q)
+		}
+		d.subPending()
+	}
+}
+
+// dropRepo forgets an empty repo queue. d.mu is held.
+func (d *Dispatcher) dropRepo(q *repoQueue) {
+	delete(d.repos, q.did)
+	q.did = ""
+	if q.msgs.cap() <= maxFreeCap && len(d.free) < cap(d.slots) {
+		d.free = append(d.free, q)
 	}
 }
 
@@ -131,10 +206,11 @@ func (d *Dispatcher) run(ctx context.Context, m *Message) {
 	d.handled.Add(1)
 }
 
-// Dispatch hands m to its worker. It blocks while that worker's queue is
-// full, and returns ctx.Err() if ctx ends first or ErrDispatcherStopped if
-// Run has returned; the message is then not handled and the watermark never
-// passes it. A message without DID is handled before Dispatch returns.
+// Dispatch queues m behind the messages of its repo. It blocks while the
+// Dispatcher holds its limit of unhandled messages (see NewDispatcher), and
+// returns ctx.Err() if ctx ends first or ErrDispatcherStopped if Run has
+// returned; the message is then not handled and the watermark never passes
+// it. A message without DID is handled before Dispatch returns.
 //
 // A message whose sequence number is not above every one dispatched before
 // is a duplicate: it is dropped, counted, and Dispatch returns nil. So a
@@ -161,44 +237,80 @@ func (d *Dispatcher) Dispatch(ctx context.Context, m *Message) error {
 		d.wm.End(m.Seq)
 		return nil
 	}
-	d.begin()
+
+	counted := false // pending already counts m
 	select {
-	case d.queues[d.worker(m.DID)] <- m:
-		return nil
-	case <-ctx.Done():
-		d.done()
-		return ctx.Err()
-	case <-d.stopped:
-		d.done()
+	case d.slots <- struct{}{}:
+	default:
+		// Full: count m as pending while Dispatch blocks, so that Wait
+		// waits for it too.
+		d.mu.Lock()
+		d.addPending()
+		d.mu.Unlock()
+		counted = true
+		select {
+		case d.slots <- struct{}{}:
+		case <-ctx.Done():
+			d.abandon()
+			return ctx.Err()
+		case <-d.stopped:
+			d.abandon()
+			return ErrDispatcherStopped
+		}
+	}
+
+	d.mu.Lock()
+	if !counted {
+		d.addPending()
+	}
+	if d.closed {
+		d.subPending()
+		d.mu.Unlock()
+		<-d.slots
 		return ErrDispatcherStopped
 	}
-}
-
-// worker picks the queue of a DID with FNV-1a.
-func (d *Dispatcher) worker(did string) int {
-	h := uint64(14695981039346656037)
-	for i := 0; i < len(did); i++ {
-		h ^= uint64(did[i])
-		h *= 1099511628211
+	q := d.repos[m.DID]
+	if q == nil {
+		if n := len(d.free); n > 0 {
+			q = d.free[n-1]
+			d.free = d.free[:n-1]
+		} else {
+			q = new(repoQueue)
+		}
+		q.did = m.DID
+		d.repos[m.DID] = q
 	}
-	return int(h % uint64(len(d.queues)))
+	q.msgs.push(m)
+	if !q.running && q.msgs.len() == 1 { // it was neither ready nor running
+		d.ready.push(q)
+		if d.waiting > 0 {
+			d.work.Signal()
+		}
+	}
+	d.mu.Unlock()
+	return nil
 }
 
-func (d *Dispatcher) begin() {
-	d.mu.Lock()
+// addPending counts a message as dispatched and not handled. d.mu is held.
+func (d *Dispatcher) addPending() {
 	if d.pending == 0 {
 		d.idle = make(chan struct{})
 	}
 	d.pending++
-	d.mu.Unlock()
 }
 
-func (d *Dispatcher) done() {
-	d.mu.Lock()
+// subPending counts a message as handled or abandoned. d.mu is held.
+func (d *Dispatcher) subPending() {
 	d.pending--
 	if d.pending == 0 {
 		close(d.idle)
 	}
+}
+
+// abandon undoes the pending count of a message Dispatch did not queue.
+func (d *Dispatcher) abandon() {
+	d.mu.Lock()
+	d.subPending()
 	d.mu.Unlock()
 }
 
@@ -251,4 +363,36 @@ func (d *Dispatcher) Wait(ctx context.Context) error {
 			return ErrDispatcherStopped
 		}
 	}
+}
+
+// ring is a FIFO queue in a circular buffer that grows as needed. The zero
+// value is an empty queue.
+type ring[T any] struct {
+	buf  []T
+	head int // index of the oldest element
+	n    int // number of elements
+}
+
+func (r *ring[T]) len() int { return r.n }
+func (r *ring[T]) cap() int { return len(r.buf) }
+
+func (r *ring[T]) push(v T) {
+	if r.n == len(r.buf) {
+		buf := make([]T, max(4, 2*len(r.buf)))
+		k := copy(buf, r.buf[r.head:])
+		copy(buf[k:], r.buf[:r.head])
+		r.buf, r.head = buf, 0
+	}
+	r.buf[(r.head+r.n)%len(r.buf)] = v
+	r.n++
+}
+
+// pop removes and returns the oldest element; the queue must not be empty.
+func (r *ring[T]) pop() T {
+	var zero T
+	v := r.buf[r.head]
+	r.buf[r.head] = zero
+	r.head = (r.head + 1) % len(r.buf)
+	r.n--
+	return v
 }

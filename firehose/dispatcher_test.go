@@ -233,19 +233,6 @@ func TestDispatcher_OrderAndWatermarkProperty(t *testing.T) {
 	}
 }
 
-// didsOnDifferentWorkers returns two DIDs that map to different workers.
-func didsOnDifferentWorkers(t *testing.T, d *Dispatcher) (string, string) {
-	a := "did:plc:a"
-	for i := range 1000 {
-		b := fmt.Sprintf("did:plc:b%d", i)
-		if d.worker(a) != d.worker(b) {
-			return a, b
-		}
-	}
-	t.Fatal("no two DIDs on different workers")
-	return "", ""
-}
-
 func TestDispatcher_ReposRunInParallel(t *testing.T) {
 	bStarted := make(chan struct{})
 	var d *Dispatcher
@@ -260,7 +247,7 @@ func TestDispatcher_ReposRunInParallel(t *testing.T) {
 		close(bStarted)
 		return nil
 	})
-	a, b := didsOnDifferentWorkers(t, d)
+	a, b := "did:plc:a", "did:plc:b"
 	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 	defer cancel()
 	go d.Run(ctx)
@@ -426,4 +413,268 @@ func BenchmarkDispatcher(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msgs/s")
+}
+
+// TestDispatcher_NoHeadOfLineBlocking blocks the handler of repo A and
+// checks that the messages of many other repos, dispatched behind A's, are
+// accepted without blocking and handled while A waits; then A's messages
+// run in order and nothing is left of any repo's queue.
+func TestDispatcher_NoHeadOfLineBlocking(t *testing.T) {
+	const a, others = "did:plc:a", 300
+	release := make(chan struct{})
+	var mu sync.Mutex
+	var aSeen []int64
+	otherDone := 0
+	d := NewDispatcher(4, 4, func(ctx context.Context, m *Message) error {
+		if m.DID != a {
+			mu.Lock()
+			otherDone++
+			mu.Unlock()
+			return nil
+		}
+		if m.Seq == 1 {
+			select {
+			case <-release:
+			case <-ctx.Done():
+			}
+		}
+		mu.Lock()
+		aSeen = append(aSeen, m.Seq)
+		mu.Unlock()
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 20*time.Second)
+	defer cancel()
+	runErr := make(chan error, 1)
+	go func() { runErr <- d.Run(ctx) }()
+
+	var seq int64
+	for range 3 { // A: one running, two waiting behind it
+		seq++
+		if err := d.Dispatch(ctx, &Message{Seq: seq, DID: a}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i := range others {
+		seq++
+		// A worker's queue used to hold A's messages and every repo hashed
+		// to it: Dispatch then blocked on A. Now only the global bound
+		// applies, and the other repos drain through the other workers.
+		dctx, dcancel := context.WithTimeout(ctx, 5*time.Second)
+		err := d.Dispatch(dctx, &Message{Seq: seq, DID: fmt.Sprintf("did:plc:o%d", i%50)})
+		dcancel()
+		if err != nil {
+			t.Fatalf("Dispatch %d of another repo while A blocks = %v", i, err)
+		}
+	}
+	for {
+		mu.Lock()
+		n := otherDone
+		mu.Unlock()
+		if n == others {
+			break
+		}
+		if ctx.Err() != nil {
+			t.Fatalf("%d of %d messages of other repos handled while A blocks", n, others)
+		}
+		time.Sleep(time.Millisecond)
+	}
+	if got := d.Watermark(); got != 0 {
+		t.Errorf("Watermark = %d with seq 1 still running, want 0", got)
+	}
+	if st := d.Stats(); st.InFlight != 3 {
+		t.Errorf("InFlight = %d, want A's 3", st.InFlight)
+	}
+
+	close(release)
+	if err := d.Wait(ctx); err != nil {
+		t.Fatalf("Wait = %v", err)
+	}
+	if !slices.Equal(aSeen, []int64{1, 2, 3}) {
+		t.Errorf("A handled %v, want [1 2 3]", aSeen)
+	}
+	if got := d.Watermark(); got != seq {
+		t.Errorf("Watermark = %d, want %d", got, seq)
+	}
+	d.mu.Lock()
+	repos, ready := len(d.repos), d.ready.len()
+	d.mu.Unlock()
+	if repos != 0 || ready != 0 {
+		t.Errorf("%d repo queues and %d ready repos left after all was handled", repos, ready)
+	}
+	if len(d.slots) != 0 {
+		t.Errorf("%d slots still held", len(d.slots))
+	}
+	cancel()
+	<-runErr
+}
+
+// TestDispatcher_GlobalBound checks that Dispatch blocks once
+// workers·(queue+1) messages are unhandled, whether they belong to one repo
+// or to many, and resumes as soon as one is handled.
+func TestDispatcher_GlobalBound(t *testing.T) {
+	const workers, queue, limit = 2, 1, 4
+	tests := []struct {
+		name string
+		did  func(i int) string
+	}{
+		{"one repo", func(int) string { return "did:plc:x" }},
+		{"distinct repos", func(i int) string { return fmt.Sprintf("did:plc:r%d", i) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			release := make(chan struct{})
+			d := NewDispatcher(workers, queue, func(ctx context.Context, m *Message) error {
+				select {
+				case <-release:
+				case <-ctx.Done():
+				}
+				return nil
+			})
+			ctx, cancel := context.WithCancel(t.Context())
+			defer cancel()
+			runErr := make(chan error, 1)
+			go func() { runErr <- d.Run(ctx) }()
+
+			for i := range limit {
+				if err := d.Dispatch(ctx, &Message{Seq: int64(i + 1), DID: tt.did(i)}); err != nil {
+					t.Fatalf("Dispatch %d under the bound = %v", i+1, err)
+				}
+			}
+			short, scancel := context.WithTimeout(ctx, 50*time.Millisecond)
+			err := d.Dispatch(short, &Message{Seq: limit + 1, DID: tt.did(limit)})
+			scancel()
+			if !errors.Is(err, context.DeadlineExceeded) {
+				t.Fatalf("Dispatch beyond the bound = %v, want to block until the deadline", err)
+			}
+
+			release <- struct{}{} // one handled: room for one more
+			if err := d.Dispatch(ctx, &Message{Seq: limit + 2, DID: tt.did(limit + 1)}); err != nil {
+				t.Fatalf("Dispatch after one was handled = %v", err)
+			}
+			close(release)
+			if err := d.Wait(ctx); err != nil {
+				t.Fatal(err)
+			}
+			// The Dispatch that failed keeps the watermark below it.
+			if got := d.Watermark(); got != limit {
+				t.Errorf("Watermark = %d, want %d", got, limit)
+			}
+			if st := d.Stats(); st.Handled != limit+1 {
+				t.Errorf("Handled = %d, want %d", st.Handled, limit+1)
+			}
+			cancel()
+			<-runErr
+		})
+	}
+}
+
+// TestDispatcher_Fairness queues a long run of one repo before one message
+// of another, on a single worker: the other repo takes its turn after one
+// message of the first instead of waiting for all of them.
+func TestDispatcher_Fairness(t *testing.T) {
+	var mu sync.Mutex
+	var order []string
+	d := NewDispatcher(1, 100, func(ctx context.Context, m *Message) error {
+		mu.Lock()
+		order = append(order, m.DID)
+		mu.Unlock()
+		return nil
+	})
+	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	defer cancel()
+	var seq int64
+	for range 50 {
+		seq++
+		if err := d.Dispatch(ctx, &Message{Seq: seq, DID: "did:plc:long"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, did := range []string{"did:plc:b", "did:plc:c"} {
+		seq++
+		if err := d.Dispatch(ctx, &Message{Seq: seq, DID: did}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	go d.Run(ctx)
+	if err := d.Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	// Round robin: long, b, c, long, long, ...
+	if b, c := slices.Index(order, "did:plc:b"), slices.Index(order, "did:plc:c"); b != 1 || c != 2 {
+		t.Errorf("b handled at %d and c at %d of %d, want 1 and 2", b, c, len(order))
+	}
+}
+
+func TestRing(t *testing.T) {
+	r := rand.New(rand.NewPCG(7, 7))
+	var q ring[int]
+	var model []int
+	next := 0
+	for range 5000 {
+		if len(model) == 0 || r.IntN(3) > 0 {
+			q.push(next)
+			model = append(model, next)
+			next++
+		} else {
+			if got := q.pop(); got != model[0] {
+				t.Fatalf("pop = %d, want %d", got, model[0])
+			}
+			model = model[1:]
+		}
+		if q.len() != len(model) {
+			t.Fatalf("len = %d, want %d", q.len(), len(model))
+		}
+	}
+}
+
+// BenchmarkDispatcher_Backlog dispatches a backlog of 100,000 messages over
+// 1,000 repos in random order to 128 workers (queue 4, as the indexer
+// does), with a handler that either waits ~200µs (a write waiting for its
+// group commit) or does a little CPU work.
+func BenchmarkDispatcher_Backlog(b *testing.B) {
+	const n, repos, workers, queue = 100_000, 1000, 128, 4
+	r := rand.New(rand.NewPCG(1, 1))
+	msgs := make([]Message, n)
+	for i := range msgs {
+		msgs[i] = Message{Seq: int64(i + 1), Kind: KindCommit, DID: fmt.Sprintf("did:plc:repo%04d", r.IntN(repos))}
+	}
+	handlers := []struct {
+		name string
+		h    Handler
+	}{
+		{"sleep200us", func(context.Context, *Message) error { time.Sleep(200 * time.Microsecond); return nil }},
+		{"work", func(_ context.Context, m *Message) error {
+			h := uint64(m.Seq)
+			for range 200 {
+				h = h*6364136223846793005 + 1442695040888963407
+			}
+			if h == 0 {
+				return errors.New("unreachable")
+			}
+			return nil
+		}},
+	}
+	for _, hc := range handlers {
+		b.Run(hc.name, func(b *testing.B) {
+			for b.Loop() {
+				d := NewDispatcher(workers, queue, hc.h)
+				ctx, cancel := context.WithCancel(b.Context())
+				done := make(chan struct{})
+				go func() { d.Run(ctx); close(done) }()
+				for i := range msgs {
+					m := msgs[i]
+					if err := d.Dispatch(ctx, &m); err != nil {
+						b.Fatal(err)
+					}
+				}
+				if err := d.Wait(ctx); err != nil {
+					b.Fatal(err)
+				}
+				cancel()
+				<-done
+			}
+			b.ReportMetric(float64(b.N)*n/b.Elapsed().Seconds(), "msgs/s")
+		})
+	}
 }
