@@ -27,7 +27,7 @@ type tx struct {
 	// this transaction, by colls key, written just before commit or before
 	// colls is read: a record write then costs no read and write of its
 	// collection's count.
-	collDelta map[string]int64
+	collDelta map[string]*int64
 	// blockCache holds the blocks this transaction read or changed, by
 	// blocks key (see ref).
 	blockCache map[string]*blockEntry
@@ -35,7 +35,7 @@ type tx struct {
 	// Key buffers, reused: bbolt copies a key on Put and does not keep the
 	// key of a Get or Delete. One per kind of key, as they are built while
 	// another is in use.
-	kRec, kBlk, kColl, kEv []byte
+	kRec, kBlk, kColl, kEv, kCollCount []byte
 	// arena holds the values written in this transaction, which bbolt
 	// references until commit.
 	arena []byte

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/binary"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,17 +34,26 @@ func (t *tx) counter(key []byte) int64 {
 }
 
 // addColl changes the record count of a repo's collection by n.
-func (t *tx) addColl(key []byte, n int64) {
-	if t.collDelta == nil {
-		t.collDelta = make(map[string]int64)
+func (t *tx) addColl(did, collection string, n int64) {
+	t.kCollCount = appendLP(t.kCollCount[:0], did)
+	t.kCollCount = append(t.kCollCount, collection...)
+	if d, ok := t.collDelta[string(t.kCollCount)]; ok { // no allocation
+		*d += n
+		return
 	}
-	t.collDelta[string(key)] += n
+	if t.collDelta == nil {
+		t.collDelta = make(map[string]*int64)
+	}
+	d := new(int64)
+	*d = n
+	t.collDelta[string(t.kCollCount)] = d
 }
 
 // flushColls writes the collection count changes of this transaction to
 // colls; a count that reaches zero is deleted.
 func (t *tx) flushColls() error {
-	for k, d := range t.collDelta {
+	for k, dp := range t.collDelta {
+		d := *dp
 		if d == 0 {
 			continue
 		}
@@ -202,12 +212,19 @@ func (t *tx) ref(did string, cid []byte) (*blockEntry, error) {
 	return e, nil
 }
 
-// flushBlocks writes the blocks this transaction changed.
+// flushBlocks writes the blocks this transaction changed, in key order:
+// bbolt inserts into a sorted slice per page, so writing a repo's new blocks
+// in hash order would move the entries already inserted once per block.
 func (t *tx) flushBlocks() error {
+	keys := make([]string, 0, len(t.blockCache))
 	for k, e := range t.blockCache {
-		if !e.dirty {
-			continue
+		if e.dirty {
+			keys = append(keys, k)
 		}
+	}
+	slices.Sort(keys)
+	for _, k := range keys {
+		e := t.blockCache[k]
 		var err error
 		if e.n > 0 {
 			v := appendBlockValue(t.alloc(binary.MaxVarintLen64 + len(e.val))[:0], e.n, e.val, e.has)
@@ -324,7 +341,7 @@ func (t *tx) PutRecord(r *store.Record) error {
 		if err := t.addRef(r.DID, r.CID, r.Value); err != nil {
 			return err
 		}
-		t.addColl(collKey(r.DID, r.Collection), 1)
+		t.addColl(r.DID, r.Collection, 1)
 		t.counts.records++
 		t.counts.dirty = true
 	}
@@ -372,7 +389,7 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 	if err := t.dropRef(did, oldCID); err != nil {
 		return err
 	}
-	t.addColl(collKey(did, collection), -1)
+	t.addColl(did, collection, -1)
 	t.counts.records--
 	t.counts.dirty = true
 	return nil
