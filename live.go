@@ -42,6 +42,14 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 	if err != nil {
 		return fmt.Errorf("read cursor: %w", err)
 	}
+	if cursor == 0 {
+		// No cursor: this source starts live. Repos synced before (in a run
+		// that saw no message of this source) may have missed commits made
+		// since: resync them. The diff emits only what changed.
+		if err := ix.resyncAll(ctx); err != nil {
+			return fmt.Errorf("resync before a first live start: %w", err)
+		}
+	}
 	client, err := firehose.New(firehose.Options{
 		URL:        src,
 		Name:       src,
@@ -77,21 +85,29 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 		defer wg.Done()
 		disp.Run(workCtx)
 	}()
+	var saveMu sync.Mutex
 	saved := cursor
-	save := func(c context.Context) {
-		wm := disp.Watermark()
+	saveAt := func(c context.Context, wm int64) error {
+		saveMu.Lock()
+		defer saveMu.Unlock()
 		if wm <= saved {
-			return
+			return nil
 		}
 		if err := ix.write(c, func(tx store.Tx) error {
 			return tx.PutMeta(cursorKey, []byte(strconv.FormatInt(wm, 10)))
 		}); err != nil {
-			ix.log.Warn("save firehose cursor", "source", src, "err", err)
-			return
+			return err
 		}
 		saved = wm
 		ix.metrics.setCursor(src, wm)
+		return nil
 	}
+	save := func(c context.Context) {
+		if err := saveAt(c, disp.Watermark()); err != nil {
+			ix.log.Warn("save firehose cursor", "source", src, "err", err)
+		}
+	}
+	started := cursor != 0
 	clientDone := make(chan struct{})
 	go func() {
 		defer wg.Done()
@@ -108,6 +124,14 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 	}()
 	runErr := client.Run(ctx, cursor, func(ctx context.Context, m *firehose.Message) error {
 		ix.metrics.observeFrame(src, m)
+		if !started && m.Seq > 0 {
+			// Anchor the live start at once, so that a restart, however
+			// soon, resumes here rather than live again.
+			if err := saveAt(ctx, m.Seq-1); err != nil {
+				return fmt.Errorf("save the first firehose cursor: %w", err)
+			}
+			started = true
+		}
 		return disp.Dispatch(ctx, m)
 	})
 	close(clientDone)

@@ -164,3 +164,49 @@ func TestLive_OutdatedCursorResyncsEverything(t *testing.T) {
 	ix := runIndexer(t, cfg)
 	assertConverged(t, ix, a)
 }
+
+func TestLive_RestartWithNoCursorYetMissesNothing(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "early.test", testnet.Records(post, 3))
+	did := a.DID().String()
+	cfg := testConfig(t, net, filter.Spec{DIDs: []string{did}})
+	cfg.CursorInterval = time.Hour // only the anchoring saves a cursor
+	run := func(during func(ix *cistern.Indexer)) {
+		ix, err := cistern.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- ix.Run(ctx) }()
+		during(ix)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+		ix.Close()
+	}
+	// First run: backfilled, and no firehose message at all.
+	run(func(ix *cistern.Indexer) { waitSynced(t, ix, did) })
+	if _, err := a.CreateRecord(post, testnet.Post(post, "while down, no cursor yet")); err != nil {
+		t.Fatal(err)
+	}
+	// Second run: sees the change (by a resync), then one live message.
+	run(func(ix *cistern.Indexer) {
+		assertConverged(t, ix, a)
+		if _, err := a.CreateRecord(post, testnet.Post(post, "live")); err != nil {
+			t.Fatal(err)
+		}
+		assertConverged(t, ix, a)
+	})
+	if _, err := a.CreateRecord(post, testnet.Post(post, "while down again")); err != nil {
+		t.Fatal(err)
+	}
+	// Third run: resumes from the cursor anchored at the first message.
+	cfg2 := cfg
+	ix := runIndexer(t, cfg2)
+	assertConverged(t, ix, a)
+	if st, _ := ix.Stats(context.Background()); st.Rejected[cistern.RejectBrokenChain] != 0 {
+		t.Fatalf("a commit was missed and caught only by a broken chain")
+	}
+}
