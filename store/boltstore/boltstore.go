@@ -140,10 +140,12 @@ var (
 	bucketBuffer   = []byte("buffer")
 	bucketMeta     = []byte("meta")
 	bucketSys      = []byte("sys")
+	bucketDIDs     = []byte("dids")
+	bucketDIDNames = []byte("didnames")
 
 	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
 		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,
-		bucketBuffer, bucketMeta, bucketSys}
+		bucketBuffer, bucketMeta, bucketSys, bucketDIDs, bucketDIDNames}
 
 	keySchema = []byte("schema")
 )

@@ -23,20 +23,26 @@ func TestEventCodec(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			v := appendEvent(nil, &tc.ev)
+			const repo = 1 << 30
+			v := appendEvent(nil, &tc.ev, repo)
 			if len(v) > eventLen(&tc.ev) {
 				t.Errorf("encoding is %d bytes, eventLen bounds it at %d", len(v), eventLen(&tc.ev))
 			}
 			var got store.Event
-			if err := parseEvent(v, &got); err != nil {
+			id, err := parseEvent(v, &got)
+			if err != nil {
 				t.Fatal(err)
 			}
+			if id != repo {
+				t.Errorf("repo id %d, want %d", id, repo)
+			}
+			got.DID = tc.ev.DID // stored as the id
 			if !reflect.DeepEqual(got, tc.ev) {
 				t.Errorf("round trip =\n%+v\nwant\n%+v", got, tc.ev)
 			}
 			// Every truncation is refused, none panics.
 			for i := range len(v) {
-				if err := parseEvent(v[:i], &got); !errors.Is(err, errMalformed) {
+				if _, err := parseEvent(v[:i], &got); !errors.Is(err, errMalformed) {
 					t.Errorf("parse of the first %d of %d bytes: error %v, want errMalformed", i, len(v), err)
 				}
 			}

@@ -16,18 +16,6 @@ func appendLP(dst []byte, s string) []byte {
 	return append(dst, s...)
 }
 
-// appendLPBytes appends b prefixed with its length as 2 bytes big-endian.
-func appendLPBytes(dst, b []byte) []byte {
-	dst = binary.BigEndian.AppendUint16(dst, uint16(len(b)))
-	return append(dst, b...)
-}
-
-// appendBlockKey appends lp(did) | cid, the key of a block.
-func appendBlockKey(dst []byte, did string, cid []byte) []byte {
-	dst = appendLP(dst, did)
-	return append(dst, cid...)
-}
-
 // checkField refuses an empty or overlong key field.
 func checkField(name, s string) error {
 	if s == "" {
@@ -44,24 +32,26 @@ func didPrefix(did string) []byte {
 	return appendLP(make([]byte, 0, 2+len(did)), did)
 }
 
-// recordKey is lp(did) | collection "/" rkey.
-func recordKey(did, collection, rkey string) []byte {
-	return appendRecordKey(make([]byte, 0, 2+len(did)+len(collection)+1+len(rkey)), did, collection, rkey)
+// idLen is the width of a repo id in keys.
+const idLen = 4
+
+// appendID appends a repo id, 4 bytes big-endian.
+func appendID(dst []byte, id uint32) []byte {
+	return binary.BigEndian.AppendUint32(dst, id)
 }
 
-// appendRecordKey appends lp(did) | collection "/" rkey.
-func appendRecordKey(k []byte, did, collection, rkey string) []byte {
-	k = appendLP(k, did)
+// appendRecordKey appends id | collection "/" rkey.
+func appendRecordKey(k []byte, id uint32, collection, rkey string) []byte {
+	k = appendID(k, id)
 	k = append(k, collection...)
 	k = append(k, '/')
 	return append(k, rkey...)
 }
 
-// collKey is lp(did) | collection, the key of a per-repo collection count.
-func collKey(did, collection string) []byte {
-	k := make([]byte, 0, 2+len(did)+len(collection))
-	k = appendLP(k, did)
-	return append(k, collection...)
+// appendCollKey appends id | collection, the key of a per-repo collection
+// count.
+func appendCollKey(k []byte, id uint32, collection string) []byte {
+	return append(appendID(k, id), collection...)
 }
 
 // byCollKey is lp(collection) | seq.
@@ -75,23 +65,14 @@ func appendByCollKey(k []byte, collection string, seq uint64) []byte {
 	return binary.BigEndian.AppendUint64(k, seq)
 }
 
-// appendByCollValue appends lp(did) | rkey.
-func appendByCollValue(v []byte, did, rkey string) []byte {
-	v = appendLP(v, did)
-	return append(v, rkey...)
+// appendByCollValue appends id | rkey.
+func appendByCollValue(v []byte, id uint32, rkey string) []byte {
+	return append(appendID(v, id), rkey...)
 }
 
-// splitLP splits b into the length-prefixed string at its start and the
-// rest; ok is false if b is too short.
-func splitLP(b []byte) (s, rest []byte, ok bool) {
-	if len(b) < 2 {
-		return nil, nil, false
-	}
-	n := int(binary.BigEndian.Uint16(b))
-	if len(b) < 2+n {
-		return nil, nil, false
-	}
-	return b[2 : 2+n], b[2+n:], true
+// appendBlockKey appends id | cid, the key of a block.
+func appendBlockKey(dst []byte, id uint32, cid []byte) []byte {
+	return append(appendID(dst, id), cid...)
 }
 
 // bufferKey is lp(did) | rev.

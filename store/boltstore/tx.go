@@ -18,7 +18,11 @@ type tx struct {
 	writable bool
 
 	repos, records, colls, byColl, blocks, events,
-	queue, queueDID, buffer, meta, sys *bolt.Bucket
+	queue, queueDID, buffer, meta, sys, dids, names *bolt.Bucket
+
+	// idOf and nameOf cache the repo ids this transaction resolved.
+	idOf   map[string]uint32
+	nameOf map[uint32]string
 
 	// counts holds the counter changes of this transaction, written to sys
 	// just before commit.
@@ -35,7 +39,11 @@ type tx struct {
 	// Key buffers, reused: bbolt copies a key on Put and does not keep the
 	// key of a Get or Delete. One per kind of key, as they are built while
 	// another is in use.
-	kRec, kBlk, kColl, kEv, kCollCount []byte
+	kRec, kBlk, kColl, kEv, kCollCount, kDID, kID []byte
+	// recCur and blkCur are reused for point reads of records and blocks:
+	// a Seek on a kept cursor reuses its stack, where Bucket.Get allocates a
+	// new one each time.
+	recCur, blkCur *bolt.Cursor
 	// arena holds the values written in this transaction, which bbolt
 	// references until commit.
 	arena []byte
@@ -69,6 +77,8 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		buffer:   btx.Bucket(bucketBuffer),
 		meta:     btx.Bucket(bucketMeta),
 		sys:      btx.Bucket(bucketSys),
+		dids:     btx.Bucket(bucketDIDs),
+		names:    btx.Bucket(bucketDIDNames),
 	}
 	if btx.Writable() {
 		// Appended in key order: fill pages. Records and blocks are
@@ -77,6 +87,7 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		t.byColl.FillPercent = fillAppend
 		t.records.FillPercent = fillClustered
 		t.blocks.FillPercent = fillClustered
+		t.names.FillPercent = fillAppend
 	}
 	return t
 }
@@ -86,6 +97,32 @@ const (
 	fillAppend    = 1.0
 	fillClustered = 0.9
 )
+
+// getRecord reads a records entry; nil if absent.
+func (t *tx) getRecord(key []byte) []byte {
+	if t.recCur == nil {
+		t.recCur = t.records.Cursor()
+	}
+	return seekExact(t.recCur, key)
+}
+
+// getBlock reads a blocks entry; nil if absent.
+func (t *tx) getBlock(key []byte) []byte {
+	if t.blkCur == nil {
+		t.blkCur = t.blocks.Cursor()
+	}
+	return seekExact(t.blkCur, key)
+}
+
+// seekExact returns the value of key, as Bucket.Get (no nested buckets are
+// kept in these buckets).
+func seekExact(c *bolt.Cursor, key []byte) []byte {
+	k, v := c.Seek(key)
+	if v == nil || !bytes.Equal(k, key) {
+		return nil
+	}
+	return v
+}
 
 // clone copies a byte slice out of the bbolt map; nil stays nil.
 func clone(b []byte) []byte {
@@ -135,10 +172,12 @@ func (t *tx) decodeRecord(did, collection, rkey string, v []byte) (*store.Record
 }
 
 func (t *tx) Record(did, collection, rkey string) (*store.Record, error) {
-	if len(did) > maxField {
-		return nil, store.ErrNotFound
+	id, ok, err := t.didID(did, false)
+	if err != nil || !ok {
+		return nil, errOr(err, store.ErrNotFound)
 	}
-	v := t.records.Get(recordKey(did, collection, rkey))
+	t.kRec = appendRecordKey(t.kRec[:0], id, collection, rkey)
+	v := t.getRecord(t.kRec)
 	if v == nil {
 		return nil, store.ErrNotFound
 	}
@@ -146,15 +185,24 @@ func (t *tx) Record(did, collection, rkey string) (*store.Record, error) {
 	if err != nil {
 		return nil, err
 	}
-	r.Value = t.blockValue(did, r.CID)
+	r.Value = t.blockValue(id, r.CID)
 	return r, nil
 }
 
-func (t *tx) ScanRecords(q store.RecordScan, fn func(r *store.Record) (bool, error)) error {
-	if q.DID == "" || len(q.DID) > maxField {
-		return nil
+// errOr returns err if it is not nil, otherwise def.
+func errOr(err, def error) error {
+	if err != nil {
+		return err
 	}
-	base := didPrefix(q.DID)
+	return def
+}
+
+func (t *tx) ScanRecords(q store.RecordScan, fn func(r *store.Record) (bool, error)) error {
+	id, ok, err := t.didID(q.DID, false)
+	if err != nil || !ok {
+		return err
+	}
+	base := appendID(nil, id)
 	prefix := base
 	if q.Collection != "" {
 		prefix = append(append(clone(base), q.Collection...), '/')
@@ -196,7 +244,7 @@ func (t *tx) ScanRecords(q store.RecordScan, fn func(r *store.Record) (bool, err
 			return err
 		}
 		if q.WithValues {
-			r.Value = t.blockValue(q.DID, r.CID)
+			r.Value = t.blockValue(id, r.CID)
 		}
 		if more, err := fn(r); err != nil || !more {
 			return err
@@ -232,19 +280,25 @@ func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Re
 		k, v = c.Last()
 	}
 	for ; k != nil && len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
-		did, rkey, ok := splitLP(v)
-		if !ok {
+		if len(v) < idLen {
 			return fmt.Errorf("boltstore: malformed collection index value %q", v)
 		}
-		rv := t.records.Get(recordKey(string(did), collection, string(rkey)))
-		if rv == nil {
-			return fmt.Errorf("boltstore: collection index names absent record %s/%s/%s", did, collection, rkey)
-		}
-		r, err := t.decodeRecord(string(did), collection, string(rkey), rv)
+		id := binary.BigEndian.Uint32(v)
+		rkey := string(v[idLen:])
+		did, err := t.didName(id)
 		if err != nil {
 			return err
 		}
-		r.Value = t.blockValue(r.DID, r.CID)
+		t.kRec = appendRecordKey(t.kRec[:0], id, collection, rkey)
+		rv := t.getRecord(t.kRec)
+		if rv == nil {
+			return fmt.Errorf("boltstore: collection index names absent record %s/%s/%s", did, collection, rkey)
+		}
+		r, err := t.decodeRecord(did, collection, rkey, rv)
+		if err != nil {
+			return err
+		}
+		r.Value = t.blockValue(id, r.CID)
 		if more, err := fn(r); err != nil || !more {
 			return err
 		}
@@ -253,16 +307,17 @@ func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Re
 }
 
 func (t *tx) CountRecords(did, collection string) (int64, error) {
-	if did == "" || len(did) > maxField {
-		return 0, nil
+	id, ok, err := t.didID(did, false)
+	if err != nil || !ok {
+		return 0, err
 	}
 	if err := t.flushColls(); err != nil {
 		return 0, err
 	}
 	if collection != "" {
-		return int64(getU64(t.colls.Get(collKey(did, collection)))), nil
+		return int64(getU64(t.colls.Get(appendCollKey(nil, id, collection)))), nil
 	}
-	prefix := didPrefix(did)
+	prefix := appendID(nil, id)
 	var n int64
 	c := t.colls.Cursor()
 	for k, v := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, v = c.Next() {
@@ -272,13 +327,14 @@ func (t *tx) CountRecords(did, collection string) (int64, error) {
 }
 
 func (t *tx) Collections(did string) ([]string, error) {
-	if did == "" || len(did) > maxField {
-		return nil, nil
+	id, ok, err := t.didID(did, false)
+	if err != nil || !ok {
+		return nil, err
 	}
 	if err := t.flushColls(); err != nil {
 		return nil, err
 	}
-	prefix := didPrefix(did)
+	prefix := appendID(nil, id)
 	var out []string
 	c := t.colls.Cursor()
 	for k, _ := c.Seek(prefix); k != nil && bytes.HasPrefix(k, prefix); k, _ = c.Next() {
@@ -289,28 +345,28 @@ func (t *tx) Collections(did string) ([]string, error) {
 
 // lookBlock returns a block as this transaction sees it, without loading
 // it into the cache; value aliases the map or the caller's slice.
-func (t *tx) lookBlock(did string, cid []byte) (refs uint64, value []byte, has bool, err error) {
-	if len(cid) == 0 || did == "" || len(did) > maxField {
+func (t *tx) lookBlock(id uint32, cid []byte) (refs uint64, value []byte, has bool, err error) {
+	if len(cid) == 0 {
 		return 0, nil, false, nil
 	}
-	t.kBlk = appendBlockKey(t.kBlk[:0], did, cid)
+	t.kBlk = appendBlockKey(t.kBlk[:0], id, cid)
 	if e, ok := t.blockCache[string(t.kBlk)]; ok {
 		return e.n, e.val, e.has, nil
 	}
-	v := t.blocks.Get(t.kBlk)
+	v := t.getBlock(t.kBlk)
 	if v == nil {
 		return 0, nil, false, nil
 	}
 	refs, value, has, err = parseBlockValue(v)
 	if err != nil {
-		return 0, nil, false, fmt.Errorf("boltstore: block %s %x: %w", did, cid, err)
+		return 0, nil, false, fmt.Errorf("boltstore: block %d %x: %w", id, cid, err)
 	}
 	return refs, value, has, nil
 }
 
 // blockValue returns a copy of a block's value, nil if absent or unreadable.
-func (t *tx) blockValue(did string, cid []byte) []byte {
-	_, v, has, err := t.lookBlock(did, cid)
+func (t *tx) blockValue(id uint32, cid []byte) []byte {
+	_, v, has, err := t.lookBlock(id, cid)
 	if err != nil || !has {
 		return nil
 	}
@@ -318,7 +374,11 @@ func (t *tx) blockValue(did string, cid []byte) []byte {
 }
 
 func (t *tx) Block(did string, cid []byte) ([]byte, error) {
-	_, v, has, err := t.lookBlock(did, cid)
+	id, ok, err := t.didID(did, false)
+	if err != nil || !ok {
+		return nil, errOr(err, store.ErrNotFound)
+	}
+	_, v, has, err := t.lookBlock(id, cid)
 	if err != nil {
 		return nil, err
 	}
@@ -329,19 +389,27 @@ func (t *tx) Block(did string, cid []byte) ([]byte, error) {
 }
 
 func (t *tx) BlockRefs(did string, cid []byte) (uint64, error) {
-	n, _, _, err := t.lookBlock(did, cid)
+	id, ok, err := t.didID(did, false)
+	if err != nil || !ok {
+		return 0, err
+	}
+	n, _, _, err := t.lookBlock(id, cid)
 	return n, err
 }
 
 // decodeEvent decodes an events entry and loads its record value.
 func (t *tx) decodeEvent(k, v []byte) (*store.Event, error) {
 	ev := new(store.Event)
-	if err := parseEvent(v, ev); err != nil {
+	id, err := parseEvent(v, ev)
+	if err == nil && id != 0 {
+		ev.DID, err = t.didName(id)
+	}
+	if err != nil {
 		return nil, fmt.Errorf("boltstore: event %d: %w", binary.BigEndian.Uint64(k), err)
 	}
 	ev.ID = binary.BigEndian.Uint64(k)
 	if len(ev.CID) > 0 {
-		ev.Record = t.blockValue(ev.DID, ev.CID)
+		ev.Record = t.blockValue(id, ev.CID)
 	}
 	return ev, nil
 }

@@ -34,9 +34,8 @@ func (t *tx) counter(key []byte) int64 {
 }
 
 // addColl changes the record count of a repo's collection by n.
-func (t *tx) addColl(did, collection string, n int64) {
-	t.kCollCount = appendLP(t.kCollCount[:0], did)
-	t.kCollCount = append(t.kCollCount, collection...)
+func (t *tx) addColl(id uint32, collection string, n int64) {
+	t.kCollCount = appendCollKey(t.kCollCount[:0], id, collection)
 	if d, ok := t.collDelta[string(t.kCollCount)]; ok { // no allocation
 		*d += n
 		return
@@ -193,8 +192,8 @@ type blockEntry struct {
 // from blocks the first time. Entries are written back by flushBlocks, so
 // that a record and its event taking references to the same block cost one
 // read and one write of blocks.
-func (t *tx) ref(did string, cid []byte) (*blockEntry, error) {
-	t.kBlk = appendBlockKey(t.kBlk[:0], did, cid)
+func (t *tx) ref(id uint32, cid []byte) (*blockEntry, error) {
+	t.kBlk = appendBlockKey(t.kBlk[:0], id, cid)
 	if e, ok := t.blockCache[string(t.kBlk)]; ok {
 		return e, nil
 	}
@@ -202,10 +201,10 @@ func (t *tx) ref(did string, cid []byte) (*blockEntry, error) {
 		t.blockCache = make(map[string]*blockEntry)
 	}
 	e := new(blockEntry)
-	if v := t.blocks.Get(t.kBlk); v != nil {
+	if v := t.getBlock(t.kBlk); v != nil {
 		var err error
 		if e.n, e.val, e.has, err = parseBlockValue(v); err != nil {
-			return nil, fmt.Errorf("boltstore: block %s %x: %w", did, cid, err)
+			return nil, fmt.Errorf("boltstore: block %d %x: %w", id, cid, err)
 		}
 	}
 	t.blockCache[string(t.kBlk)] = e
@@ -253,8 +252,8 @@ func (t *tx) setValue(e *blockEntry, value []byte) {
 
 // addRef adds one reference to the block (did, cid), storing value as the
 // block if it is absent and value is not nil.
-func (t *tx) addRef(did string, cid, value []byte) error {
-	e, err := t.ref(did, cid)
+func (t *tx) addRef(id uint32, cid, value []byte) error {
+	e, err := t.ref(id, cid)
 	if err != nil {
 		return err
 	}
@@ -266,8 +265,8 @@ func (t *tx) addRef(did string, cid, value []byte) error {
 
 // dropRef drops one reference to the block (did, cid), deleting the block
 // with its last reference.
-func (t *tx) dropRef(did string, cid []byte) error {
-	e, err := t.ref(did, cid)
+func (t *tx) dropRef(id uint32, cid []byte) error {
+	e, err := t.ref(id, cid)
 	if err != nil {
 		return err
 	}
@@ -277,7 +276,7 @@ func (t *tx) dropRef(did string, cid []byte) error {
 		return nil
 	}
 	if e.n == 0 {
-		t.db.log.Warn("boltstore: dropping a reference to an unreferenced block", "did", did, "cid", fmt.Sprintf("%x", cid))
+		t.db.log.Warn("boltstore: dropping a reference to an unreferenced block", "repo", id, "cid", fmt.Sprintf("%x", cid))
 	}
 	e.n = 0
 	if e.has {
@@ -308,8 +307,12 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if len(r.CID) == 0 {
 		return fmt.Errorf("boltstore: put record %s/%s/%s: empty CID", r.DID, r.Collection, r.RKey)
 	}
-	t.kRec = appendRecordKey(t.kRec[:0], r.DID, r.Collection, r.RKey)
-	if old := t.records.Get(t.kRec); old != nil {
+	id, _, err := t.didID(r.DID, true)
+	if err != nil {
+		return fmt.Errorf("boltstore: put record: %w", err)
+	}
+	t.kRec = appendRecordKey(t.kRec[:0], id, r.Collection, r.RKey)
+	if old := t.getRecord(t.kRec); old != nil {
 		oldCID, _, oldSeq, err := parseRecordValue(old)
 		if err != nil {
 			return fmt.Errorf("boltstore: put record %s/%s/%s: old value: %w", r.DID, r.Collection, r.RKey, err)
@@ -322,7 +325,7 @@ func (t *tx) PutRecord(r *store.Record) error {
 			// Same value: the record keeps its one reference; store the
 			// block only if it went missing.
 			if r.Value != nil {
-				e, err := t.ref(r.DID, r.CID)
+				e, err := t.ref(id, r.CID)
 				if err != nil {
 					return err
 				}
@@ -330,18 +333,18 @@ func (t *tx) PutRecord(r *store.Record) error {
 			}
 		} else {
 			oldCID = clone(oldCID) // t.ref may write to blocks; keep it
-			if err := t.addRef(r.DID, r.CID, r.Value); err != nil {
+			if err := t.addRef(id, r.CID, r.Value); err != nil {
 				return err
 			}
-			if err := t.dropRef(r.DID, oldCID); err != nil {
+			if err := t.dropRef(id, oldCID); err != nil {
 				return err
 			}
 		}
 	} else {
-		if err := t.addRef(r.DID, r.CID, r.Value); err != nil {
+		if err := t.addRef(id, r.CID, r.Value); err != nil {
 			return err
 		}
-		t.addColl(r.DID, r.Collection, 1)
+		t.addColl(id, r.Collection, 1)
 		t.counts.records++
 		t.counts.dirty = true
 	}
@@ -350,7 +353,7 @@ func (t *tx) PutRecord(r *store.Record) error {
 		return err
 	}
 	t.kColl = appendByCollKey(t.kColl[:0], r.Collection, seq)
-	cv := appendByCollValue(t.alloc(2 + len(r.DID) + len(r.RKey))[:0], r.DID, r.RKey)
+	cv := appendByCollValue(t.alloc(idLen + len(r.RKey))[:0], id, r.RKey)
 	if err := t.byColl.Put(t.kColl, cv); err != nil {
 		return err
 	}
@@ -366,11 +369,12 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 	if err := t.checkWritable(); err != nil {
 		return err
 	}
-	if len(did) > maxField {
-		return nil
+	id, ok, err := t.didID(did, false)
+	if err != nil || !ok {
+		return err
 	}
-	t.kRec = appendRecordKey(t.kRec[:0], did, collection, rkey)
-	old := t.records.Get(t.kRec)
+	t.kRec = appendRecordKey(t.kRec[:0], id, collection, rkey)
+	old := t.getRecord(t.kRec)
 	if old == nil {
 		return nil
 	}
@@ -386,10 +390,10 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 	if err := t.records.Delete(t.kRec); err != nil {
 		return err
 	}
-	if err := t.dropRef(did, oldCID); err != nil {
+	if err := t.dropRef(id, oldCID); err != nil {
 		return err
 	}
-	t.addColl(did, collection, -1)
+	t.addColl(id, collection, -1)
 	t.counts.records--
 	t.counts.dirty = true
 	return nil
@@ -399,27 +403,31 @@ func (t *tx) AppendEvent(ev *store.Event) error {
 	if err := t.checkWritable(); err != nil {
 		return err
 	}
-	if len(ev.DID) > maxField {
-		return fmt.Errorf("boltstore: append event: DID is %d bytes, longer than %d", len(ev.DID), maxField)
+	var id uint32
+	if ev.DID != "" {
+		var err error
+		if id, _, err = t.didID(ev.DID, true); err != nil {
+			return fmt.Errorf("boltstore: append event: %w", err)
+		}
 	}
 	if ev.Kind == store.KindRecord && len(ev.CID) > 0 {
-		if ev.DID == "" {
+		if id == 0 {
 			return fmt.Errorf("boltstore: append event: record event without a DID")
 		}
-		if err := t.addRef(ev.DID, ev.CID, ev.Record); err != nil {
+		if err := t.addRef(id, ev.CID, ev.Record); err != nil {
 			return err
 		}
 	}
-	v := appendEvent(t.alloc(eventLen(ev))[:0], ev)
-	id, err := t.events.NextSequence()
+	v := appendEvent(t.alloc(eventLen(ev))[:0], ev, id)
+	seq, err := t.events.NextSequence()
 	if err != nil {
 		return err
 	}
-	t.kEv = binary.BigEndian.AppendUint64(t.kEv[:0], id)
+	t.kEv = binary.BigEndian.AppendUint64(t.kEv[:0], seq)
 	if err := t.events.Put(t.kEv, v); err != nil {
 		return err
 	}
-	ev.ID = id
+	ev.ID = seq
 	t.counts.events++
 	t.counts.dirty = true
 	return nil
@@ -440,8 +448,8 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("boltstore: prune event %d: %w", getU64(k), err)
 		}
-		if store.EventKind(f.kind) == store.KindRecord && len(f.cid) > 0 {
-			if err := t.dropRef(string(f.did), clone(f.cid)); err != nil {
+		if store.EventKind(f.kind) == store.KindRecord && len(f.cid) > 0 && f.did != 0 {
+			if err := t.dropRef(f.did, clone(f.cid)); err != nil {
 				return n, err
 			}
 		}
