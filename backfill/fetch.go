@@ -19,6 +19,15 @@ import (
 
 var errFetchTimeout = errors.New("fetch timeout")
 
+// MemoryPerCARByte is how many bytes of memory one byte of CAR costs while
+// its repo is backfilled: the CAR buffer (1×) plus the blocks and MST that
+// indigo's repo.LoadRepoFromCAR builds from it (measured at about 3.5× for
+// repos of small records). The byte budget is charged this multiple.
+const MemoryPerCARByte = 4.5
+
+// memoryCost is the budget charge of a CAR of size bytes.
+func memoryCost(size int64) int64 { return int64(float64(size) * MemoryPerCARByte) }
+
 // car is a fetched CAR, admitted under the byte budget. close releases the
 // budget and removes any spool file.
 type car struct {
@@ -104,7 +113,7 @@ func (s *Scheduler) fetch(ctx context.Context, pds, did string) (*car, error) {
 	}
 	if resp.ContentLength >= 0 {
 		// Known length: take the budget first, then read into memory.
-		n := s.budget.clamp(resp.ContentLength)
+		n := s.budget.clamp(memoryCost(resp.ContentLength))
 		if !timer.Stop() {
 			return nil, fail(KindTimeout, "getRepo: no complete answer within %s", s.opts.FetchTimeout)
 		}
@@ -153,7 +162,7 @@ func (s *Scheduler) fetch(ctx context.Context, pds, did string) (*car, error) {
 		return nil, fail(KindNetwork, "spooling getRepo: %w", err)
 	}
 	release() // the request is done; free the host while waiting for budget
-	n := s.budget.clamp(got)
+	n := s.budget.clamp(memoryCost(got))
 	if err := s.budget.acquire(ctx, n); err != nil {
 		cleanup()
 		return nil, err

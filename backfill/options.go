@@ -40,9 +40,14 @@ type Options struct {
 
 	// Concurrency is how many repos are backfilled at once. Default 16.
 	Concurrency int
-	// ByteBudget bounds the CAR bytes held in memory at once; a repo
-	// larger than what is left waits for budget. A repo larger than the
-	// whole budget takes all of it. Default 512 MiB.
+	// ByteBudget bounds the memory held by repos being backfilled. Each
+	// repo is charged MemoryPerCARByte times the size of its CAR (the CAR
+	// itself plus its parsed blocks and tree), before its body is read
+	// into memory; a repo whose charge is larger than what is left waits.
+	// A repo larger than the whole budget takes all of it, alone. So the
+	// heap held by backfills stays near ByteBudget, plus the charge of at
+	// most one repo larger than the budget, plus the write batches
+	// (BatchSize records each, per repo in flight). Default 512 MiB.
 	ByteBudget int64
 	// PerHost bounds concurrent requests to one PDS host. Default 4.
 	PerHost int
