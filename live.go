@@ -19,7 +19,9 @@ import (
 	"github.com/cistern-dev/cistern/store"
 )
 
-// firehoseQueue is how many messages wait for each firehose worker.
+// firehoseQueue sizes the dispatcher's global bound on messages accepted
+// but not yet applied: FirehoseWorkers × (firehoseQueue+1) in all, from any
+// mix of repos.
 const firehoseQueue = 4
 
 // follow runs one firehose source until ctx ends: frames are dispatched to
