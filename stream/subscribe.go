@@ -331,8 +331,10 @@ func (s *Subscription) Events() <-chan *store.Event { return s.events }
 
 // Notices returns the channel of gap notices (only with FromOldest). A
 // notice is sent before the first event after the gap, so a consumer that
-// checks Notices without blocking before handling each event sees it in
-// order. Notices not yet read are merged into one; reading them is optional.
+// checks Notices without blocking before handling each event sees it no
+// later than that event; events at or before Notice.Cursor, already
+// buffered, may still come after it. Notices not yet read are merged into
+// one; reading them is optional.
 func (s *Subscription) Notices() <-chan Notice { return s.notices }
 
 // Start returns the position the subscription started after: the id of the
