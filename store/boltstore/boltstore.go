@@ -8,14 +8,18 @@
 // Layout (schema version 2). Every key is binary and either fixed-width or
 // length-prefixed, so no field is ever split on a separator byte. Strings in
 // keys are prefixed with their length as a 2-byte big-endian integer (lp
-// below); integers in keys are big-endian.
+// below); integers in keys are big-endian. A repo is named in the buckets
+// written per record by its id, 4 bytes assigned the first time something
+// of the repo is stored (see dids.go), instead of its DID:
 //
 //	repos    DID                          → CBOR store.Repo
-//	records  lp(DID) | collection "/" rkey → uvarint seq | uvarint len | CID | rev
-//	colls    lp(DID) | collection          → uint64 record count
-//	bycoll   lp(collection) | seq          → lp(DID) | rkey
-//	blocks   lp(DID) | CID                 → uvarint (refs<<1 | has value) | value
-//	events   id                            → binary store.Event (without value)
+//	dids     DID                          → id
+//	didnames id                           → DID
+//	records  id | collection "/" rkey      → uvarint seq | uvarint len | CID | rev
+//	colls    id | collection               → uint64 record count
+//	bycoll   lp(collection) | seq          → id | rkey
+//	blocks   id | CID                      → uvarint (refs<<1 | has value) | value
+//	events   event id                     → binary store.Event (without value)
 //	queue    due | DID                     → empty (due: 8-byte seconds, sign
 //	                                          flipped, then 4-byte nanoseconds)
 //	queuedid DID                           → due
@@ -24,9 +28,10 @@
 //	sys      "schema", counters            → uint64
 //
 // The event encoding is a format byte, kind, flags and action bytes, the time
-// as varint Unix seconds and uvarint nanoseconds (exact, read back in UTC),
-// then DID, rev, collection, rkey, CID, handle and status, each with a uvarint
-// length. Repo times are RFC 3339 strings with nanoseconds, also exact.
+// as varint Unix seconds and uvarint nanoseconds (exact to the nanosecond,
+// read back in UTC), the repo id as a uvarint (0 for no DID), then rev,
+// collection, rkey, CID, handle and status, each with a uvarint length. Repo
+// times are CBOR RFC 3339 strings with nanoseconds, also exact.
 //
 // Records sort in repo-path order because neither an NSID nor a record key
 // contains "/": comparing "collection/rkey" as bytes is the MST order. Record
@@ -36,23 +41,25 @@
 // sequence outlives pruning, so EventBounds reports the last id ever assigned
 // as newest; oldest is 0 whenever no event is retained.
 //
-// Record values are stored once per repo and CID, under the DID so that one
-// repo's values sit together in the file (a backfill writes a repo's values
-// into a few neighbouring pages instead of all over a tree keyed by hash),
-// with their reference count in the same entry: each record and each
-// retained record event of the repo holds one reference, and the block is
-// deleted with its last reference. The same value in two repos is stored
-// twice. A reference taken without a value (a record or event whose CID
-// names no stored value) is counted all the same; the value is stored by the
-// first write that brings it. A transaction keeps the blocks it touches in
-// memory and writes each once, at commit, so a record and its event cost one
-// read and one write of blocks. Counters (records, events, blocks, block
-// bytes, repos by state) are kept in sys and updated in the same transaction
-// as the writes that change them, so Counts costs a few point reads.
+// Record values are stored once per repo and CID, under the repo id so that
+// one repo's values sit together in the file (a backfill appends a repo's
+// values to a few pages at the end of the tree instead of scattering them over
+// a tree keyed by hash), with their reference count in the same entry: each
+// record and each retained record event of the repo holds one reference, and
+// the block is deleted with its last reference. The same value in two repos
+// is stored twice. A reference taken without a value (a record or event whose
+// CID names no stored value) is counted all the same; the value is stored by
+// the first write that brings it. A transaction keeps the blocks it touches in
+// memory and writes each once, at commit, in key order, so a record and its
+// event cost one read and one write of blocks; a repo whose id the
+// transaction assigned is not read at all. Counters (records, events, blocks,
+// block bytes, repos by state) are kept in sys and updated in the same
+// transaction as the writes that change them, so Counts costs a few point
+// reads.
 //
-// Pages split by appends (events, bycoll) are filled completely and pages of
-// records and blocks to 90%, instead of bbolt's default half, so a store
-// written in order is not half empty.
+// Pages split by appends (events, bycoll, records) are filled completely and
+// pages of blocks to 90%, instead of bbolt's default half, so a store written
+// in order is not half empty.
 package boltstore
 
 import (

@@ -1,6 +1,7 @@
 package boltstore
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"math"
@@ -55,6 +56,10 @@ func (t *tx) didID(did string, create bool) (id uint32, ok bool, err error) {
 		if err := t.names.Put(v, []byte(did)); err != nil {
 			return 0, false, err
 		}
+		if t.fresh == nil {
+			t.fresh = make(map[uint32]*freshRepo)
+		}
+		t.fresh[id] = new(freshRepo)
 	}
 	t.cacheDID(did, id)
 	return id, true, nil
@@ -82,4 +87,27 @@ func (t *tx) cacheDID(did string, id uint32) {
 	}
 	t.idOf[did] = id
 	t.nameOf[id] = did
+}
+
+// freshRepo is what a transaction knows of a repo whose id it assigned:
+// nothing of the repo was stored before, so its blocks are all in the
+// transaction's block cache, and a record key greater than every one it put
+// for the repo is absent. A backfill of a new repo, which writes its records
+// in key order, then costs no read of records or blocks.
+type freshRepo struct {
+	last []byte // the greatest records key put for the repo
+}
+
+// absentRecord reports whether the records key k of the repo id is known to
+// be absent without reading records.
+func (t *tx) absentRecord(id uint32, k []byte) bool {
+	f := t.fresh[id]
+	return f != nil && bytes.Compare(k, f.last) > 0
+}
+
+// putRecordKey notes that the records key k of the repo id was put.
+func (t *tx) putRecordKey(id uint32, k []byte) {
+	if f := t.fresh[id]; f != nil && bytes.Compare(k, f.last) > 0 {
+		f.last = append(f.last[:0], k...)
+	}
 }

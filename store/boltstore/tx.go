@@ -23,6 +23,8 @@ type tx struct {
 	// idOf and nameOf cache the repo ids this transaction resolved.
 	idOf   map[string]uint32
 	nameOf map[uint32]string
+	// fresh holds the repos whose ids this transaction assigned.
+	fresh map[uint32]*freshRepo
 
 	// counts holds the counter changes of this transaction, written to sys
 	// just before commit.
@@ -81,11 +83,13 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		names:    btx.Bucket(bucketDIDNames),
 	}
 	if btx.Writable() {
-		// Appended in key order: fill pages. Records and blocks are
-		// written a repo at a time, clustered under the DID.
+		// Written mostly in key order (events by id, the collection index
+		// by seq, a repo's records in MST order under an id larger than
+		// those before it): split pages are filled. A repo's blocks come
+		// in hash order once it spans transactions: leave some room.
 		t.events.FillPercent = fillAppend
 		t.byColl.FillPercent = fillAppend
-		t.records.FillPercent = fillClustered
+		t.records.FillPercent = fillAppend
 		t.blocks.FillPercent = fillClustered
 		t.names.FillPercent = fillAppend
 	}

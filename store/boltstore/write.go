@@ -201,10 +201,13 @@ func (t *tx) ref(id uint32, cid []byte) (*blockEntry, error) {
 		t.blockCache = make(map[string]*blockEntry)
 	}
 	e := new(blockEntry)
-	if v := t.getBlock(t.kBlk); v != nil {
-		var err error
-		if e.n, e.val, e.has, err = parseBlockValue(v); err != nil {
-			return nil, fmt.Errorf("boltstore: block %d %x: %w", id, cid, err)
+	// A repo new in this transaction has no block but those cached.
+	if t.fresh[id] == nil {
+		if v := t.getBlock(t.kBlk); v != nil {
+			var err error
+			if e.n, e.val, e.has, err = parseBlockValue(v); err != nil {
+				return nil, fmt.Errorf("boltstore: block %d %x: %w", id, cid, err)
+			}
 		}
 	}
 	t.blockCache[string(t.kBlk)] = e
@@ -312,7 +315,11 @@ func (t *tx) PutRecord(r *store.Record) error {
 		return fmt.Errorf("boltstore: put record: %w", err)
 	}
 	t.kRec = appendRecordKey(t.kRec[:0], id, r.Collection, r.RKey)
-	if old := t.getRecord(t.kRec); old != nil {
+	var old []byte
+	if !t.absentRecord(id, t.kRec) {
+		old = t.getRecord(t.kRec)
+	}
+	if old != nil {
 		oldCID, _, oldSeq, err := parseRecordValue(old)
 		if err != nil {
 			return fmt.Errorf("boltstore: put record %s/%s/%s: old value: %w", r.DID, r.Collection, r.RKey, err)
@@ -361,6 +368,7 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if err := t.records.Put(t.kRec, rv); err != nil {
 		return err
 	}
+	t.putRecordKey(id, t.kRec)
 	r.Seq = seq
 	return nil
 }
