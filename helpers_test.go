@@ -6,16 +6,12 @@ import (
 	"io"
 	"log/slog"
 	"os"
-	"sort"
-	"strings"
 	"testing"
 	"time"
 
-	"github.com/ipfs/go-cid"
-
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
-	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/internal/logcheck"
 	"github.com/cistern-dev/cistern/testnet"
 )
 
@@ -79,113 +75,41 @@ func waitSynced(t testing.TB, ix *cistern.Indexer, dids ...string) {
 
 // want returns the records of acct that f stores, as path -> CID.
 func want(acct *testnet.Account, f *filter.Filter) map[string]string {
-	out := map[string]string{}
-	for _, r := range acct.Records() {
-		if f.Stores(r.Collection) {
-			out[r.Collection+"/"+r.RKey] = r.CID.String()
-		}
-	}
-	return out
+	return logcheck.Want(acct, f.Stores)
 }
 
 // stored returns the records the indexer holds for did, as path -> CID.
 func stored(t testing.TB, ix *cistern.Indexer, did string) map[string]string {
 	t.Helper()
-	out := map[string]string{}
-	err := ix.Store().View(context.Background(), func(tx store.ReadTx) error {
-		return tx.ScanRecords(store.RecordScan{DID: did}, func(r *store.Record) (bool, error) {
-			c, err := cid.Cast(r.CID)
-			if err != nil {
-				return false, err
-			}
-			out[r.Collection+"/"+r.RKey] = c.String()
-			return true, nil
-		})
-	})
+	out, err := logcheck.Records(context.Background(), ix.Store(), did)
 	if err != nil {
-		t.Fatalf("scan records: %v", err)
+		t.Fatalf("stored records: %v", err)
 	}
 	return out
 }
 
-// folded folds the whole event log in id order into did -> path -> CID,
-// checking that ids are contiguous and that no create hits an existing
-// record and no update or delete a missing one.
+// folded folds the whole event log in id order into did -> path -> CID
+// (logcheck.Fold: no doubled or lost event), checking too that the ids of
+// the retained log are contiguous.
 func folded(t testing.TB, ix *cistern.Indexer) map[string]map[string]string {
 	t.Helper()
-	out := map[string]map[string]string{}
-	var last uint64
-	lastRev := map[string]string{}
-	err := ix.Store().View(context.Background(), func(tx store.ReadTx) error {
-		return tx.ScanEvents(0, func(ev *store.Event) (bool, error) {
-			if last != 0 && ev.ID != last+1 {
-				return false, fmt.Errorf("event ids jump from %d to %d", last, ev.ID)
-			}
-			last = ev.ID
-			if ev.Kind != store.KindRecord {
-				return true, nil
-			}
-			if ev.Rev < lastRev[ev.DID] {
-				return false, fmt.Errorf("event %d of %s has rev %s after rev %s", ev.ID, ev.DID, ev.Rev, lastRev[ev.DID])
-			}
-			lastRev[ev.DID] = ev.Rev
-			m := out[ev.DID]
-			if m == nil {
-				m = map[string]string{}
-				out[ev.DID] = m
-			}
-			path := ev.Collection + "/" + ev.RKey
-			_, exists := m[path]
-			switch ev.Action {
-			case store.ActionCreate:
-				if exists {
-					return false, fmt.Errorf("event %d creates existing %s/%s", ev.ID, ev.DID, path)
-				}
-			case store.ActionUpdate:
-				if !exists {
-					return false, fmt.Errorf("event %d updates missing %s/%s", ev.ID, ev.DID, path)
-				}
-			case store.ActionDelete:
-				if !exists {
-					return false, fmt.Errorf("event %d deletes missing %s/%s", ev.ID, ev.DID, path)
-				}
-				delete(m, path)
-				return true, nil
-			}
-			c, err := cid.Cast(ev.CID)
-			if err != nil {
-				return false, err
-			}
-			m[path] = c.String()
-			return true, nil
-		})
-	})
+	evs, err := logcheck.Events(context.Background(), ix.Store(), 0)
+	if err != nil {
+		t.Fatalf("read events: %v", err)
+	}
+	for i := 1; i < len(evs); i++ {
+		if evs[i].ID != evs[i-1].ID+1 {
+			t.Fatalf("event ids jump from %d to %d", evs[i-1].ID, evs[i].ID)
+		}
+	}
+	out, err := logcheck.Fold(evs)
 	if err != nil {
 		t.Fatalf("fold events: %v", err)
 	}
 	return out
 }
 
-func diffMaps(got, want map[string]string) string {
-	var lines []string
-	for k, w := range want {
-		if g, ok := got[k]; !ok {
-			lines = append(lines, "missing "+k)
-		} else if g != w {
-			lines = append(lines, "wrong cid "+k)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			lines = append(lines, "extra "+k)
-		}
-	}
-	sort.Strings(lines)
-	if len(lines) > 10 {
-		lines = append(lines[:10], fmt.Sprintf("... %d more", len(lines)-10))
-	}
-	return strings.Join(lines, "; ")
-}
+func diffMaps(got, want map[string]string) string { return logcheck.Diff(got, want) }
 
 // eventually polls cond until it returns "" or the deadline passes.
 func eventually(t testing.TB, timeout time.Duration, cond func() string) {

@@ -123,6 +123,17 @@ func (s *Scheduler) deleteAll(ctx context.Context, did string, final func(tx sto
 	cur := &storeCursor{st: s.opts.Store, did: did, size: s.opts.BatchSize}
 	b := &batch{s: s, did: did}
 	now := s.opts.Now()
+	// The deletes belong to the repo's current rev: they come after every
+	// event of it so far.
+	rev := ""
+	if err := s.opts.Store.View(ctx, func(tx store.ReadTx) error {
+		if r, err := tx.Repo(did); err == nil {
+			rev = r.Rev
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
 	for {
 		sr, err := cur.peek(ctx)
 		if err != nil {
@@ -132,7 +143,7 @@ func (s *Scheduler) deleteAll(ctx context.Context, did string, final func(tx sto
 			break
 		}
 		cur.next()
-		if err := b.add(ctx, &store.Event{Kind: store.KindRecord, DID: did, Time: now,
+		if err := b.add(ctx, &store.Event{Kind: store.KindRecord, DID: did, Rev: rev, Time: now,
 			Collection: sr.rec.Collection, RKey: sr.rec.RKey, Action: store.ActionDelete}); err != nil {
 			return err
 		}

@@ -3,19 +3,18 @@ package backfill_test
 import (
 	"context"
 	"errors"
-	"fmt"
 	"path/filepath"
-	"sort"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/ipfs/go-cid"
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/logcheck"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
@@ -163,20 +162,7 @@ func (e *env) queued(did syntax.DID) (time.Time, bool) {
 // stored returns the stored records of a repo: path → CID.
 func (e *env) stored(did syntax.DID) map[string]string {
 	e.t.Helper()
-	out := map[string]string{}
-	err := e.st.View(e.ctx, func(tx store.ReadTx) error {
-		return tx.ScanRecords(store.RecordScan{DID: did.String(), WithValues: true}, func(r *store.Record) (bool, error) {
-			c, err := cid.Cast(r.CID)
-			if err != nil {
-				return false, err
-			}
-			if len(r.Value) == 0 {
-				return false, fmt.Errorf("record %s/%s stored without value", r.Collection, r.RKey)
-			}
-			out[r.Collection+"/"+r.RKey] = c.String()
-			return true, nil
-		})
-	})
+	out, err := logcheck.Records(e.ctx, e.st, did.String())
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -186,13 +172,7 @@ func (e *env) stored(did syntax.DID) map[string]string {
 // events returns the events after id `after`.
 func (e *env) events(after uint64) []*store.Event {
 	e.t.Helper()
-	var evs []*store.Event
-	err := e.st.View(e.ctx, func(tx store.ReadTx) error {
-		return tx.ScanEvents(after, func(ev *store.Event) (bool, error) {
-			evs = append(evs, ev)
-			return true, nil
-		})
-	})
+	evs, err := logcheck.Events(e.ctx, e.st, after)
 	if err != nil {
 		e.t.Fatal(err)
 	}
@@ -213,93 +193,29 @@ func (e *env) lastEvent() uint64 {
 	return newest
 }
 
-// fold applies record events in id order: DID → path → CID. It fails the
-// test on an event that does not follow from the state before it (a create
-// of an existing record, an update or delete of a missing one, an update
-// to the same CID).
+// fold folds backfill events (none may be live) with logcheck.Fold,
+// failing the test on any event that does not follow from the ones before.
 func fold(t testing.TB, evs []*store.Event) map[string]map[string]string {
 	t.Helper()
-	out := map[string]map[string]string{}
-	var last uint64
 	for _, ev := range evs {
-		if ev.ID <= last {
-			t.Fatalf("event ids out of order: %d after %d", ev.ID, last)
-		}
-		last = ev.ID
-		if ev.Kind != store.KindRecord {
-			continue
-		}
-		if ev.Live {
+		if ev.Kind == store.KindRecord && ev.Live {
 			t.Fatalf("backfill event %d is live", ev.ID)
 		}
-		m := out[ev.DID]
-		if m == nil {
-			m = map[string]string{}
-			out[ev.DID] = m
-		}
-		path := ev.Collection + "/" + ev.RKey
-		old, had := m[path]
-		switch ev.Action {
-		case store.ActionCreate, store.ActionUpdate:
-			c, err := cid.Cast(ev.CID)
-			if err != nil {
-				t.Fatalf("event %d: %v", ev.ID, err)
-			}
-			if len(ev.Record) == 0 {
-				t.Fatalf("event %d: %s without value", ev.ID, ev.Action)
-			}
-			if ev.Action == store.ActionCreate && had {
-				t.Fatalf("event %d: create of existing %s", ev.ID, path)
-			}
-			if ev.Action == store.ActionUpdate && (!had || old == c.String()) {
-				t.Fatalf("event %d: update of %s (had %v, same CID %v)", ev.ID, path, had, old == c.String())
-			}
-			m[path] = c.String()
-		case store.ActionDelete:
-			if !had {
-				t.Fatalf("event %d: delete of missing %s", ev.ID, path)
-			}
-			delete(m, path)
-		}
+	}
+	out, err := logcheck.Fold(evs)
+	if err != nil {
+		t.Fatal(err)
 	}
 	return out
 }
 
 // want returns the account's records in the given collections: path → CID.
 func want(a *testnet.Account, colls ...string) map[string]string {
-	keep := map[string]bool{}
-	for _, c := range colls {
-		keep[c] = true
-	}
-	out := map[string]string{}
-	for _, r := range a.Records() {
-		if keep[r.Collection] {
-			out[r.Path()] = r.CID.String()
-		}
-	}
-	return out
+	return logcheck.Want(a, func(c string) bool { return slices.Contains(colls, c) })
 }
 
-func diffMaps(got, want map[string]string) string {
-	var lines []string
-	for k, v := range want {
-		if g, ok := got[k]; !ok {
-			lines = append(lines, "missing "+k)
-		} else if g != v {
-			lines = append(lines, "wrong CID "+k)
-		}
-	}
-	for k := range got {
-		if _, ok := want[k]; !ok {
-			lines = append(lines, "extra "+k)
-		}
-	}
-	sort.Strings(lines)
-	if len(lines) > 5 {
-		lines = append(lines[:5], fmt.Sprintf("... %d more", len(lines)-5))
-	}
-	return fmt.Sprint(lines)
-}
+// diffMaps is logcheck.Diff: "" when got equals want.
+func diffMaps(got, want map[string]string) string { return logcheck.Diff(got, want) }
 
 // run starts s.Run and returns a function that stops it and waits.
 func run(t testing.TB, s *backfill.Scheduler) (stop func()) {
