@@ -8,29 +8,32 @@
 // Layout (schema version 2). Every key is binary and either fixed-width or
 // length-prefixed, so no field is ever split on a separator byte. Strings in
 // keys are prefixed with their length as a 2-byte big-endian integer (lp
-// below); integers in keys are big-endian. A repo is named in the buckets
-// written per record by its id, 4 bytes assigned the first time something
-// of the repo is stored (see dids.go), instead of its DID:
+// below); integers in keys are big-endian. In the buckets written per
+// record a repo is named by its id, and in the collection index and events a
+// collection by its id: 4 bytes assigned the first time something is stored
+// under the name (see dids.go):
 //
-//	repos    DID                          → CBOR store.Repo
-//	dids     DID                          → id
-//	didnames id                           → DID
-//	records  id | collection "/" rkey      → uvarint seq | uvarint len | CID | rev
-//	colls    id | collection               → uint64 record count
-//	bycoll   lp(collection) | seq          → id | rkey
-//	blocks   id | CID                      → uvarint (refs<<1 | has value) | value
-//	events   event id                     → binary store.Event (without value)
-//	queue    due | DID                     → empty (due: 8-byte seconds, sign
-//	                                          flipped, then 4-byte nanoseconds)
-//	queuedid DID                           → due
-//	buffer   lp(DID) | rev                 → CBOR {seq, source, data}
-//	meta     key                           → value (the host's metadata)
-//	sys      "schema", counters            → uint64
+//	repos     DID                            → CBOR store.Repo
+//	dids      DID                            → repo id
+//	didnames  repo id                        → DID
+//	collids   collection                     → collection id
+//	collnames collection id                  → collection
+//	records   repo id | collection "/" rkey  → uvarint seq | uvarint len | CID | rev
+//	colls     repo id | collection           → uint64 record count
+//	bycoll    collection id | seq            → repo id | rkey
+//	blocks    repo id | CID                  → uvarint (refs<<1 | has value) | value
+//	events    event id                       → binary store.Event (without value)
+//	queue     due | DID                      → empty (due: 8-byte seconds, sign
+//	                                            flipped, then 4-byte nanoseconds)
+//	queuedid  DID                            → due
+//	buffer    lp(DID) | rev                  → CBOR {seq, source, data}
+//	meta      key                            → value (the host's metadata)
+//	sys       "schema", counters             → uint64
 //
 // The event encoding is a format byte, kind, flags and action bytes, the time
 // as varint Unix seconds and uvarint nanoseconds (exact to the nanosecond,
-// read back in UTC), the repo id as a uvarint (0 for no DID), then rev,
-// collection, rkey, CID, handle and status, each with a uvarint length. Repo
+// read back in UTC), the repo and collection ids as uvarints (0 for none),
+// then rev, rkey, CID, handle and status, each with a uvarint length. Repo
 // times are CBOR RFC 3339 strings with nanoseconds, also exact.
 //
 // Records sort in repo-path order because neither an NSID nor a record key
@@ -136,23 +139,26 @@ var _ store.Store = (*DB)(nil)
 
 // Bucket names.
 var (
-	bucketRepos    = []byte("repos")
-	bucketRecords  = []byte("records")
-	bucketColls    = []byte("colls")
-	bucketByColl   = []byte("bycoll")
-	bucketBlocks   = []byte("blocks")
-	bucketEvents   = []byte("events")
-	bucketQueue    = []byte("queue")
-	bucketQueueDID = []byte("queuedid")
-	bucketBuffer   = []byte("buffer")
-	bucketMeta     = []byte("meta")
-	bucketSys      = []byte("sys")
-	bucketDIDs     = []byte("dids")
-	bucketDIDNames = []byte("didnames")
+	bucketRepos     = []byte("repos")
+	bucketRecords   = []byte("records")
+	bucketColls     = []byte("colls")
+	bucketByColl    = []byte("bycoll")
+	bucketBlocks    = []byte("blocks")
+	bucketEvents    = []byte("events")
+	bucketQueue     = []byte("queue")
+	bucketQueueDID  = []byte("queuedid")
+	bucketBuffer    = []byte("buffer")
+	bucketMeta      = []byte("meta")
+	bucketSys       = []byte("sys")
+	bucketDIDs      = []byte("dids")
+	bucketDIDNames  = []byte("didnames")
+	bucketCollIDs   = []byte("collids")
+	bucketCollNames = []byte("collnames")
 
 	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
 		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,
-		bucketBuffer, bucketMeta, bucketSys, bucketDIDs, bucketDIDNames}
+		bucketBuffer, bucketMeta, bucketSys, bucketDIDs, bucketDIDNames,
+		bucketCollIDs, bucketCollNames}
 
 	keySchema = []byte("schema")
 )

@@ -149,9 +149,9 @@ func parseBlockValue(v []byte) (refs uint64, value []byte, hasValue bool, err er
 //
 //	format (1) | kind | flags (1: live, 2: active) | action |
 //	varint Unix seconds | uvarint nanoseconds | uvarint repo id (0: no DID) |
-//	rev | collection | rkey | CID | handle | status
+//	uvarint collection id (0: none) | rev | rkey | CID | handle | status
 //
-// each of the last six a uvarint length and the bytes. Times are exact to
+// each of the last five a uvarint length and the bytes. Times are exact to
 // the nanosecond over the whole range of time.Time and read back in UTC.
 const eventFormat = 1
 
@@ -160,8 +160,8 @@ const (
 	flagActive = 2
 )
 
-// appendEvent encodes an event of the repo id.
-func appendEvent(dst []byte, ev *store.Event, id uint32) []byte {
+// appendEvent encodes an event of the repo id, in the collection collID.
+func appendEvent(dst []byte, ev *store.Event, id, collID uint32) []byte {
 	var flags byte
 	if ev.Live {
 		flags |= flagLive
@@ -173,8 +173,8 @@ func appendEvent(dst []byte, ev *store.Event, id uint32) []byte {
 	dst = binary.AppendVarint(dst, ev.Time.Unix())
 	dst = binary.AppendUvarint(dst, uint64(ev.Time.Nanosecond()))
 	dst = binary.AppendUvarint(dst, uint64(id))
+	dst = binary.AppendUvarint(dst, uint64(collID))
 	dst = appendString(dst, ev.Rev)
-	dst = appendString(dst, ev.Collection)
 	dst = appendString(dst, ev.RKey)
 	dst = appendBytes(dst, ev.CID)
 	dst = appendString(dst, ev.Handle)
@@ -184,16 +184,16 @@ func appendEvent(dst []byte, ev *store.Event, id uint32) []byte {
 // eventLen bounds the length of ev's encoding.
 func eventLen(ev *store.Event) int {
 	return 4 + 2*binary.MaxVarintLen64 + 7*binary.MaxVarintLen32 +
-		len(ev.Rev) + len(ev.Collection) + len(ev.RKey) + len(ev.CID) + len(ev.Handle) + len(ev.Status)
+		len(ev.Rev) + len(ev.RKey) + len(ev.CID) + len(ev.Handle) + len(ev.Status)
 }
 
 // eventFields is an encoded event with its fields aliasing the encoding.
 type eventFields struct {
-	kind, flags, action                        byte
-	sec                                        int64
-	nsec                                       uint64
-	did                                        uint32
-	rev, collection, rkey, cid, handle, status []byte
+	kind, flags, action            byte
+	sec                            int64
+	nsec                           uint64
+	did, collection                uint32
+	rev, rkey, cid, handle, status []byte
 }
 
 // parseEventFields splits an encoded event without copying.
@@ -205,22 +205,22 @@ func parseEventFields(v []byte) (eventFields, error) {
 	}
 	f.kind, f.flags, f.action = r.byte(), r.byte(), r.byte()
 	f.sec, f.nsec = r.varint(), r.uvarint()
-	did := r.uvarint()
-	f.did = uint32(did)
-	f.rev, f.collection, f.rkey = r.bytes(), r.bytes(), r.bytes()
+	did, coll := r.uvarint(), r.uvarint()
+	f.did, f.collection = uint32(did), uint32(coll)
+	f.rev, f.rkey = r.bytes(), r.bytes()
 	f.cid, f.handle, f.status = r.bytes(), r.bytes(), r.bytes()
-	if r.bad || f.nsec >= 1e9 || did > math.MaxUint32 {
+	if r.bad || f.nsec >= 1e9 || did > math.MaxUint32 || coll > math.MaxUint32 {
 		return f, errMalformed
 	}
 	return f, nil
 }
 
-// parseEvent decodes an encoded event into ev and returns its repo id (ID,
-// DID and Record untouched).
-func parseEvent(v []byte, ev *store.Event) (uint32, error) {
+// parseEvent decodes an encoded event into ev and returns its repo and
+// collection ids (ID, DID, Collection and Record untouched).
+func parseEvent(v []byte, ev *store.Event) (id, collID uint32, err error) {
 	f, err := parseEventFields(v)
 	if err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	ev.Kind = store.EventKind(f.kind)
 	ev.Live = f.flags&flagLive != 0
@@ -228,12 +228,11 @@ func parseEvent(v []byte, ev *store.Event) (uint32, error) {
 	ev.Action = store.Action(f.action)
 	ev.Time = unixTime(f.sec, f.nsec)
 	ev.Rev = string(f.rev)
-	ev.Collection = string(f.collection)
 	ev.RKey = string(f.rkey)
 	ev.CID = clone(nonEmpty(f.cid))
 	ev.Handle = string(f.handle)
 	ev.Status = string(f.status)
-	return f.did, nil
+	return f.did, f.collection, nil
 }
 
 // unixTime is time.Unix(sec, nsec) in UTC, the zero time for the zero

@@ -23,26 +23,26 @@ func TestEventCodec(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			const repo = 1 << 30
-			v := appendEvent(nil, &tc.ev, repo)
+			const repo, coll = 1 << 30, 1<<32 - 1
+			v := appendEvent(nil, &tc.ev, repo, coll)
 			if len(v) > eventLen(&tc.ev) {
 				t.Errorf("encoding is %d bytes, eventLen bounds it at %d", len(v), eventLen(&tc.ev))
 			}
 			var got store.Event
-			id, err := parseEvent(v, &got)
+			id, collID, err := parseEvent(v, &got)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if id != repo {
-				t.Errorf("repo id %d, want %d", id, repo)
+			if id != repo || collID != coll {
+				t.Errorf("repo id %d, collection id %d, want %d %d", id, collID, repo, coll)
 			}
-			got.DID = tc.ev.DID // stored as the id
+			got.DID, got.Collection = tc.ev.DID, tc.ev.Collection // stored as ids
 			if !reflect.DeepEqual(got, tc.ev) {
 				t.Errorf("round trip =\n%+v\nwant\n%+v", got, tc.ev)
 			}
 			// Every truncation is refused, none panics.
 			for i := range len(v) {
-				if _, err := parseEvent(v[:i], &got); !errors.Is(err, errMalformed) {
+				if _, _, err := parseEvent(v[:i], &got); !errors.Is(err, errMalformed) {
 					t.Errorf("parse of the first %d of %d bytes: error %v, want errMalformed", i, len(v), err)
 				}
 			}

@@ -54,15 +54,9 @@ func appendCollKey(k []byte, id uint32, collection string) []byte {
 	return append(appendID(k, id), collection...)
 }
 
-// byCollKey is lp(collection) | seq.
-func byCollKey(collection string, seq uint64) []byte {
-	return appendByCollKey(make([]byte, 0, 2+len(collection)+8), collection, seq)
-}
-
-// appendByCollKey appends lp(collection) | seq.
-func appendByCollKey(k []byte, collection string, seq uint64) []byte {
-	k = appendLP(k, collection)
-	return binary.BigEndian.AppendUint64(k, seq)
+// appendByCollKey appends collection id | seq.
+func appendByCollKey(k []byte, collID uint32, seq uint64) []byte {
+	return binary.BigEndian.AppendUint64(appendID(k, collID), seq)
 }
 
 // appendByCollValue appends id | rkey.

@@ -18,11 +18,10 @@ type tx struct {
 	writable bool
 
 	repos, records, colls, byColl, blocks, events,
-	queue, queueDID, buffer, meta, sys, dids, names *bolt.Bucket
+	queue, queueDID, buffer, meta, sys *bolt.Bucket
 
-	// idOf and nameOf cache the repo ids this transaction resolved.
-	idOf   map[string]uint32
-	nameOf map[uint32]string
+	// repoDict and collDict are the repo and collection ids (see dids.go).
+	repoDict, collDict dict
 	// fresh holds the repos whose ids this transaction assigned.
 	fresh map[uint32]*freshRepo
 
@@ -41,7 +40,7 @@ type tx struct {
 	// Key buffers, reused: bbolt copies a key on Put and does not keep the
 	// key of a Get or Delete. One per kind of key, as they are built while
 	// another is in use.
-	kRec, kBlk, kColl, kEv, kCollCount, kDID, kID []byte
+	kRec, kBlk, kColl, kEv, kCollCount []byte
 	// recCur and blkCur are reused for point reads of records and blocks:
 	// a Seek on a kept cursor reuses its stack, where Bucket.Get allocates a
 	// new one each time.
@@ -79,8 +78,8 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		buffer:   btx.Bucket(bucketBuffer),
 		meta:     btx.Bucket(bucketMeta),
 		sys:      btx.Bucket(bucketSys),
-		dids:     btx.Bucket(bucketDIDs),
-		names:    btx.Bucket(bucketDIDNames),
+		repoDict: dict{what: "DID", ids: btx.Bucket(bucketDIDs), names: btx.Bucket(bucketDIDNames)},
+		collDict: dict{what: "collection", ids: btx.Bucket(bucketCollIDs), names: btx.Bucket(bucketCollNames)},
 	}
 	if btx.Writable() {
 		// Written mostly in key order (events by id, the collection index
@@ -91,7 +90,7 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		t.byColl.FillPercent = fillAppend
 		t.records.FillPercent = fillAppend
 		t.blocks.FillPercent = fillClustered
-		t.names.FillPercent = fillAppend
+		t.repoDict.names.FillPercent = fillAppend
 	}
 	return t
 }
@@ -265,14 +264,15 @@ func step(c *bolt.Cursor, reverse bool) ([]byte, []byte) {
 }
 
 func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Record) (bool, error)) error {
-	if collection == "" || len(collection) > maxField {
-		return nil
+	collID, ok, err := t.collID(collection, false)
+	if err != nil || !ok {
+		return err
 	}
-	prefix := appendLP(nil, collection)
+	prefix := appendID(nil, collID)
 	c := t.byColl.Cursor()
 	start := prefixEnd(prefix) // after 0: from the newest
 	if after != 0 {
-		start = byCollKey(collection, after)
+		start = appendByCollKey(nil, collID, after)
 	}
 	var k, v []byte
 	if start != nil {
@@ -404,9 +404,12 @@ func (t *tx) BlockRefs(did string, cid []byte) (uint64, error) {
 // decodeEvent decodes an events entry and loads its record value.
 func (t *tx) decodeEvent(k, v []byte) (*store.Event, error) {
 	ev := new(store.Event)
-	id, err := parseEvent(v, ev)
+	id, collID, err := parseEvent(v, ev)
 	if err == nil && id != 0 {
 		ev.DID, err = t.didName(id)
+	}
+	if err == nil && collID != 0 {
+		ev.Collection, err = t.collDict.name(collID)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: event %d: %w", binary.BigEndian.Uint64(k), err)

@@ -183,12 +183,12 @@ func (t *tx) DeleteRepo(did string) error {
 // blockEntry is a block as this transaction sees it.
 type blockEntry struct {
 	n     uint64 // reference count, with this transaction's changes
-	val   []byte // the value when has; aliases the map or a caller's slice
+	val   []byte // the value when has; aliases the file map or a caller's slice
 	has   bool   // the value is stored
 	dirty bool   // the entry must be written back
 }
 
-// ref returns the transaction's entry for the block (did, cid), loading it
+// ref returns the transaction's entry for the block (id, cid), loading it
 // from blocks the first time. Entries are written back by flushBlocks, so
 // that a record and its event taking references to the same block cost one
 // read and one write of blocks.
@@ -253,7 +253,7 @@ func (t *tx) setValue(e *blockEntry, value []byte) {
 	t.counts.dirty = true
 }
 
-// addRef adds one reference to the block (did, cid), storing value as the
+// addRef adds one reference to the block (id, cid), storing value as the
 // block if it is absent and value is not nil.
 func (t *tx) addRef(id uint32, cid, value []byte) error {
 	e, err := t.ref(id, cid)
@@ -266,7 +266,7 @@ func (t *tx) addRef(id uint32, cid, value []byte) error {
 	return nil
 }
 
-// dropRef drops one reference to the block (did, cid), deleting the block
+// dropRef drops one reference to the block (id, cid), deleting the block
 // with its last reference.
 func (t *tx) dropRef(id uint32, cid []byte) error {
 	e, err := t.ref(id, cid)
@@ -314,6 +314,10 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if err != nil {
 		return fmt.Errorf("boltstore: put record: %w", err)
 	}
+	collID, _, err := t.collID(r.Collection, true)
+	if err != nil {
+		return fmt.Errorf("boltstore: put record: %w", err)
+	}
 	t.kRec = appendRecordKey(t.kRec[:0], id, r.Collection, r.RKey)
 	var old []byte
 	if !t.absentRecord(id, t.kRec) {
@@ -324,7 +328,7 @@ func (t *tx) PutRecord(r *store.Record) error {
 		if err != nil {
 			return fmt.Errorf("boltstore: put record %s/%s/%s: old value: %w", r.DID, r.Collection, r.RKey, err)
 		}
-		t.kColl = appendByCollKey(t.kColl[:0], r.Collection, oldSeq)
+		t.kColl = appendByCollKey(t.kColl[:0], collID, oldSeq)
 		if err := t.byColl.Delete(t.kColl); err != nil {
 			return err
 		}
@@ -359,7 +363,7 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if err != nil {
 		return err
 	}
-	t.kColl = appendByCollKey(t.kColl[:0], r.Collection, seq)
+	t.kColl = appendByCollKey(t.kColl[:0], collID, seq)
 	cv := appendByCollValue(t.alloc(idLen + len(r.RKey))[:0], id, r.RKey)
 	if err := t.byColl.Put(t.kColl, cv); err != nil {
 		return err
@@ -391,7 +395,14 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 		return fmt.Errorf("boltstore: delete record %s/%s/%s: %w", did, collection, rkey, err)
 	}
 	oldCID = clone(oldCID)
-	t.kColl = appendByCollKey(t.kColl[:0], collection, oldSeq)
+	collID, ok, err := t.collID(collection, false)
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("boltstore: delete record %s/%s/%s: collection has no id: %w", did, collection, rkey, errMalformed)
+	}
+	t.kColl = appendByCollKey(t.kColl[:0], collID, oldSeq)
 	if err := t.byColl.Delete(t.kColl); err != nil {
 		return err
 	}
@@ -418,6 +429,13 @@ func (t *tx) AppendEvent(ev *store.Event) error {
 			return fmt.Errorf("boltstore: append event: %w", err)
 		}
 	}
+	var collID uint32
+	if ev.Collection != "" {
+		var err error
+		if collID, _, err = t.collID(ev.Collection, true); err != nil {
+			return fmt.Errorf("boltstore: append event: %w", err)
+		}
+	}
 	if ev.Kind == store.KindRecord && len(ev.CID) > 0 {
 		if id == 0 {
 			return fmt.Errorf("boltstore: append event: record event without a DID")
@@ -426,7 +444,7 @@ func (t *tx) AppendEvent(ev *store.Event) error {
 			return err
 		}
 	}
-	v := appendEvent(t.alloc(eventLen(ev))[:0], ev, id)
+	v := appendEvent(t.alloc(eventLen(ev))[:0], ev, id, collID)
 	seq, err := t.events.NextSequence()
 	if err != nil {
 		return err
