@@ -2,6 +2,7 @@ package cistern_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -209,4 +210,43 @@ func TestLive_RestartWithNoCursorYetMissesNothing(t *testing.T) {
 	if st, _ := ix.Stats(context.Background()); st.Rejected[cistern.RejectBrokenChain] != 0 {
 		t.Fatalf("a commit was missed and caught only by a broken chain")
 	}
+}
+
+func TestLive_SeveralSourcesEachKeepACursor(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "two.test", testnet.Records(post, 3))
+	did := a.DID().String()
+	cfg := testConfig(t, net, filter.Spec{DIDs: []string{did}})
+	// The same relay twice, under two names: every commit arrives twice,
+	// the second copy is skipped as stale.
+	cfg.Sources = []string{net.RelayURL(), net.FirehoseURL()}
+	before := net.Relay().Connections()
+	ix := runIndexer(t, cfg)
+	eventually(t, 10*time.Second, func() string {
+		if net.Relay().Connections() < before+2 {
+			return "not both connected"
+		}
+		return ""
+	})
+	waitSynced(t, ix, did)
+	for i := 0; i < 5; i++ {
+		if _, err := a.CreateRecord(post, testnet.Post(post, "twice")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertConverged(t, ix, a)
+	eventually(t, 10*time.Second, func() string {
+		for _, src := range cfg.Sources {
+			var v []byte
+			err := ix.Store().View(context.Background(), func(tx store.ReadTx) error {
+				var err error
+				v, err = tx.Meta("firehose/cursor/" + src)
+				return err
+			})
+			if err != nil || string(v) != fmt.Sprint(net.Relay().Seq()) {
+				return fmt.Sprintf("cursor of %s is %q (%v), relay at %d", src, v, err, net.Relay().Seq())
+			}
+		}
+		return ""
+	})
 }
