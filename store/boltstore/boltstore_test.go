@@ -216,6 +216,15 @@ func TestBadInputIsRefused(t *testing.T) {
 		{"buffer without rev", func(tx store.Tx) error { return tx.PutBuffer(&store.BufferedCommit{DID: "did:plc:a"}) }},
 		{"empty meta key", func(tx store.Tx) error { return tx.PutMeta("", []byte("v")) }},
 		{"queue without DID", func(tx store.Tx) error { return tx.Enqueue("", time.Now()) }},
+		{"record event without DID", func(tx store.Tx) error {
+			return tx.AppendEvent(&store.Event{Kind: store.KindRecord, Collection: "a.b", RKey: "c", Action: store.ActionCreate, CID: cid})
+		}},
+		{"event with overlong DID", func(tx store.Tx) error {
+			return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, DID: long})
+		}},
+		{"event with overlong collection", func(tx store.Tx) error {
+			return tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: "did:plc:a", Collection: long, RKey: "c", Action: store.ActionDelete})
+		}},
 	}
 	for _, tc := range tests {
 		if err := db.Update(t.Context(), tc.fn); err == nil {
@@ -230,6 +239,18 @@ func TestBadInputIsRefused(t *testing.T) {
 		n, err := tx.CountRecords(long, "")
 		if n != 0 || err != nil {
 			t.Errorf("CountRecords(overlong DID) = %d, %v", n, err)
+		}
+		if _, err := tx.Block(long, cid); !errors.Is(err, store.ErrNotFound) {
+			t.Errorf("Block(overlong DID): %v", err)
+		}
+		if n, err := tx.BlockRefs("did:plc:unknown", cid); n != 0 || err != nil {
+			t.Errorf("BlockRefs(unknown DID) = %d, %v", n, err)
+		}
+		if err := tx.ScanCollection(long, 0, func(*store.Record) (bool, error) {
+			t.Errorf("ScanCollection(overlong collection) visited a record")
+			return true, nil
+		}); err != nil {
+			t.Errorf("ScanCollection(overlong collection): %v", err)
 		}
 		return nil
 	})
