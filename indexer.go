@@ -257,12 +257,15 @@ func (ix *Indexer) lock(did string) func() {
 	return m.Unlock
 }
 
-// write runs fn through the group-commit writer.
+// write runs fn through the group-commit writer. It works until the
+// writer stops, at the end of Close, so that Run can save its cursors while
+// Close waits for it.
 func (ix *Indexer) write(ctx context.Context, fn func(tx store.Tx) error) error {
-	if ix.closed.Load() {
+	err := ix.w.Write(ctx, fn)
+	if errors.Is(err, writer.ErrClosed) {
 		return ErrClosed
 	}
-	return ix.w.Write(ctx, fn)
+	return err
 }
 
 // Store returns the store the Indexer writes to, for read-only use by

@@ -250,3 +250,44 @@ func TestLive_SeveralSourcesEachKeepACursor(t *testing.T) {
 		return ""
 	})
 }
+
+func TestLive_CloseWhileRunningSavesTheCursor(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "close.test", testnet.Records(post, 2))
+	did := a.DID().String()
+	cfg := testConfig(t, net, filter.Spec{DIDs: []string{did}})
+	cfg.CursorInterval = time.Hour // only the save on the way out counts
+	ix, err := cistern.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- ix.Run(context.Background()) }()
+	waitSynced(t, ix, did)
+	for i := 0; i < 3; i++ {
+		if _, err := a.CreateRecord(post, testnet.Post(post, "before close")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertConverged(t, ix, a)
+	if err := ix.Close(); err != nil { // stops Run itself
+		t.Fatal(err)
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	ix2, err := cistern.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix2.Close()
+	var v []byte
+	err = ix2.Store().View(context.Background(), func(tx store.ReadTx) error {
+		var err error
+		v, err = tx.Meta("firehose/cursor/" + net.RelayURL())
+		return err
+	})
+	if err != nil || string(v) != fmt.Sprint(net.Relay().Seq()) {
+		t.Fatalf("cursor after Close = %q (%v), relay at %d", v, err, net.Relay().Seq())
+	}
+}
