@@ -87,9 +87,13 @@ type Config struct {
 	// Retention bounds the event log; the default keeps everything.
 	Retention Retention
 
-	// Crawl enables discovery crawls: listRepos in full-network mode,
-	// listReposByCollection for each signal otherwise. Default off for
-	// selective filters with no signals; set NoCrawl to disable entirely.
+	// NoCrawl disables the discovery crawls that find repos which wrote
+	// before cistern started: com.atproto.sync.listRepos in full-network
+	// mode, and listReposByCollection for each exact (not wildcard) signal
+	// otherwise, falling back to listRepos + describeRepo on a host that
+	// does not serve it (a bare PDS). Each crawl's cursor is persisted; a
+	// finished crawl is not repeated until the filter changes. Default:
+	// crawls run.
 	NoCrawl bool
 	// CrawlURL is the host the crawler enumerates. Default: RelayURL as
 	// http(s).
