@@ -91,9 +91,9 @@ type Config struct {
 	// before cistern started: com.atproto.sync.listRepos in full-network
 	// mode, and listReposByCollection for each exact (not wildcard) signal
 	// otherwise, falling back to listRepos + describeRepo on a host that
-	// does not serve it (a bare PDS). Each crawl's cursor is persisted; a
-	// finished crawl is not repeated until the filter changes. Default:
-	// crawls run.
+	// does not serve it (a bare PDS). Each crawl's cursor is persisted, so
+	// a restart resumes it; a finished crawl is not repeated, and a signal
+	// added later gets a crawl of its own. Default: crawls run.
 	NoCrawl bool
 	// CrawlURL is the host the crawler enumerates. Default: RelayURL as
 	// http(s).
