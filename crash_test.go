@@ -2,6 +2,7 @@ package cistern_test
 
 import (
 	"context"
+	"fmt"
 	"math/rand/v2"
 	"os"
 	"os/exec"
@@ -75,7 +76,9 @@ func churn(t *testing.T, accts []*testnet.Account, seed uint64, stop <-chan stru
 						}
 						used[r.Path()] = true
 						if k < 8 {
-							ops = append(ops, testnet.Update(r.Collection, r.RKey, testnet.Post(r.Collection, "edit")))
+							// A unique text: an update to the value a record
+							// has is not a valid op.
+							ops = append(ops, testnet.Update(r.Collection, r.RKey, testnet.Post(r.Collection, fmt.Sprintf("edit %d.%d", w, rng.Uint64()))))
 						} else {
 							ops = append(ops, testnet.Delete(r.Collection, r.RKey))
 						}

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"strings"
 
 	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -22,10 +21,9 @@ import (
 func (ix *Indexer) Gatherer() prometheus.Gatherer { return ix.metrics.reg }
 
 // LookupHandle returns the DID of the tracked repo whose last resolved
-// handle is h (compared case-insensitively), or an error wrapping
-// ErrNotTracked. It does not resolve handles over the network: a handle
-// that no tracked repo holds is not found. It scans the stored repos, so its
-// cost grows with their number.
+// handle is h (compared without case), or an error wrapping ErrNotTracked.
+// It does not resolve handles over the network: a handle that no tracked
+// repo holds is not found. It is one read of the store's handle index.
 func (ix *Indexer) LookupHandle(ctx context.Context, h string) (string, error) {
 	hdl, err := syntax.ParseHandle(h)
 	if err != nil {
@@ -34,13 +32,14 @@ func (ix *Indexer) LookupHandle(ctx context.Context, h string) (string, error) {
 	want := hdl.Normalize().String()
 	var did string
 	err = ix.st.View(ctx, func(tx store.ReadTx) error {
-		return tx.ScanRepos("", func(r *store.Repo) (bool, error) {
-			if r.State != store.StateDeleted && strings.EqualFold(r.Handle, want) {
-				did = r.DID
-				return false, nil
-			}
-			return ctx.Err() == nil, ctx.Err()
-		})
+		r, err := tx.RepoByHandle(want)
+		if err == nil && r.State != store.StateDeleted {
+			did = r.DID
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		return err
 	})
 	if err != nil {
 		return "", err

@@ -151,20 +151,61 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 // worker for the message's repo, so messages of one repo come in order.
 func (ix *Indexer) handleMessage(ctx context.Context, src string, m *firehose.Message) error {
 	ix.log.Debug("firehose message", "seq", m.Seq, "kind", m.Kind, "did", m.DID)
+	// A rejected commit is an outcome (the repo is marked for resync); any
+	// other failure (the store, the resolver) is retried, so that the
+	// cursor does not pass a message that was not applied. If it still
+	// fails, the repo is queued for a resync, which brings whatever the
+	// message said.
 	var err error
-	switch m.Kind {
-	case firehose.KindCommit:
-		err = ix.handleCommit(ctx, src, m)
-	case firehose.KindSync:
-		err = ix.handleSync(ctx, m.Sync)
-	case firehose.KindIdentity:
-		err = ix.handleIdentity(ctx, m.Identity)
-	case firehose.KindAccount:
-		err = ix.handleAccount(ctx, m.Account)
+	for attempt, wait := 0, 50*time.Millisecond; ; attempt, wait = attempt+1, wait*2 {
+		switch m.Kind {
+		case firehose.KindCommit:
+			err = ix.handleCommit(ctx, src, m)
+		case firehose.KindSync:
+			err = ix.handleSync(ctx, m.Sync)
+		case firehose.KindIdentity:
+			err = ix.handleIdentity(ctx, m.Identity)
+		case firehose.KindAccount:
+			err = ix.handleAccount(ctx, m.Account)
+		}
+		var ce *CommitError
+		if err == nil || errors.As(err, &ce) || attempt == 4 || ctx.Err() != nil {
+			break
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(wait):
+		}
 	}
-	if err != nil {
-		ix.log.Warn("firehose message not applied", "source", src, "seq", m.Seq, "kind", m.Kind, "did", m.DID, "err", err)
+	if err == nil {
+		return nil
 	}
+	ix.log.Warn("firehose message not applied", "source", src, "seq", m.Seq, "kind", m.Kind, "did", m.DID, "err", err)
+	var ce *CommitError
+	if !errors.As(err, &ce) && m.DID != "" && ctx.Err() == nil {
+		if rerr := ix.resyncTracked(ctx, m.DID); rerr != nil {
+			ix.log.Error("could not queue a resync after a failed firehose message", "did", m.DID, "err", rerr)
+		}
+	}
+	return err
+}
+
+// resyncTracked queues a resync of a tracked, active repo; untracked repos
+// are left alone.
+func (ix *Indexer) resyncTracked(ctx context.Context, did string) error {
+	unlock := ix.lock(did)
+	defer unlock()
+	err := ix.write(ctx, func(tx store.Tx) error {
+		r, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) || err == nil && !r.State.Active() {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return ix.requeue(tx, r)
+	})
+	ix.bf.Kick()
 	return err
 }
 
@@ -442,6 +483,9 @@ func (ix *Indexer) drain(ctx context.Context, did string, rev string, data cid.C
 		}
 		for _, bc := range page {
 			r, err := ix.repo(ctx, did)
+			if errors.Is(err, store.ErrNotFound) || err == nil && r.State != store.StateBackfilling {
+				return nil // untracked, deleted or made inactive meanwhile: not ours to finish
+			}
 			if err != nil {
 				return err
 			}
@@ -458,9 +502,10 @@ func (ix *Indexer) drain(ctx context.Context, did string, rev string, data cid.C
 			if _, err := ix.applyCommit(ctx, &live, m.Commit, bc, true); err != nil {
 				var ce *CommitError
 				if errors.As(err, &ce) {
-					// Marked desynchronized and queued again; the next
-					// backfill will drain what is left.
-					return nil
+					// Marked desynchronized and queued again. The bad
+					// commit goes: the resync fetches the true state, and
+					// kept, it would be rejected after every backfill.
+					return ix.write(ctx, func(tx store.Tx) error { return tx.DeleteBuffer(did, bc.Rev) })
 				}
 				return err
 			}
@@ -468,6 +513,9 @@ func (ix *Indexer) drain(ctx context.Context, did string, rev string, data cid.C
 	}
 	return ix.write(ctx, func(tx store.Tx) error {
 		r, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // untracked meanwhile
+		}
 		if err != nil {
 			return err
 		}
@@ -519,6 +567,9 @@ func (ix *Indexer) handleSync(ctx context.Context, msg *comatproto.SyncSubscribe
 		var ce *CommitError
 		if errors.As(err, &ce) {
 			ix.metrics.rejected(ce.Reason)
+			if werr := ix.markDesync(ctx, did, ce); werr != nil {
+				return werr
+			}
 		}
 		return err
 	}

@@ -291,3 +291,34 @@ func TestLive_CloseWhileRunningSavesTheCursor(t *testing.T) {
 		t.Fatalf("cursor after Close = %q (%v), relay at %d", v, err, net.Relay().Seq())
 	}
 }
+
+func TestLive_BadCommitHeldDuringBackfillIsDropped(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "heldbad.test", testnet.Records(post, 300))
+	did := a.DID().String()
+	net.Host(0).SlowGetRepo(20*time.Millisecond, 4<<10)
+	ix := runConnected(t, net, testConfig(t, net, filter.Spec{}))
+	if err := ix.Track(context.Background(), did); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 10*time.Second, func() string {
+		if r, err := ix.Repo(context.Background(), did); err != nil || r.State != store.StateBackfilling {
+			return "not backfilling yet"
+		}
+		return ""
+	})
+	// A commit from the future arrives while the repo backfills: held, then
+	// rejected when the buffer drains. It must not be rejected again after
+	// every new backfill.
+	if _, err := a.ApplyFaulty(testnet.FaultFutureRev, testnet.Create(post, "", testnet.Post(post, "from the future"))); err != nil {
+		t.Fatal(err)
+	}
+	net.Host(0).SlowGetRepo(0, 0)
+	waitSynced(t, ix, did)
+	assertConverged(t, ix, a)
+	fetches := net.Host(0).Requests("com.atproto.sync.getRepo")
+	time.Sleep(300 * time.Millisecond)
+	if n := net.Host(0).Requests("com.atproto.sync.getRepo"); n != fetches {
+		t.Fatalf("getRepo went on after the repo synced: %d then %d", fetches, n)
+	}
+}

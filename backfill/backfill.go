@@ -60,6 +60,8 @@ func (s *Scheduler) run(ctx context.Context, did string) (err error, unrecorded 
 			return rerr, true
 		}
 		return rerr, false
+	case errors.Is(err, errStale):
+		return nil, false
 	case errors.Is(err, ErrRepoNotFound), errors.Is(err, ErrRepoInactive), errors.Is(err, ErrNotTracked):
 		s.completed.Add(1)
 		return err, false
@@ -118,17 +120,37 @@ func (s *Scheduler) backfill(ctx context.Context, did string) error {
 	}
 
 	now := s.opts.Now()
+	stale := false
 	if err := s.opts.Writer.Write(ctx, func(tx store.Tx) error {
 		r, err := loadRepo(tx, did)
 		if err != nil {
 			return err
 		}
+		switch r.State {
+		case store.StatePending, store.StateError, store.StateDesynchronized, store.StateBackfilling, store.StateDeleted, 0:
+		default:
+			// A queue entry read before the repo was synced or made
+			// inactive: nothing to do. (A deleted repo is checked again:
+			// someone tracked it anew.)
+			stale = true
+			return nil
+		}
+		stale = false
 		r.State = store.StateBackfilling
 		setIdentity(r, ident)
 		r.Updated = now
-		return tx.PutRepo(r)
+		if err := tx.PutRepo(r); err != nil {
+			return err
+		}
+		// Live commits held so far were received before the CAR is
+		// fetched, so the CAR holds them: only those that arrive from now
+		// on need to be applied after the backfill.
+		return tx.DeleteBuffer(did, "")
 	}); err != nil {
 		return err
+	}
+	if stale {
+		return errStale
 	}
 	// Read the filter again now that the repo is marked backfilling: a
 	// filter change from here on sees that state and queues the repo again,

@@ -253,8 +253,9 @@ func (c *storeCursor) next() { c.i++ }
 type batch struct {
 	s   *Scheduler
 	did string
-	// checkState aborts with errGone if the repo's state was removed
-	// meanwhile (untracked while backfilling).
+	// checkState aborts with errGone if the repo's state was removed or
+	// moved out of backfilling meanwhile (untracked, deleted, made
+	// inactive, or queued again).
 	checkState bool
 	evs        []*store.Event
 }
@@ -276,10 +277,13 @@ func (b *batch) flush(ctx context.Context, final func(tx store.Tx) error) error 
 	evs, did, check := b.evs, b.did, b.checkState
 	err := b.s.opts.Writer.Write(ctx, func(tx store.Tx) error {
 		if check {
-			if _, err := tx.Repo(did); err != nil {
-				if errors.Is(err, store.ErrNotFound) {
-					return errGone
-				}
+			// Untracked, deleted, made inactive or queued again (a filter
+			// change) while we diffed: stop; what comes next decides.
+			r, err := tx.Repo(did)
+			if errors.Is(err, store.ErrNotFound) || err == nil && r.State != store.StateBackfilling {
+				return errGone
+			}
+			if err != nil {
 				return err
 			}
 		}

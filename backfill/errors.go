@@ -40,7 +40,10 @@ var (
 	ErrRateLimited = errors.New("backfill: host rate limited")
 	// errGone aborts a backfill whose repo state was removed meanwhile
 	// (untracked while it ran).
-	errGone = errors.New("backfill: repo state removed during backfill")
+	errGone = errors.New("backfill: repo state removed or changed during backfill")
+	// errStale ends a backfill picked from a queue entry that was stale: the
+	// repo is synced, inactive or deleted by now.
+	errStale = errors.New("backfill: repo no longer needs a backfill")
 )
 
 // Error is a failed backfill, as recorded on the repo.

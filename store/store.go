@@ -62,6 +62,9 @@ type Store interface {
 type ReadTx interface {
 	// Repo returns the state of one repo, or ErrNotFound.
 	Repo(did string) (*Repo, error)
+	// RepoByHandle returns the repo whose Handle is h (compared without
+	// case), or ErrNotFound. "handle.invalid" names no repo.
+	RepoByHandle(h string) (*Repo, error)
 	// ScanRepos visits repos in DID order, starting after the DID `after`
 	// ("" for the first).
 	ScanRepos(after string, fn func(r *Repo) (bool, error)) error

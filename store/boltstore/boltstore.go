@@ -83,7 +83,7 @@ import (
 
 // SchemaVersion is the version of the layout this package reads and writes.
 // It is stored in the file when it is created; Open refuses any other.
-const SchemaVersion = 2
+const SchemaVersion = 3
 
 // Options configure Open. The zero value (or a nil *Options) gives the
 // defaults.
@@ -154,11 +154,12 @@ var (
 	bucketDIDNames  = []byte("didnames")
 	bucketCollIDs   = []byte("collids")
 	bucketCollNames = []byte("collnames")
+	bucketHandles   = []byte("handles")
 
 	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
 		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,
 		bucketBuffer, bucketMeta, bucketSys, bucketDIDs, bucketDIDNames,
-		bucketCollIDs, bucketCollNames}
+		bucketCollIDs, bucketCollNames, bucketHandles}
 
 	keySchema = []byte("schema")
 )

@@ -265,5 +265,6 @@ type bufferValue struct {
 
 // repoState decodes only the state of an encoded store.Repo.
 type repoState struct {
-	State uint8 `cbor:"2,keyasint"`
+	State  uint8  `cbor:"2,keyasint"`
+	Handle string `cbor:"5,keyasint,omitempty"`
 }

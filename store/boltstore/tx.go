@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"math"
+	"strings"
 	"time"
 
 	"github.com/cistern-dev/cistern/store"
@@ -18,7 +19,7 @@ type tx struct {
 	writable bool
 
 	repos, records, colls, byColl, blocks, events,
-	queue, queueDID, buffer, meta, sys *bolt.Bucket
+	queue, queueDID, buffer, meta, sys, handles *bolt.Bucket
 
 	// repoDict and collDict are the repo and collection ids (see dids.go).
 	repoDict, collDict dict
@@ -78,6 +79,7 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		buffer:   btx.Bucket(bucketBuffer),
 		meta:     btx.Bucket(bucketMeta),
 		sys:      btx.Bucket(bucketSys),
+		handles:  btx.Bucket(bucketHandles),
 		repoDict: dict{what: "DID", ids: btx.Bucket(bucketDIDs), names: btx.Bucket(bucketDIDNames)},
 		collDict: dict{what: "collection", ids: btx.Bucket(bucketCollIDs), names: btx.Bucket(bucketCollNames)},
 	}
@@ -145,6 +147,26 @@ func (t *tx) Repo(did string) (*store.Repo, error) {
 		return nil, fmt.Errorf("boltstore: repo %s: %w", did, err)
 	}
 	return r, nil
+}
+
+func (t *tx) RepoByHandle(h string) (*store.Repo, error) {
+	key := handleKey(h)
+	if key == nil {
+		return nil, store.ErrNotFound
+	}
+	did := t.handles.Get(key)
+	if did == nil {
+		return nil, store.ErrNotFound
+	}
+	return t.Repo(string(did))
+}
+
+// handleKey is the key of a handle in the handle index, nil for none.
+func handleKey(h string) []byte {
+	if h == "" || strings.EqualFold(h, "handle.invalid") {
+		return nil
+	}
+	return []byte(strings.ToLower(h))
 }
 
 func (t *tx) ScanRepos(after string, fn func(r *store.Repo) (bool, error)) error {

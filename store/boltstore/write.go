@@ -136,14 +136,26 @@ func (t *tx) PutRepo(r *store.Repo) error {
 		return err
 	}
 	key := []byte(r.DID)
+	oldHandle := ""
 	if old := t.repos.Get(key); old != nil {
 		var st repoState
 		if err := t.db.dec.Unmarshal(old, &st); err != nil {
 			return fmt.Errorf("boltstore: put repo %s: old state: %w", r.DID, err)
 		}
 		t.counts.states[st.State]--
+		oldHandle = st.Handle
 	} else {
 		t.counts.repos++
+	}
+	if !strings.EqualFold(oldHandle, r.Handle) {
+		if err := t.unindexHandle(oldHandle, r.DID); err != nil {
+			return err
+		}
+		if k := handleKey(r.Handle); k != nil {
+			if err := t.handles.Put(k, []byte(r.DID)); err != nil {
+				return err
+			}
+		}
 	}
 	t.counts.states[r.State]++
 	t.counts.dirty = true
@@ -152,6 +164,16 @@ func (t *tx) PutRepo(r *store.Repo) error {
 		return fmt.Errorf("boltstore: put repo %s: %w", r.DID, err)
 	}
 	return t.repos.Put(key, v)
+}
+
+// unindexHandle drops handle h from the handle index if it names did (a
+// handle moves between accounts: the index keeps the last writer's).
+func (t *tx) unindexHandle(h, did string) error {
+	k := handleKey(h)
+	if k == nil || string(t.handles.Get(k)) != did {
+		return nil
+	}
+	return t.handles.Delete(k)
 }
 
 func (t *tx) DeleteRepo(did string) error {
@@ -170,6 +192,9 @@ func (t *tx) DeleteRepo(did string) error {
 		t.counts.states[st.State]--
 		t.counts.repos--
 		t.counts.dirty = true
+		if err := t.unindexHandle(st.Handle, did); err != nil {
+			return err
+		}
 		if err := t.repos.Delete(key); err != nil {
 			return err
 		}

@@ -1,6 +1,7 @@
 package storetest
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"reflect"
@@ -209,4 +210,66 @@ func testDeleteRepo(t *testing.T, s store.Store) {
 		}
 		return nil
 	})
+}
+
+func testRepoByHandle(t *testing.T, s store.Store) {
+	const alice, bob = "did:plc:alice", "did:plc:bob"
+	lookup := func(h string) string {
+		t.Helper()
+		var did string
+		view(t, s, func(tx store.ReadTx) error {
+			r, err := tx.RepoByHandle(h)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			did = r.DID
+			return nil
+		})
+		return did
+	}
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutRepo(&store.Repo{DID: alice, State: store.StateSynced, Handle: "Alice.Test"}); err != nil {
+			return err
+		}
+		return tx.PutRepo(&store.Repo{DID: bob, State: store.StateSynced, Handle: "handle.invalid"})
+	})
+	if got := lookup("alice.test"); got != alice {
+		t.Errorf("RepoByHandle(alice.test) = %q, want %s (handles compare without case)", got, alice)
+	}
+	if got := lookup("handle.invalid"); got != "" {
+		t.Errorf("RepoByHandle(handle.invalid) = %q, want not found", got)
+	}
+	// The handle moves from alice to bob: the index follows.
+	update(t, s, func(tx store.Tx) error {
+		if err := tx.PutRepo(&store.Repo{DID: alice, State: store.StateSynced, Handle: "alice2.test"}); err != nil {
+			return err
+		}
+		return tx.PutRepo(&store.Repo{DID: bob, State: store.StateSynced, Handle: "alice.test"})
+	})
+	if got := lookup("alice.test"); got != bob {
+		t.Errorf("after the handle moved, RepoByHandle(alice.test) = %q, want %s", got, bob)
+	}
+	if got := lookup("alice2.test"); got != alice {
+		t.Errorf("RepoByHandle(alice2.test) = %q, want %s", got, alice)
+	}
+	// A failed transaction leaves the index as it was.
+	boom := errors.New("boom")
+	if err := s.Update(context.Background(), func(tx store.Tx) error {
+		if err := tx.PutRepo(&store.Repo{DID: alice, State: store.StateSynced, Handle: "rolled.back"}); err != nil {
+			return err
+		}
+		return boom
+	}); !errors.Is(err, boom) {
+		t.Fatalf("Update = %v, want boom", err)
+	}
+	if got := lookup("rolled.back"); got != "" {
+		t.Errorf("a rolled-back handle is indexed (%q)", got)
+	}
+	update(t, s, func(tx store.Tx) error { return tx.DeleteRepo(bob) })
+	if got := lookup("alice.test"); got != "" {
+		t.Errorf("RepoByHandle after DeleteRepo = %q, want not found", got)
+	}
 }

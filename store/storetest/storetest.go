@@ -67,6 +67,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"Meta", testMeta},
 		{"CountsByState", testCountsByState},
 		{"DeleteRepo", testDeleteRepo},
+		{"RepoByHandle", testRepoByHandle},
 		{"ValuesOutliveTransaction", testValuesOutliveTransaction},
 		{"ScansStopAndFail", testScansStopAndFail},
 	}
