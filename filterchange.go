@@ -36,6 +36,17 @@ func (ix *Indexer) loadFilter(ctx context.Context) error {
 		return fmt.Errorf("cistern: persisted filter: %w", err)
 	}
 	ix.filt.Store(f)
+	if _, unfinished, err := ix.unfinishedFilterChange(ctx); err != nil {
+		return err
+	} else if unfinished {
+		// The last change was cut short: finish it before anything else.
+		ix.filtMu.Lock()
+		err := ix.setFilterLocked(ctx, spec)
+		ix.filtMu.Unlock()
+		if err != nil {
+			return fmt.Errorf("cistern: finish an interrupted filter change: %w", err)
+		}
+	}
 	if isZeroSpec(ix.cfg.Filter) {
 		return nil
 	}
@@ -81,20 +92,76 @@ func (ix *Indexer) PatchFilter(ctx context.Context, p filter.Patch) (filter.Spec
 	return next, ix.setFilterLocked(ctx, next)
 }
 
+// setFilterLocked puts spec in force and carries out what the change asks
+// for. The spec it changes from is persisted (metaFilterFrom) with the new
+// one and removed only once every effect is done, so a change cut short (a
+// cancelled context, a failed write, a crash) is finished by the next
+// SetFilter or Open, diffing from where it started.
 func (ix *Indexer) setFilterLocked(ctx context.Context, spec filter.Spec) error {
 	nf, err := filter.Compile(spec)
 	if err != nil {
 		return err
 	}
-	change := filter.DiffFilters(ix.Filter(), nf)
+	from := ix.Filter()
+	fromSpec, unfinished, err := ix.unfinishedFilterChange(ctx)
+	if err != nil {
+		return err
+	}
+	if unfinished {
+		if from, err = filter.Compile(fromSpec); err != nil {
+			return fmt.Errorf("cistern: filter of an unfinished change: %w", err)
+		}
+	}
+	change := filter.DiffFilters(from, nf)
 	enc, err := spec.Encode()
 	if err != nil {
 		return err
 	}
-	if err := ix.write(ctx, func(tx store.Tx) error { return tx.PutMeta(metaFilter, enc) }); err != nil {
+	fromEnc, err := from.Spec().Encode()
+	if err != nil {
+		return err
+	}
+	if err := ix.write(ctx, func(tx store.Tx) error {
+		if err := tx.PutMeta(metaFilter, enc); err != nil {
+			return err
+		}
+		return tx.PutMeta(metaFilterFrom, fromEnc)
+	}); err != nil {
 		return fmt.Errorf("cistern: persist filter: %w", err)
 	}
 	ix.filt.Store(nf)
+	if err := ix.applyFilterChange(ctx, change); err != nil {
+		return err
+	}
+	if err := ix.write(ctx, func(tx store.Tx) error { return tx.DeleteMeta(metaFilterFrom) }); err != nil {
+		return fmt.Errorf("cistern: finish filter change: %w", err)
+	}
+	return nil
+}
+
+// unfinishedFilterChange returns the spec an unfinished filter change
+// started from, if there is one.
+func (ix *Indexer) unfinishedFilterChange(ctx context.Context) (filter.Spec, bool, error) {
+	var spec filter.Spec
+	found := false
+	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+		v, err := tx.Meta(metaFilterFrom)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		found = true
+		spec, err = filter.DecodeSpec(v)
+		return err
+	})
+	return spec, found, err
+}
+
+// applyFilterChange carries out what a filter change asks for. Each step
+// may be done again without harm.
+func (ix *Indexer) applyFilterChange(ctx context.Context, change filter.Change) error {
 
 	for _, did := range change.Excluded {
 		unlock := ix.lock(did)

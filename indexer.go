@@ -50,6 +50,7 @@ var (
 // meta keys.
 const (
 	metaFilter       = "filter"
+	metaFilterFrom   = "filter/changing-from"
 	metaCursorPrefix = "firehose/cursor/"
 	metaCrawlPrefix  = "crawl/"
 	metaRejectPrefix = "stats/rejected/"
