@@ -19,8 +19,12 @@ import (
 // crawlPendingLimit pauses the crawler while this many repos wait.
 const crawlPendingLimit = 10_000
 
-// crawlDone marks a finished enumeration in its cursor key.
-const crawlDone = "\x00done"
+// crawlDone marks a finished enumeration in its cursor key, and
+// crawlFallback prefixes the cursor of a listRepos fallback.
+const (
+	crawlDone     = "\x00done"
+	crawlFallback = "\x00listRepos:"
+)
 
 // kickCrawl wakes the crawler after a filter change.
 func (ix *Indexer) kickCrawl() {
@@ -100,7 +104,10 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 		return err
 	}
 	collection, bySignal := strings.CutPrefix(job, "byCollection/")
-	fallback := false
+	// A cursor of the listRepos fallback is saved with a prefix, so that a
+	// restart resumes the fallback rather than hand its cursor to
+	// listReposByCollection.
+	cursor, fallback := strings.CutPrefix(cursor, crawlFallback)
 	for {
 		if err := ix.waitQueue(ctx); err != nil {
 			return err
@@ -132,10 +139,13 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 				reason = reasonSignal
 				if fallback {
 					ok, err := ix.holdsCollection(ctx, did, collection)
-					if err != nil {
-						ix.log.Debug("describeRepo failed", "did", did, "err", err)
-					}
-					if !ok {
+					var he *httpError
+					switch {
+					case errors.As(err, &he) && he.status == http.StatusBadRequest:
+						continue // gone or inactive: nothing to track
+					case err != nil:
+						return fmt.Errorf("describeRepo %s: %w", did, err) // the page is done again
+					case !ok:
 						continue
 					}
 				}
@@ -148,10 +158,14 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 			}
 		}
 		cursor = next
-		if cursor == "" || len(dids) == 0 {
-			cursor = crawlDone
+		saved := cursor
+		switch {
+		case cursor == "" || len(dids) == 0:
+			cursor, saved = crawlDone, crawlDone
+		case fallback:
+			saved = crawlFallback + cursor
 		}
-		if err := ix.write(ctx, func(tx store.Tx) error { return tx.PutMeta(key, []byte(cursor)) }); err != nil {
+		if err := ix.write(ctx, func(tx store.Tx) error { return tx.PutMeta(key, []byte(saved)) }); err != nil {
 			return err
 		}
 		if cursor == crawlDone {

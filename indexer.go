@@ -85,6 +85,7 @@ type Indexer struct {
 	cancelRun context.CancelFunc
 	bg        sync.WaitGroup // goroutines started by Open
 	runWG     sync.WaitGroup // Run
+	runMu     sync.Mutex     // orders Run's start against Close
 	running   atomic.Bool
 	closed    atomic.Bool
 }
@@ -183,13 +184,19 @@ func (ix *Indexer) changes() <-chan struct{} {
 // ctx ends (after saving cursors), or the first fatal error. Run may be
 // called again after it returned.
 func (ix *Indexer) Run(ctx context.Context) error {
+	// runMu orders this start against Close: either Close sees this Run
+	// in runWG and waits for it, or this Run sees closed.
+	ix.runMu.Lock()
 	if ix.closed.Load() {
+		ix.runMu.Unlock()
 		return ErrClosed
 	}
 	if !ix.running.CompareAndSwap(false, true) {
+		ix.runMu.Unlock()
 		return ErrRunning
 	}
 	ix.runWG.Add(1)
+	ix.runMu.Unlock()
 	defer ix.runWG.Done()
 	defer ix.running.Store(false)
 	ctx, cancel := context.WithCancel(ctx)
@@ -227,7 +234,10 @@ func (ix *Indexer) Run(ctx context.Context) error {
 // Close stops Run if it is running, waits for everything the Indexer
 // started, and closes the store if the Indexer opened it.
 func (ix *Indexer) Close() error {
-	if !ix.closed.CompareAndSwap(false, true) {
+	ix.runMu.Lock()
+	first := ix.closed.CompareAndSwap(false, true)
+	ix.runMu.Unlock()
+	if !first {
 		return nil
 	}
 	// Let Run save its cursors through the writer before the writer stops.

@@ -119,6 +119,26 @@ func (ix *Indexer) Untrack(ctx context.Context, did string, deleteData bool) err
 
 func (ix *Indexer) untrackLocked(ctx context.Context, did string, deleteData bool) error {
 	if deleteData {
+		// First take the repo out of the queue and out of backfilling, so
+		// that a backfill in flight stops before its next batch rather
+		// than write records behind the deletion.
+		if err := ix.write(ctx, func(tx store.Tx) error {
+			r, err := tx.Repo(did)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			next := *r
+			next.State, next.Status, next.Updated = store.StateDeleted, "untracked", time.Now()
+			if err := tx.PutRepo(&next); err != nil {
+				return err
+			}
+			return tx.Dequeue(did)
+		}); err != nil {
+			return err
+		}
 		if err := ix.deleteRecords(ctx, did, func(string) bool { return true }, false); err != nil {
 			return err
 		}
