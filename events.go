@@ -25,5 +25,24 @@ func (ix *Indexer) Subscribe(ctx context.Context, opts stream.SubscribeOptions) 
 	return ix.events.Subscribe(ctx, opts)
 }
 
-// Events returns the event log, for consumer management and pruning.
-func (ix *Indexer) Events() *stream.Log { return ix.events }
+// Consumers lists the durable consumers and the last id each acknowledged.
+func (ix *Indexer) Consumers(ctx context.Context) ([]stream.Consumer, error) {
+	return ix.events.Consumers(ctx)
+}
+
+// Consumer returns one durable consumer's position, or an error wrapping
+// store.ErrNotFound.
+func (ix *Indexer) Consumer(ctx context.Context, name string) (*stream.Consumer, error) {
+	return ix.events.Consumer(ctx, name)
+}
+
+// DeleteConsumer forgets a durable consumer's position.
+func (ix *Indexer) DeleteConsumer(ctx context.Context, name string) error {
+	return ix.events.DeleteConsumer(ctx, name)
+}
+
+// Prune applies the retention policy now, as the background pruning of Run
+// does, and returns how many events it removed.
+func (ix *Indexer) Prune(ctx context.Context) (int, error) {
+	return ix.events.Prune(ctx)
+}

@@ -27,7 +27,7 @@ func (ix *Indexer) Gatherer() prometheus.Gatherer { return ix.metrics.reg }
 func (ix *Indexer) LookupHandle(ctx context.Context, h string) (string, error) {
 	hdl, err := syntax.ParseHandle(h)
 	if err != nil {
-		return "", fmt.Errorf("cistern: invalid handle %q: %w", h, err)
+		return "", invalidArg(err, "invalid handle %q", h)
 	}
 	want := hdl.Normalize().String()
 	var did string
@@ -55,7 +55,7 @@ func (ix *Indexer) LookupHandle(ctx context.Context, h string) (string, error) {
 func (ix *Indexer) DIDDocument(ctx context.Context, did string) (json.RawMessage, error) {
 	d, err := syntax.ParseDID(did)
 	if err != nil {
-		return nil, fmt.Errorf("cistern: invalid DID %q: %w", did, err)
+		return nil, invalidArg(err, "invalid DID %q", did)
 	}
 	dir := identity.BaseDirectory{PLCURL: ix.cfg.PLCURL, SkipHandleVerification: true}
 	if ix.cfg.HTTPClient != nil {

@@ -45,6 +45,12 @@ var (
 	ErrNotTracked = errors.New("cistern: repo not tracked")
 	// ErrRunning is returned by a second concurrent Run.
 	ErrRunning = errors.New("cistern: indexer already running")
+	// ErrInvalidArgument is wrapped by every error about bad input (a DID,
+	// collection, record key, handle, limit or cursor that does not
+	// parse); the message names the value. Nothing is written.
+	ErrInvalidArgument = errors.New("cistern: invalid argument")
+	// ErrExcluded is returned by Track for a DID the filter excludes.
+	ErrExcluded = errors.New("cistern: DID is excluded by the filter")
 )
 
 // meta keys.

@@ -180,3 +180,28 @@ func TestIndexer_InvalidInputIsRefused(t *testing.T) {
 	}
 	assertConverged(t, ix, alice)
 }
+
+func TestIndexer_BadInputErrorsAreSentinels(t *testing.T) {
+	net := testnet.New(t)
+	ex := net.Account(t, "excluded.test")
+	cfg := testConfig(t, net, filter.Spec{Excludes: []string{ex.DID().String()}})
+	cfg.NoFirehose = true
+	ix := runIndexer(t, cfg)
+	ctx := context.Background()
+	for name, err := range map[string]error{
+		"Track":          ix.Track(ctx, "did:nope"),
+		"GetRecord rkey": func() error { _, err := ix.GetRecord(ctx, ex.DID().String(), "app.bsky.feed.post", "a/b"); return err }(),
+		"ListRecords": func() error {
+			_, err := ix.ListRecords(ctx, ex.DID().String(), "nsid", cistern.ListOptions{})
+			return err
+		}(),
+		"ListRepos": func() error { _, err := ix.ListRepos(ctx, cistern.ListReposOptions{Limit: 5000}); return err }(),
+	} {
+		if !errors.Is(err, cistern.ErrInvalidArgument) {
+			t.Errorf("%s: %v does not wrap ErrInvalidArgument", name, err)
+		}
+	}
+	if err := ix.Track(ctx, ex.DID().String()); !errors.Is(err, cistern.ErrExcluded) {
+		t.Errorf("Track of an excluded DID: %v, want ErrExcluded", err)
+	}
+}

@@ -61,7 +61,7 @@ func recordOf(r *store.Record) (*Record, error) {
 func parseCollection(s string) (string, error) {
 	n, err := syntax.ParseNSID(s)
 	if err != nil {
-		return "", fmt.Errorf("cistern: invalid collection %q: %w", s, err)
+		return "", invalidArg(err, "invalid collection %q", s)
 	}
 	return n.String(), nil
 }
@@ -69,7 +69,7 @@ func parseCollection(s string) (string, error) {
 func parseRKey(s string) (string, error) {
 	k, err := syntax.ParseRecordKey(s)
 	if err != nil {
-		return "", fmt.Errorf("cistern: invalid record key %q: %w", s, err)
+		return "", invalidArg(err, "invalid record key %q", s)
 	}
 	return k.String(), nil
 }
@@ -125,7 +125,7 @@ func (o *ListOptions) check() error {
 		o.Limit = 50
 	}
 	if o.Limit < 1 || o.Limit > 100 {
-		return fmt.Errorf("cistern: limit %d is outside 1..100", o.Limit)
+		return invalidArg(nil, "limit %d is outside 1..100", o.Limit)
 	}
 	return nil
 }
@@ -144,7 +144,7 @@ func (ix *Indexer) ListRecords(ctx context.Context, did, collection string, opts
 	}
 	if opts.Cursor != "" {
 		if _, err := parseRKey(opts.Cursor); err != nil {
-			return nil, fmt.Errorf("cistern: invalid cursor: %w", err)
+			return nil, fmt.Errorf("%w (as cursor)", err)
 		}
 	}
 	page := &RecordPage{}

@@ -38,10 +38,35 @@ func (e *RepoError) Error() string {
 	return fmt.Sprintf("cistern: repo %s is %s (%s): %s", e.DID, e.State, e.Kind, e.Reason)
 }
 
+// argError is an error about bad input: it names the value and wraps
+// ErrInvalidArgument and the parser's error.
+type argError struct {
+	msg string
+	err error
+}
+
+func (e *argError) Error() string {
+	if e.err == nil {
+		return "cistern: " + e.msg
+	}
+	return "cistern: " + e.msg + ": " + e.err.Error()
+}
+
+func (e *argError) Unwrap() []error {
+	if e.err == nil {
+		return []error{ErrInvalidArgument}
+	}
+	return []error{ErrInvalidArgument, e.err}
+}
+
+func invalidArg(cause error, format string, args ...any) error {
+	return &argError{msg: fmt.Sprintf(format, args...), err: cause}
+}
+
 func parseDID(s string) (string, error) {
 	d, err := syntax.ParseDID(s)
 	if err != nil {
-		return "", fmt.Errorf("cistern: invalid DID %q: %w", s, err)
+		return "", invalidArg(err, "invalid DID %q", s)
 	}
 	return d.String(), nil
 }
@@ -66,7 +91,7 @@ func (ix *Indexer) Track(ctx context.Context, did string) error {
 		return err
 	}
 	if ix.Filter().Excluded(did) {
-		return fmt.Errorf("cistern: %s is excluded by the filter", did)
+		return fmt.Errorf("%w: %s", ErrExcluded, did)
 	}
 	unlock := ix.lock(did)
 	defer unlock()
@@ -230,11 +255,11 @@ func (ix *Indexer) ListRepos(ctx context.Context, opts ListReposOptions) (*RepoP
 		opts.Limit = 100
 	}
 	if opts.Limit > 1000 {
-		return nil, fmt.Errorf("cistern: limit %d is above 1000", opts.Limit)
+		return nil, invalidArg(nil, "limit %d is above 1000", opts.Limit)
 	}
 	if opts.Cursor != "" {
 		if _, err := parseDID(opts.Cursor); err != nil {
-			return nil, fmt.Errorf("cistern: invalid cursor: %w", err)
+			return nil, fmt.Errorf("%w (as cursor)", err)
 		}
 	}
 	page := &RepoPage{}

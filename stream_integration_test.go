@@ -87,7 +87,7 @@ func TestIndexer_DurableConsumerResumesAfterRestart(t *testing.T) {
 		return ""
 	})
 	ix = runConnected(t, net, cfg)
-	if c, err := ix.Events().Consumer(ctx, "app"); err != nil || c.Acked != got[9].ID {
+	if c, err := ix.Consumer(ctx, "app"); err != nil || c.Acked != got[9].ID {
 		t.Fatalf("consumer after reopen: %+v, %v; want acked %d", c, err, got[9].ID)
 	}
 	if _, err := alice.CreateRecord(post, testnet.Post(post, "after the restart")); err != nil {

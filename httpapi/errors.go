@@ -10,6 +10,7 @@ import (
 	"strconv"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
+	"github.com/cistern-dev/cistern"
 	"github.com/ipfs/go-cid"
 )
 
@@ -59,6 +60,12 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var ae *apiError
 	if errors.As(err, &ae) {
 		writeError(w, ae.status, ae.name, ae.message)
+		return
+	}
+	if errors.Is(err, cistern.ErrInvalidArgument) || errors.Is(err, cistern.ErrExcluded) {
+		// Bad input the handler's own checks let through, or a filter
+		// changed between a check and the call.
+		writeError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
 		return
 	}
 	if r.Context().Err() != nil {
