@@ -54,8 +54,9 @@ type Config struct {
 	// RelayURL is the firehose source (a relay or a PDS), http(s) or ws(s).
 	// Default "wss://bsky.network". Set NoFirehose to follow none.
 	RelayURL string
-	// Sources adds more firehose sources, each with its own cursor. When
-	// set, RelayURL is only used if it is also listed.
+	// Sources, when set, replaces RelayURL as the list of firehose
+	// sources, each followed with its own cursor (list RelayURL in it to
+	// keep it). Default: RelayURL alone.
 	Sources []string
 	// NoFirehose disables live sync: only backfill runs.
 	NoFirehose bool
@@ -95,8 +96,8 @@ type Config struct {
 	// a restart resumes it; a finished crawl is not repeated, and a signal
 	// added later gets a crawl of its own. Default: crawls run.
 	NoCrawl bool
-	// CrawlURL is the host the crawler enumerates. Default: RelayURL as
-	// http(s).
+	// CrawlURL is the host the crawler enumerates. Default: the first
+	// firehose source (Sources[0], or RelayURL), as http(s).
 	CrawlURL string
 
 	// CursorInterval is how often firehose cursors are saved. Default 1 s.
@@ -110,7 +111,9 @@ type Config struct {
 type BackfillConfig struct {
 	// Concurrency is how many repos are fetched at once. Default 16.
 	Concurrency int
-	// ByteBudget bounds the CAR bytes held in memory at once. Default 512 MiB.
+	// ByteBudget bounds the memory of repos being backfilled: each is
+	// charged backfill.MemoryPerCARByte (4.5) times its CAR size, for the
+	// CAR and what is parsed from it. Default 512 MiB.
 	ByteBudget int64
 	// PerHost bounds concurrent requests to one PDS host. Default 4.
 	PerHost int
@@ -165,6 +168,9 @@ func (c Config) withDefaults() (Config, error) {
 	c.Verify = m
 	if len(c.Sources) == 0 {
 		c.Sources = []string{c.RelayURL}
+	}
+	if c.CrawlURL == "" {
+		c.CrawlURL = c.Sources[0]
 	}
 	return c, nil
 }

@@ -36,11 +36,7 @@ func (ix *Indexer) kickCrawl() {
 
 // crawlBase returns the http(s) base URL the crawler enumerates.
 func (ix *Indexer) crawlBase() string {
-	u := ix.cfg.CrawlURL
-	if u == "" {
-		u = ix.cfg.RelayURL
-	}
-	u = strings.TrimSuffix(u, "/")
+	u := strings.TrimSuffix(ix.cfg.CrawlURL, "/")
 	switch {
 	case strings.HasPrefix(u, "wss://"):
 		u = "https://" + strings.TrimPrefix(u, "wss://")

@@ -32,6 +32,9 @@ type RepoError struct {
 	State  store.RepoState
 	Kind   string // error kind, or the account status
 	Reason string
+	// Retries and NextAttempt say when a failed backfill is tried again.
+	Retries     int
+	NextAttempt time.Time
 }
 
 func (e *RepoError) Error() string {
@@ -282,9 +285,13 @@ func (ix *Indexer) ListRepos(ctx context.Context, opts ListReposOptions) (*RepoP
 	return page, nil
 }
 
-// WaitSynced returns once the repo's backfill is applied (state synced),
-// with a *RepoError if its backfill failed or the account is not active,
-// or with ctx's error.
+// WaitSynced returns nil once the repo's backfill is applied (state
+// synced). It returns a *RepoError as soon as an attempt failed (state
+// error: the backfill is retried at NextAttempt, so call WaitSynced again to
+// wait through the retry) or the account is not active; an error wrapping
+// ErrNotTracked for a repo that is not tracked; ErrClosed after Close; or
+// ctx's error. Nothing is backfilled unless Run is running, so without it
+// WaitSynced waits until ctx ends.
 func (ix *Indexer) WaitSynced(ctx context.Context, did string) error {
 	did, err := parseDID(did)
 	if err != nil {
@@ -301,7 +308,8 @@ func (ix *Indexer) WaitSynced(ctx context.Context, did string) error {
 		case r.State == store.StateSynced:
 			return nil
 		case r.State == store.StateError:
-			return &RepoError{DID: did, State: r.State, Kind: r.ErrorKind, Reason: r.LastError}
+			return &RepoError{DID: did, State: r.State, Kind: r.ErrorKind, Reason: r.LastError,
+				Retries: r.Retries, NextAttempt: r.NextAttempt}
 		case !r.State.Active():
 			return &RepoError{DID: did, State: r.State, Kind: r.Status, Reason: "account is not active"}
 		}
