@@ -511,7 +511,9 @@ func (ix *Indexer) drain(ctx context.Context, did string, rev string, data cid.C
 			}
 		}
 	}
-	return ix.write(ctx, func(tx store.Tx) error {
+	requeued := false
+	err := ix.write(ctx, func(tx store.Tx) error {
+		requeued = false
 		r, err := tx.Repo(did)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil // untracked meanwhile
@@ -523,6 +525,17 @@ func (ix *Indexer) drain(ctx context.Context, did string, rev string, data cid.C
 			return nil // something else (a rejection, an account event) decided
 		}
 		next := *r
+		if next.SyncRev != "" && next.SyncRev > next.Rev {
+			// A #sync announced a newer state than the backfill found:
+			// fetch again.
+			next.State, next.Resync, next.SyncRev, next.Updated = store.StatePending, true, "", time.Now()
+			requeued = true
+			if err := tx.PutRepo(&next); err != nil {
+				return err
+			}
+			return tx.Enqueue(did, time.Now())
+		}
+		next.SyncRev = ""
 		next.State = store.StateSynced
 		next.Resync = false
 		next.ErrorKind, next.LastError, next.Retries, next.NextAttempt = "", "", 0, time.Time{}
@@ -532,6 +545,10 @@ func (ix *Indexer) drain(ctx context.Context, did string, rev string, data cid.C
 		}
 		return tx.Dequeue(did)
 	})
+	if err == nil && requeued {
+		ix.bf.Kick()
+	}
+	return err
 }
 
 func (ix *Indexer) handleSync(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Sync) error {
@@ -556,11 +573,28 @@ func (ix *Indexer) handleSync(ctx context.Context, msg *comatproto.SyncSubscribe
 		}
 		return nil
 	}
-	if err != nil || r.State != store.StateSynced {
+	if err != nil {
 		return err
 	}
 	if r.Rev != "" && msg.Rev <= r.Rev {
 		return nil
+	}
+	if r.State != store.StateSynced {
+		if !r.State.Active() {
+			return nil
+		}
+		// Queued or backfilling: the CAR being fetched may predate this
+		// state. Remember the rev, so that a backfill ending below it is
+		// done again (see drain).
+		return ix.write(ctx, func(tx store.Tx) error {
+			cur, err := tx.Repo(did)
+			if err != nil || cur.SyncRev >= msg.Rev {
+				return err
+			}
+			next := *cur
+			next.SyncRev = msg.Rev
+			return tx.PutRepo(&next)
+		})
 	}
 	commit, err := checkSync(ctx, msg, ix.keyFor(r), ix.cfg.Verify == VerifyFull)
 	if err != nil {

@@ -89,3 +89,66 @@ func TestHandleSync(t *testing.T) {
 		t.Fatalf("CountRecords = %d, %v; want 6", n, err)
 	}
 }
+
+// TestHandleSyncDuringBackfill: a #sync that announces a newer state while
+// the repo backfills from an older CAR makes the backfill run again.
+func TestHandleSyncDuringBackfill(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "syncbf.test", testnet.Records("app.bsky.feed.post", 300))
+	did := a.DID().String()
+	ix, err := Open(Config{
+		Path: t.TempDir() + "/c.db", RelayURL: net.RelayURL(), PLCURL: net.PLCURL(),
+		SkipHandleVerification: true, NoFirehose: true, NoCrawl: true,
+		Backfill: BackfillConfig{MinBackoff: 20 * time.Millisecond},
+		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go ix.Run(ctx)
+	net.Host(0).SlowGetRepo(20*time.Millisecond, 4<<10)
+	if err := ix.Track(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	for {
+		r, err := ix.repo(ctx, did)
+		if err == nil && r.State == store.StateBackfilling && net.Host(0).Requests("com.atproto.sync.getRepo") > 0 {
+			break
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	// The getRepo under way holds the state before this record.
+	if _, err := a.CreateRecord("app.bsky.feed.post", testnet.Post("app.bsky.feed.post", "after the CAR")); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := a.EmitSync()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := net.Relay().Frame(seq)
+	m, err := firehose.DecodeFrame(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.handleMessage(ctx, "test", m); err != nil {
+		t.Fatal(err)
+	}
+	net.Host(0).SlowGetRepo(0, 0)
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := ix.repo(ctx, did)
+		if err == nil && r.State == store.StateSynced && r.Rev == a.Rev() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("repo at %+v, PDS at rev %s", r, a.Rev())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if n, _ := ix.CountRecords(ctx, did, ""); n != 301 {
+		t.Fatalf("%d records, want 301", n)
+	}
+}

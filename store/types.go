@@ -100,6 +100,9 @@ type Repo struct {
 	Resync bool `cbor:"15,keyasint,omitempty"`
 	// Commit is the CID (string form) of the last signed commit applied.
 	Commit string `cbor:"16,keyasint,omitempty"`
+	// SyncRev is the newest rev a #sync announced while the repo was not
+	// synced: a backfill that ends below it is done again.
+	SyncRev string `cbor:"17,keyasint,omitempty"`
 }
 
 // Record is one stored record.
