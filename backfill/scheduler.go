@@ -187,8 +187,11 @@ func (s *Scheduler) Run(ctx context.Context) error {
 			wg.Add(1)
 			go func() {
 				defer wg.Done()
-				defer s.unclaim(did)
 				_, unrecorded := s.run(ctx, did)
+				// Unclaim before saying so: the loop rescans the queue on
+				// done, and a repo queued again during its own backfill
+				// (a resync) must not be skipped as still claimed.
+				s.unclaim(did)
 				done <- workerDone{did: did, unrecorded: unrecorded && ctx.Err() == nil}
 			}()
 		}
