@@ -171,17 +171,13 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := struct {
-		Cursor  string       `json:"cursor,omitempty"`
-		Records []recordJSON `json:"records"`
-	}{Records: make([]recordJSON, 0, len(page.Records))}
-	for _, rec := range page.Records {
-		rj, err := toRecordJSON(rec)
-		if err != nil {
-			return err
-		}
-		out.Records = append(out.Records, rj)
-		out.Cursor = rec.RKey
+	recs, err := toRecordsJSON(page.Records)
+	if err != nil {
+		return err
+	}
+	out := recordPageJSON{Records: recs}
+	if n := len(page.Records); n > 0 {
+		out.Cursor = page.Records[n-1].RKey // as the PDS: on every non-empty page
 	}
 	writeJSON(w, http.StatusOK, out)
 	return nil
@@ -384,17 +380,11 @@ func (s *Server) listCollection(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	out := struct {
-		Cursor  string       `json:"cursor,omitempty"`
-		Records []recordJSON `json:"records"`
-	}{Records: make([]recordJSON, 0, len(page.Records))}
-	for _, rec := range page.Records {
-		rj, err := toRecordJSON(rec)
-		if err != nil {
-			return err
-		}
-		out.Records = append(out.Records, rj)
+	recs, err := toRecordsJSON(page.Records)
+	if err != nil {
+		return err
 	}
+	out := recordPageJSON{Records: recs}
 	if page.Cursor != 0 {
 		out.Cursor = strconv.FormatUint(page.Cursor, 10)
 	}
@@ -507,4 +497,23 @@ func (s *Server) getRepoInfo(w http.ResponseWriter, r *http.Request) error {
 	}
 	writeJSON(w, http.StatusOK, info)
 	return nil
+}
+
+// recordPageJSON is a page of records as listRecords answers it.
+type recordPageJSON struct {
+	Cursor  string       `json:"cursor,omitempty"`
+	Records []recordJSON `json:"records"`
+}
+
+// toRecordsJSON renders records as the PDS does (never a null list).
+func toRecordsJSON(recs []*cistern.Record) ([]recordJSON, error) {
+	out := make([]recordJSON, 0, len(recs))
+	for _, rec := range recs {
+		rj, err := toRecordJSON(rec)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rj)
+	}
+	return out, nil
 }
