@@ -5,6 +5,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/stream"
@@ -66,6 +67,23 @@ func TestMemory_ThousandSubscribers(t *testing.T) {
 		}
 		appendEvents(t, st, l, evs...)
 		if n+batch == total/5 {
+			// Let every stalled subscriber take its first page (a loaded
+			// machine schedules them late), so that what is measured next
+			// is growth with events, not subscribers still filling up.
+			sum := func() (n uint64) {
+				for _, sub := range subs[readers:] {
+					n += sub.Position()
+				}
+				return n
+			}
+			for last, deadline := sum(), time.Now().Add(30*time.Second); time.Now().Before(deadline); {
+				time.Sleep(50 * time.Millisecond)
+				now := sum()
+				if now == last {
+					break // every stalled subscriber holds what it will hold
+				}
+				last = now
+			}
 			mid = heapInUse()
 		}
 	}
