@@ -1,9 +1,9 @@
 // Package httpapi serves cistern over HTTP: XRPC queries over the stored
 // records, the /stream WebSocket event stream, management and metrics.
 //
-// Every handler is a plain http.Handler built from a small interface that
-// declares what it consumes (for the stream, a Subscriber), so the root
-// Indexer, a *stream.Log or a test double can stand behind it. Errors are
+// New builds the whole server over a *cistern.Indexer. The stream endpoint
+// stands alone as well: StreamHandler takes a Subscriber, a small interface
+// that the Indexer, a *stream.Log or a test double satisfies. Errors are
 // answered as JSON, {"error":"InvalidRequest","message":"…"}, with the
-// message naming the problem.
+// message naming the problem, and the status codes the reference PDS uses.
 package httpapi
