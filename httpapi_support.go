@@ -5,12 +5,12 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"net/http"
 
 	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -50,25 +50,31 @@ func (ix *Indexer) LookupHandle(ctx context.Context, h string) (string, error) {
 	return did, nil
 }
 
-// DIDDocument fetches the current DID document of did (from the PLC
-// directory of Config.PLCURL, or over HTTPS for did:web), as JSON.
+// DIDDocument returns the DID document of did as the resolver knows it
+// (cached: a public describeRepo must not cost a PLC request each time),
+// built from the identity it resolved: handle, PDS endpoint and signing key.
+// Fields of the real document that atproto does not use are not in it.
 func (ix *Indexer) DIDDocument(ctx context.Context, did string) (json.RawMessage, error) {
 	d, err := syntax.ParseDID(did)
 	if err != nil {
 		return nil, invalidArg(err, "invalid DID %q", did)
 	}
-	dir := identity.BaseDirectory{PLCURL: ix.cfg.PLCURL, SkipHandleVerification: true}
-	if ix.cfg.HTTPClient != nil {
-		dir.HTTPClient = *ix.cfg.HTTPClient
-	} else {
-		dir.HTTPClient = *http.DefaultClient
-	}
-	doc, err := dir.ResolveDIDRaw(ctx, d)
-	if errors.Is(err, identity.ErrDIDNotFound) {
+	id, err := ix.res.Resolve(ctx, d)
+	if errors.Is(err, resolver.ErrNotFound) {
 		return nil, fmt.Errorf("cistern: DID document of %s: %w", did, ErrNotTracked)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cistern: DID document of %s: %w", did, err)
 	}
-	return doc, nil
+	ident := identity.Identity{
+		DID:      id.DID,
+		Services: map[string]identity.ServiceEndpoint{"atproto_pds": {Type: "AtprotoPersonalDataServer", URL: id.PDS}},
+	}
+	if id.Handle != "" && id.Handle != syntax.HandleInvalid {
+		ident.AlsoKnownAs = []string{"at://" + id.Handle.String()}
+	}
+	if id.SigningKey != nil {
+		ident.Keys = map[string]identity.VerificationMethod{"atproto": {Type: "Multikey", PublicKeyMultibase: id.SigningKey.Multibase()}}
+	}
+	return json.Marshal(ident.DIDDocument())
 }

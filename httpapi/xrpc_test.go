@@ -2,8 +2,10 @@ package httpapi_test
 
 import (
 	"context"
+	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
@@ -266,12 +268,20 @@ func TestRepoMethods(t *testing.T) {
 	if len(desc.Collections) != 2 || desc.Collections[0] != likes || desc.Collections[1] != posts {
 		t.Fatalf("describeRepo collections %v", desc.Collections)
 	}
+	// The DID document says what the PLC directory says.
+	wantDoc := alice.DIDDocument()
+	gotDoc, _ := json.Marshal(desc.DIDDoc)
+	for _, want := range []string{"at://alice.test", wantDoc.Service[0].ServiceEndpoint, wantDoc.VerificationMethod[0].PublicKeyMultibase} {
+		if !strings.Contains(string(gotDoc), want) {
+			t.Fatalf("describeRepo didDoc %s lacks %s", gotDoc, want)
+		}
+	}
 
 	same(t, pds, api, "com.atproto.sync.getRepoStatus", "did", did)
 
-	var lc struct{ Rev, Data string }
+	var lc struct{ CID, Rev, Data string }
 	xrpc(t, api, "com.atproto.sync.getLatestCommit", "did", did).decode(t, &lc)
-	if lc.Rev != alice.Rev() || lc.Data != alice.DataCID().String() {
+	if lc.CID != alice.CommitCID().String() || lc.Rev != alice.Rev() || lc.Data != alice.DataCID().String() {
 		t.Fatalf("getLatestCommit %+v, want rev %s data %s", lc, alice.Rev(), alice.DataCID())
 	}
 
