@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"sync"
 	"time"
@@ -150,7 +151,9 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 // handleMessage applies one firehose message. It runs on the dispatcher's
 // worker for the message's repo, so messages of one repo come in order.
 func (ix *Indexer) handleMessage(ctx context.Context, src string, m *firehose.Message) error {
-	ix.log.Debug("firehose message", "seq", m.Seq, "kind", m.Kind, "did", m.DID)
+	if ix.log.Enabled(ctx, slog.LevelDebug) {
+		ix.log.Debug("firehose message", "seq", m.Seq, "kind", m.Kind, "did", m.DID)
+	}
 	// A rejected commit is an outcome (the repo is marked for resync); any
 	// other failure (the store, the resolver) is retried, so that the
 	// cursor does not pass a message that was not applied. If it still
