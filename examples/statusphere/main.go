@@ -29,7 +29,14 @@ import (
 )
 
 func main() {
-	db := flag.String("db", "./statusphere.db", "bbolt file of the index")
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "statusphere:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	db := flag.String("db", "./statusphere.db", "bbolt file of the index (with -demo, a temporary one is used)")
 	listen := flag.String("listen", "127.0.0.1:8080", "HTTP listen address")
 	relay := flag.String("relay", "wss://bsky.network", "firehose relay URL")
 	plc := flag.String("plc", "https://plc.directory", "PLC directory URL")
@@ -42,17 +49,13 @@ func main() {
 
 	cfg := cistern.Config{Path: *db, RelayURL: *relay, PLCURL: *plc, Filter: Spec, Logger: log}
 	if *demo {
-		net, err := startDemo(ctx, &cfg)
+		d, err := startDemo(ctx, &cfg)
 		if err != nil {
-			fmt.Fprintln(os.Stderr, "statusphere: demo:", err)
-			os.Exit(1)
+			return fmt.Errorf("demo: %w", err)
 		}
-		defer net.Close()
+		defer d.Close() // after serve has closed the index
 	}
-	if err := serve(ctx, cfg, *listen, log); err != nil {
-		fmt.Fprintln(os.Stderr, "statusphere:", err)
-		os.Exit(1)
-	}
+	return serve(ctx, cfg, *listen, log)
 }
 
 // serve opens the index, runs the app and its web server until ctx ends,
@@ -100,9 +103,26 @@ func serve(ctx context.Context, cfg cistern.Config, listen string, log *slog.Log
 	return first
 }
 
+// demoNet is the test network of -demo, its poster and its temporary store.
+type demoNet struct {
+	net  *testnet.Network
+	dir  string
+	stop chan struct{}
+	done chan struct{}
+}
+
+// Close stops the poster, then the network, and removes the temporary
+// store. Call it after the index is closed.
+func (d *demoNet) Close() {
+	close(d.stop)
+	<-d.done
+	d.net.Close()
+	os.RemoveAll(d.dir)
+}
+
 // startDemo starts a test network with three accounts that post a status
-// every few seconds, and points cfg at it.
-func startDemo(ctx context.Context, cfg *cistern.Config) (*testnet.Network, error) {
+// every few seconds, and points cfg at it and at a temporary store.
+func startDemo(ctx context.Context, cfg *cistern.Config) (*demoNet, error) {
 	n, err := testnet.Start(ctx, testnet.Options{})
 	if err != nil {
 		return nil, err
@@ -123,14 +143,15 @@ func startDemo(ctx context.Context, cfg *cistern.Config) (*testnet.Network, erro
 		return nil, err
 	}
 	cfg.Path = dir + "/statusphere.db"
+	d := &demoNet{net: n, dir: dir, stop: make(chan struct{}), done: make(chan struct{})}
 	go func() {
-		defer os.RemoveAll(dir)
+		defer close(d.done)
 		emojis := []string{"👍", "🦋", "🚀", "☕", "🌧️", "🎉", "🤔", "😴"}
 		t := time.NewTicker(2 * time.Second)
 		defer t.Stop()
 		for {
 			select {
-			case <-ctx.Done():
+			case <-d.stop:
 				return
 			case <-t.C:
 			}
@@ -142,7 +163,7 @@ func startDemo(ctx context.Context, cfg *cistern.Config) (*testnet.Network, erro
 		}
 	}()
 	fmt.Println("statusphere: demo network with alice.test, bob.test and carol.test posting statuses")
-	return n, nil
+	return d, nil
 }
 
 // StatusRecord returns a status record as DAG-CBOR.
