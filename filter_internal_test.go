@@ -2,10 +2,7 @@ package cistern
 
 import (
 	"context"
-	"io"
-	"log/slog"
 	"testing"
-	"time"
 
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/store"
@@ -20,13 +17,7 @@ func TestFilterChangeCutShortIsFinished(t *testing.T) {
 	net := testnet.New(t)
 	a := net.Account(t, "cut.test", testnet.Records(post, 4), testnet.Records(like, 3))
 	did := a.DID().String()
-	cfg := Config{
-		Path: t.TempDir() + "/c.db", RelayURL: net.RelayURL(), PLCURL: net.PLCURL(),
-		SkipHandleVerification: true, NoFirehose: true, NoCrawl: true,
-		Filter:   filter.Spec{DIDs: []string{did}},
-		Backfill: BackfillConfig{MinBackoff: 20 * time.Millisecond},
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	}
+	cfg := offlineConfig(t, net, filter.Spec{DIDs: []string{did}})
 	ix, err := Open(cfg)
 	if err != nil {
 		t.Fatal(err)

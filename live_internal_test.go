@@ -1,9 +1,6 @@
 package cistern
 
 import (
-	"context"
-	"io"
-	"log/slog"
 	"testing"
 	"time"
 
@@ -19,20 +16,7 @@ func TestHandleSync(t *testing.T) {
 	net := testnet.New(t)
 	a := net.Account(t, "sync.test", testnet.Records("app.bsky.feed.post", 5))
 	did := a.DID().String()
-	ix, err := Open(Config{
-		Path: t.TempDir() + "/c.db", RelayURL: net.RelayURL(), PLCURL: net.PLCURL(),
-		SkipHandleVerification: true, NoFirehose: true, NoCrawl: true,
-		Filter:   filter.Spec{DIDs: []string{did}},
-		Backfill: BackfillConfig{MinBackoff: 20 * time.Millisecond},
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ix.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ix.Run(ctx)
+	ix, ctx := runOffline(t, offlineConfig(t, net, filter.Spec{DIDs: []string{did}}))
 	if err := ix.WaitSynced(ctx, did); err != nil {
 		t.Fatal(err)
 	}
@@ -96,19 +80,7 @@ func TestHandleSyncDuringBackfill(t *testing.T) {
 	net := testnet.New(t)
 	a := net.Account(t, "syncbf.test", testnet.Records("app.bsky.feed.post", 300))
 	did := a.DID().String()
-	ix, err := Open(Config{
-		Path: t.TempDir() + "/c.db", RelayURL: net.RelayURL(), PLCURL: net.PLCURL(),
-		SkipHandleVerification: true, NoFirehose: true, NoCrawl: true,
-		Backfill: BackfillConfig{MinBackoff: 20 * time.Millisecond},
-		Logger:   slog.New(slog.NewTextHandler(io.Discard, nil)),
-	})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ix.Close()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go ix.Run(ctx)
+	ix, ctx := runOffline(t, offlineConfig(t, net, filter.Spec{}))
 	net.Host(0).SlowGetRepo(20*time.Millisecond, 4<<10)
 	if err := ix.Track(ctx, did); err != nil {
 		t.Fatal(err)
