@@ -189,6 +189,10 @@ func (r *Relay) serveSubscribe(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.wg.Add(1)
+	// Snapshot the sequence before the handshake completes: a client whose
+	// Dial has returned must see every frame sequenced after it, so "live
+	// only" starts no later than the upgrade.
+	last, oldest := r.last, r.oldestLocked()
 	r.mu.Unlock()
 	defer r.wg.Done()
 
@@ -208,7 +212,6 @@ func (r *Relay) serveSubscribe(w http.ResponseWriter, req *http.Request) {
 		return
 	}
 	r.conns[conn] = struct{}{}
-	last, oldest := r.last, r.oldestLocked()
 	r.mu.Unlock()
 	defer func() {
 		r.mu.Lock()
