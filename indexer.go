@@ -77,6 +77,7 @@ type Indexer struct {
 	filt    atomic.Pointer[filter.Filter]
 	filtMu  sync.Mutex // serialises filter changes
 	repoMus [256]sync.Mutex
+	pipe    *pipeline // live writes queued, per repo
 
 	crawlKick chan struct{}
 
@@ -104,7 +105,7 @@ func Open(cfg Config) (*Indexer, error) {
 		return nil, err
 	}
 	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), metrics: newMetrics(),
-		crawlKick: make(chan struct{}, 1)}
+		crawlKick: make(chan struct{}, 1), pipe: newPipeline()}
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
@@ -263,8 +264,18 @@ func (ix *Indexer) shutdown() error {
 	return nil
 }
 
-// lock serialises live processing, draining and state changes of one repo.
+// lock serialises live processing, draining and state changes of one repo,
+// and waits for the repo's pipelined live writes to commit, so that what
+// the caller reads from the store is the repo's current state.
 func (ix *Indexer) lock(did string) func() {
+	unlock := ix.lockLive(did)
+	ix.pipe.settle(did)
+	return unlock
+}
+
+// lockLive is lock without the wait for pipelined writes: for live commits,
+// which read the pipelined state (see applyLive).
+func (ix *Indexer) lockLive(did string) func() {
 	h := uint32(2166136261)
 	for i := 0; i < len(did); i++ {
 		h = (h ^ uint32(did[i])) * 16777619

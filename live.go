@@ -17,6 +17,7 @@ import (
 
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/firehose"
+	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -237,10 +238,14 @@ func (ix *Indexer) handleCommit(ctx context.Context, src string, m *firehose.Mes
 	if f.Excluded(did) {
 		return nil
 	}
-	unlock := ix.lock(did)
+	unlock := ix.lockLive(did)
 	defer unlock()
 
-	r, err := ix.repo(ctx, did)
+	r := ix.pipe.repo(did)
+	var err error
+	if r == nil {
+		r, err = ix.repo(ctx, did)
+	}
 	if errors.Is(err, store.ErrNotFound) {
 		reason := ""
 		switch {
@@ -281,8 +286,7 @@ func (ix *Indexer) handleCommit(ctx context.Context, src string, m *firehose.Mes
 	case r.State != store.StateSynced:
 		return ix.write(ctx, func(tx store.Tx) error { return tx.PutBuffer(bufferOf(src, m)) })
 	}
-	_, err = ix.applyCommit(ctx, r, msg, bufferOf(src, m), false)
-	return err
+	return ix.applyLive(ctx, r, msg, bufferOf(src, m))
 }
 
 func bufferOf(src string, m *firehose.Message) *store.BufferedCommit {
@@ -296,15 +300,92 @@ func bufferOf(src string, m *firehose.Message) *store.BufferedCommit {
 // the commit as it is (fromBuffer) or would be buffered: a commit from the
 // buffer is removed from it in the same transaction, and a live commit
 // whose repo started a resync meanwhile is buffered instead. The caller
-// holds the repo's lock.
+// holds the repo's lock. applyCommit returns once the transaction
+// committed; applyLive is its pipelined form.
 func (ix *Indexer) applyCommit(ctx context.Context, r *store.Repo, msg *comatproto.SyncSubscribeRepos_Commit, bc *store.BufferedCommit, fromBuffer bool) (bool, error) {
+	vc, err := ix.verifyLive(ctx, r, msg, bc, fromBuffer)
+	if vc == nil {
+		return false, err
+	}
+	applied := false
+	if err := ix.write(ctx, ix.commitWrite(r, vc, bc, fromBuffer, &applied)); err != nil {
+		return false, err
+	}
+	if applied {
+		ix.metrics.applied(len(vc.ops))
+	}
+	return applied, nil
+}
+
+// applyLive is applyCommit for a live commit of a synced repo, without
+// waiting for the commit: the write is queued, the state it leaves the
+// repo in is remembered (see pipeline) so that the repo's next commit is
+// verified against it, and applyLive returns. The writer commits queued
+// writes in order, so a cursor saved after applyLive returned is never
+// committed before the commit's write. If the write fails, the repo is
+// resynced. The caller holds the repo's lock.
+func (ix *Indexer) applyLive(ctx context.Context, r *store.Repo, msg *comatproto.SyncSubscribeRepos_Commit, bc *store.BufferedCommit) error {
+	vc, err := ix.verifyLive(ctx, r, msg, bc, false)
+	if vc == nil {
+		return err
+	}
+	applied := false
+	next := *r
+	next.Rev, next.Data, next.Commit, next.Updated = vc.rev, vc.data.String(), vc.commit.String(), time.Now()
+	did := r.DID
+	ix.pipe.queued(did, &next)
+	err = ix.w.Submit(ctx, ix.commitWrite(r, vc, bc, false, &applied), func(err error) {
+		// On the writer's goroutine: no blocking here.
+		ix.pipe.done(did)
+		switch {
+		case err == nil:
+			if applied {
+				ix.metrics.applied(len(vc.ops))
+			}
+		case errors.Is(err, writer.ErrClosed):
+			// Stopping: the cursor saved last is behind this commit.
+		default:
+			ix.liveWriteFailed(did, vc.rev, err)
+		}
+	})
+	if err != nil {
+		ix.pipe.done(did)
+		if errors.Is(err, writer.ErrClosed) {
+			return ErrClosed
+		}
+		return err
+	}
+	return nil
+}
+
+// liveWriteFailed handles a pipelined live write that did not commit (a
+// store error): the repo is resynced, so that what the commit said is
+// fetched again. It runs on the writer's goroutine and only starts work.
+func (ix *Indexer) liveWriteFailed(did, rev string, err error) {
+	ix.log.Warn("live commit not stored; resyncing repo", "did", did, "rev", rev, "err", err)
+	if ix.ctx.Err() != nil {
+		return
+	}
+	ix.bg.Add(1)
+	go func() {
+		defer ix.bg.Done()
+		if rerr := ix.resyncTracked(ix.ctx, did); rerr != nil && ix.ctx.Err() == nil {
+			ix.log.Error("could not queue a resync after a failed live write", "did", did, "err", rerr)
+		}
+	}()
+}
+
+// verifyLive checks msg against r for applyCommit and applyLive. It
+// returns the verified commit, or nil with nil for a stale commit (removed
+// from the buffer if it came from there) or nil with the error; a rejected
+// commit marks the repo desynchronized.
+func (ix *Indexer) verifyLive(ctx context.Context, r *store.Repo, msg *comatproto.SyncSubscribeRepos_Commit, bc *store.BufferedCommit, fromBuffer bool) (*verifiedCommit, error) {
 	if r.Rev != "" && msg.Rev <= r.Rev {
 		ix.metrics.skipped()
 		if fromBuffer {
-			buffered := bc
-			return false, ix.write(ctx, func(tx store.Tx) error { return tx.DeleteBuffer(buffered.DID, buffered.Rev) })
+			return nil, ix.write(ctx, func(tx store.Tx) error { return tx.DeleteBuffer(bc.DID, bc.Rev) })
 		}
-		return false, nil
+		return nil, nil
 	}
 	vc, err := checkCommit(ctx, msg, r.Data, ix.keyFor(r), ix.cfg.Verify == VerifyFull, time.Now())
 	if err != nil {
@@ -313,16 +394,23 @@ func (ix *Indexer) applyCommit(ctx context.Context, r *store.Repo, msg *comatpro
 			ix.metrics.rejected(ce.Reason)
 			ix.log.Warn("commit rejected; resyncing repo", "did", ce.DID, "rev", ce.Rev, "reason", ce.Reason, "err", ce.Err)
 			if werr := ix.markDesync(ctx, r.DID, ce); werr != nil {
-				return false, werr
+				return nil, werr
 			}
 		}
-		return false, err
+		return nil, err
 	}
+	return vc, nil
+}
+
+// commitWrite returns the write of a verified commit: records and events
+// for the stored collections, then the repo's rev, data and commit. It
+// sets *applied to whether the commit was applied (rather than buffered
+// because the repo left the synced state r described).
+func (ix *Indexer) commitWrite(r *store.Repo, vc *verifiedCommit, bc *store.BufferedCommit, fromBuffer bool, applied *bool) func(tx store.Tx) error {
 	f := ix.Filter()
-	now := time.Now()
-	applied := false
-	err = ix.write(ctx, func(tx store.Tx) error {
-		applied = false
+	return func(tx store.Tx) error {
+		*applied = false
+		now := time.Now()
 		cur, err := tx.Repo(r.DID)
 		if err != nil {
 			return err
@@ -367,16 +455,9 @@ func (ix *Indexer) applyCommit(ctx context.Context, r *store.Repo, msg *comatpro
 		}
 		next := *cur
 		next.Rev, next.Data, next.Commit, next.Updated = vc.rev, vc.data.String(), vc.commit.String(), now
-		applied = true
+		*applied = true
 		return tx.PutRepo(&next)
-	})
-	if err != nil {
-		return false, err
 	}
-	if applied {
-		ix.metrics.applied(len(vc.ops))
-	}
-	return applied, nil
 }
 
 // keyFor returns the signing key lookup for a repo: the key cached on the

@@ -52,9 +52,19 @@ func (o Options) withDefaults() Options {
 }
 
 type request struct {
-	ctx  context.Context
-	fn   func(tx store.Tx) error
-	done chan error
+	ctx    context.Context
+	fn     func(tx store.Tx) error
+	done   chan error
+	onDone func(error) // set by Submit instead of done
+}
+
+// finish reports the outcome of r to its waiter or callback.
+func (r *request) finish(err error) {
+	if r.onDone != nil {
+		r.onDone(err)
+		return
+	}
+	r.done <- err
 }
 
 // Writer groups writes into shared transactions. Create it with New, start
@@ -66,6 +76,7 @@ type Writer struct {
 
 	mu      sync.Mutex
 	stopped bool
+	sending sync.WaitGroup // Submit calls between their check of stopped and their send
 	stop    chan struct{}
 	exited  chan struct{}
 
@@ -119,6 +130,38 @@ func (w *Writer) Write(ctx context.Context, fn func(tx store.Tx) error) error {
 		default:
 			return ErrClosed
 		}
+	}
+}
+
+// Submit queues fn like Write but does not wait for it: onDone is called
+// with fn's error, nil once the transaction holding fn committed, or
+// ErrClosed if the writer stopped first. Submit returns ErrClosed or ctx's
+// error, without queueing fn, if it cannot queue it; it blocks while the
+// queue is full.
+//
+// Writes commit in the order they were queued, whether by Write or
+// Submit: a write queued after a Submit returned is never committed before
+// it. onDone runs on the writer's goroutine, before any later write is
+// reported done; it must not block or call Write or Submit.
+func (w *Writer) Submit(ctx context.Context, fn func(tx store.Tx) error, onDone func(error)) error {
+	req := &request{ctx: ctx, fn: fn, onDone: onDone}
+	// A request queued after Run drained the queue would never be
+	// answered: Run's drain waits for the sends that passed this check.
+	w.mu.Lock()
+	if w.stopped {
+		w.mu.Unlock()
+		return ErrClosed
+	}
+	w.sending.Add(1)
+	w.mu.Unlock()
+	defer w.sending.Done()
+	select {
+	case w.reqs <- req:
+		return nil
+	case <-w.stop:
+		return ErrClosed
+	case <-ctx.Done():
+		return ctx.Err()
 	}
 }
 
@@ -208,19 +251,19 @@ func (w *Writer) commit(batch []*request) {
 				w.opts.OnCommit(newest)
 			}
 			for _, r := range pending {
-				r.done <- nil
+				r.finish(nil)
 			}
 			return
 		case errors.Is(err, errRetry) && failed >= 0:
 			w.mu.Lock()
 			w.stats.Failed++
 			w.mu.Unlock()
-			pending[failed].done <- failErr
+			pending[failed].finish(failErr)
 			pending = append(pending[:failed:failed], pending[failed+1:]...)
 		default:
 			w.opts.Logger.Error("writer: transaction failed", "writes", len(pending), "err", err)
 			for _, r := range pending {
-				r.done <- fmt.Errorf("writer: commit: %w", err)
+				r.finish(fmt.Errorf("writer: commit: %w", err))
 			}
 			return
 		}
@@ -239,10 +282,11 @@ func (w *Writer) markStopped() {
 // drainClosed fails every request still queued once Run ends.
 func (w *Writer) drainClosed() {
 	w.markStopped()
+	w.sending.Wait()
 	for {
 		select {
 		case r := <-w.reqs:
-			r.done <- ErrClosed
+			r.finish(ErrClosed)
 		default:
 			return
 		}

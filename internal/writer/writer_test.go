@@ -152,3 +152,114 @@ func BenchmarkWriter_SmallWrites(b *testing.B) {
 	})
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "writes/s")
 }
+
+// Submitted writes report through their callback and commit in the order
+// they were queued together with plain writes: when a write succeeds, every
+// write queued before it has been reported. (A failed write is reported as
+// soon as it fails, possibly before earlier writes of its batch commit.)
+func TestWriter_SubmitKeepsQueueOrder(t *testing.T) {
+	w, st := open(t, writer.Options{MaxDelay: 5 * time.Millisecond})
+	boom := errors.New("boom")
+	var mu sync.Mutex
+	var reported []int // order in which outcomes reached the callbacks
+	results := map[int]error{}
+	for i := range 300 {
+		fn := func(tx store.Tx) error {
+			// Each write sees the one queued before it.
+			if i > 0 && i%10 != 1 {
+				if _, err := tx.Meta(fmt.Sprintf("k%03d", i-1)); err != nil {
+					return fmt.Errorf("write %d ran before write %d: %w", i, i-1, err)
+				}
+			}
+			if i%10 == 0 {
+				return boom
+			}
+			return tx.PutMeta(fmt.Sprintf("k%03d", i), []byte("v"))
+		}
+		if i%3 == 0 {
+			// A plain Write in between: it must see every earlier
+			// submitted write committed or failed.
+			err := w.Write(context.Background(), fn)
+			if (err != nil) != (i%10 == 0) {
+				t.Fatalf("write %d: %v", i, err)
+			}
+			mu.Lock()
+			for j := range i * btoi(err == nil) {
+				if _, ok := results[j]; !ok {
+					t.Errorf("write %d returned before submitted write %d was reported", i, j)
+				}
+			}
+			results[i] = nil
+			reported = append(reported, i)
+			mu.Unlock()
+			continue
+		}
+		err := w.Submit(context.Background(), fn, func(err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			results[i] = err
+			reported = append(reported, i)
+		})
+		if err != nil {
+			t.Fatalf("submit %d: %v", i, err)
+		}
+	}
+	if err := w.Write(context.Background(), func(store.Tx) error { return nil }); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	last := -1
+	for _, got := range reported {
+		if got%10 == 0 {
+			continue
+		}
+		if got < last {
+			t.Fatalf("write %d reported after write %d: out of queue order", got, last)
+		}
+		last = got
+	}
+	if len(reported) != 300 {
+		t.Fatalf("%d outcomes reported, want 300", len(reported))
+	}
+	for i := range 300 {
+		if err := results[i]; i%3 != 0 && (err != nil) != (i%10 == 0) || i%10 == 0 && i%3 != 0 && !errors.Is(err, boom) {
+			t.Errorf("submitted write %d: %v", i, err)
+		}
+	}
+	if err := st.View(context.Background(), func(tx store.ReadTx) error {
+		for i := range 300 {
+			_, err := tx.Meta(fmt.Sprintf("k%03d", i))
+			if (err == nil) != (i%10 != 0) {
+				t.Errorf("k%03d: %v", i, err)
+			}
+		}
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestWriter_SubmitAfterStopFails(t *testing.T) {
+	st, err := boltstore.Open(t.TempDir()+"/w.db", &boltstore.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	w := writer.New(st, writer.Options{})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { w.Run(ctx); close(done) }()
+	cancel()
+	<-done
+	if err := w.Submit(context.Background(), func(store.Tx) error { return nil }, func(error) {}); !errors.Is(err, writer.ErrClosed) {
+		t.Fatalf("Submit after stop: %v, want ErrClosed", err)
+	}
+}
+
+func btoi(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}

@@ -1,0 +1,78 @@
+package cistern
+
+import (
+	"sync"
+
+	"github.com/cistern-dev/cistern/store"
+)
+
+// pipeline remembers, for each repo with live writes queued and not yet
+// committed, the state those writes leave it in. The next live commit of
+// the repo is verified against that state instead of waiting for the
+// commit (and its fsync), so that consecutive commits of one repo share a
+// transaction. Everything else that reads a repo's state to act on it
+// first waits for its queued writes (Indexer.lock), so the pipeline is
+// seen only by live commits.
+type pipeline struct {
+	mu    sync.Mutex
+	repos map[string]*pipelined
+}
+
+type pipelined struct {
+	repo *store.Repo   // the state after the writes queued so far
+	n    int           // writes queued and not yet reported
+	idle chan struct{} // closed when n drops to 0
+}
+
+func newPipeline() *pipeline { return &pipeline{repos: map[string]*pipelined{}} }
+
+// repo returns a copy of the state the repo's queued writes leave it in,
+// or nil if none is queued.
+func (p *pipeline) repo(did string) *store.Repo {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if e := p.repos[did]; e != nil {
+		r := *e.repo
+		return &r
+	}
+	return nil
+}
+
+// queued records one more queued write of did leaving it in state r.
+func (p *pipeline) queued(did string, r *store.Repo) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.repos[did]
+	if e == nil {
+		e = &pipelined{idle: make(chan struct{})}
+		p.repos[did] = e
+	}
+	e.repo = r
+	e.n++
+}
+
+// done records that one queued write of did was reported (committed or
+// not). It never blocks.
+func (p *pipeline) done(did string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	e := p.repos[did]
+	if e == nil {
+		return
+	}
+	if e.n--; e.n == 0 {
+		delete(p.repos, did)
+		close(e.idle)
+	}
+}
+
+// settle waits until no write of did is queued. The writer reports every
+// queued write (committed, failed or closed), so the wait ends.
+func (p *pipeline) settle(did string) {
+	p.mu.Lock()
+	e := p.repos[did]
+	p.mu.Unlock()
+	if e != nil {
+		<-e.idle
+	}
+}
