@@ -1,13 +1,18 @@
 package cistern
 
 import (
+	"context"
+	"errors"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/firehose"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/store/boltstore"
 	"github.com/cistern-dev/cistern/testnet"
+	dto "github.com/prometheus/client_model/go"
 )
 
 // TestHandleSync feeds #sync frames straight to the indexer, which follows
@@ -122,5 +127,166 @@ func TestHandleSyncDuringBackfill(t *testing.T) {
 	}
 	if n, _ := ix.CountRecords(ctx, did, ""); n != 301 {
 		t.Fatalf("%d records, want 301", n)
+	}
+}
+
+// commitFrames makes n one-record commits on a and returns their firehose
+// messages, as the relay framed them.
+func commitFrames(t *testing.T, net *testnet.Network, a *testnet.Account, n int, rkey func(i int) string) []*firehose.Message {
+	t.Helper()
+	out := make([]*firehose.Message, 0, n)
+	for i := range n {
+		c, err := a.Apply(testnet.Create("app.bsky.feed.post", rkey(i), testnet.Post("app.bsky.feed.post", "pipelined")))
+		if err != nil {
+			t.Fatal(err)
+		}
+		raw, ok := net.Relay().Frame(c.Seq)
+		if !ok {
+			t.Fatalf("no frame %d", c.Seq)
+		}
+		m, err := firehose.DecodeFrame(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestLive_PipelinesCommitsOfOneRepo: consecutive live commits of one repo
+// do not each wait for their own transaction (and fsync): each is verified
+// against the state the previous one leaves, and they share transactions.
+// Anything else that acts on the repo (here a resync) first waits for them.
+func TestLive_PipelinesCommitsOfOneRepo(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "pipe.test", testnet.Records("app.bsky.feed.post", 3))
+	did := a.DID().String()
+	cfg := offlineConfig(t, net, filter.Spec{DIDs: []string{did}})
+	db, err := boltstore.Open(cfg.Path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	// A slow disk: a commit that waited for its transaction would take
+	// 200 of them.
+	cfg.Store = &failingStore{Store: db, delay: 20 * time.Millisecond}
+	ix, ctx := runOffline(t, cfg)
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	msgs := commitFrames(t, net, a, 200, func(int) string { return "" })
+	before := ix.w.Stats()
+	for _, m := range msgs {
+		if err := ix.handleMessage(ctx, "test", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Resync takes the repo's lock, which waits for the queued writes: it
+	// must find the repo at the last commit.
+	if err := ix.Resync(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	after := ix.w.Stats()
+	if txs := after.Commits - before.Commits; txs > 100 {
+		t.Fatalf("200 commits of one repo took %d transactions: not pipelined", txs)
+	}
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ix.repo(ctx, did)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Rev != a.Rev() || r.Data != a.DataCID().String() {
+		t.Fatalf("repo at %s %s, PDS at %s %s", r.Rev, r.Data, a.Rev(), a.DataCID())
+	}
+	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 203 {
+		t.Fatalf("CountRecords = %d, %v; want 203", n, err)
+	}
+	var applied dto.Metric
+	if err := ix.metrics.appliedC.Write(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if got := applied.GetCounter().GetValue(); got != 200 {
+		t.Fatalf("%v commits counted as applied, want 200", got)
+	}
+}
+
+// failingStore fails the write of one record key, as a full disk would,
+// and can make every write transaction slow, as a slow disk would.
+type failingStore struct {
+	store.Store
+	failRKey string
+	delay    time.Duration
+}
+
+func (s *failingStore) Update(ctx context.Context, fn func(tx store.Tx) error) error {
+	time.Sleep(s.delay)
+	return s.Store.Update(ctx, func(tx store.Tx) error { return fn(failingTx{tx, s.failRKey}) })
+}
+
+type failingTx struct {
+	store.Tx
+	failRKey string
+}
+
+func (tx failingTx) PutRecord(r *store.Record) error {
+	if r.RKey == tx.failRKey {
+		return errors.New("injected: no space left on device")
+	}
+	return tx.Tx.PutRecord(r)
+}
+
+// TestLive_FailedPipelinedWriteResyncs: when the store fails the write of a
+// pipelined commit, the commits queued behind it are not applied on top of
+// a state that was never stored; the repo is resynced and ends exactly at
+// the PDS's state.
+func TestLive_FailedPipelinedWriteResyncs(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "pipefail.test", testnet.Records("app.bsky.feed.post", 3))
+	did := a.DID().String()
+	cfg := offlineConfig(t, net, filter.Spec{DIDs: []string{did}})
+	db, err := boltstore.Open(cfg.Path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	fs := &failingStore{Store: db, failRKey: "3zzzzzzzzzz05"}
+	cfg.Store = fs
+	ix, ctx := runOffline(t, cfg)
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	msgs := commitFrames(t, net, a, 20, func(i int) string { return fmt.Sprintf("3zzzzzzzzzz%02d", i) })
+	for _, m := range msgs {
+		if err := ix.handleMessage(ctx, "test", m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// The resync refetches the repo; let it store the record this time.
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		r, err := ix.repo(ctx, did)
+		if err == nil && r.State != store.StateSynced {
+			break // the failure was noticed: a resync is under way
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("repo still synced at %s after a failed write (PDS at %s)", r.Rev, a.Rev())
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	fs.failRKey = "" // the disk has room again
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	r, err := ix.repo(ctx, did)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Rev != a.Rev() || r.Data != a.DataCID().String() {
+		t.Fatalf("repo at %s %s, PDS at %s %s", r.Rev, r.Data, a.Rev(), a.DataCID())
+	}
+	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 23 {
+		t.Fatalf("CountRecords = %d, %v; want 23", n, err)
 	}
 }
