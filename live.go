@@ -817,10 +817,32 @@ func (ix *Indexer) handleAccount(ctx context.Context, msg *comatproto.SyncSubscr
 			return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Status: status})
 		})
 	}
-	if r.State == state {
+	if r.State == state && r.Status == status {
 		return nil
 	}
 	if state == store.StateDeleted {
+		// State first, without the status: a backfill in flight sees it
+		// and stops before its next batch, instead of writing records
+		// behind the deletion. If the process stops before the end, the
+		// message comes again (the cursor is behind it) and, the status
+		// not being set yet, the deletion is finished.
+		if err := ix.write(ctx, func(tx store.Tx) error {
+			cur, err := tx.Repo(did)
+			if err != nil {
+				return err
+			}
+			next := *cur
+			next.State, next.Status, next.Updated = store.StateDeleted, "", now
+			if err := tx.PutRepo(&next); err != nil {
+				return err
+			}
+			if err := tx.Dequeue(did); err != nil {
+				return err
+			}
+			return tx.DeleteBuffer(did, "")
+		}); err != nil {
+			return err
+		}
 		if err := ix.deleteRecords(ctx, did, func(string) bool { return true }, true); err != nil {
 			return err
 		}

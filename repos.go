@@ -8,6 +8,7 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -135,10 +136,21 @@ func (ix *Indexer) trackLocked(ctx context.Context, did, reason string) error {
 // each with a delete event, and its state is forgotten; otherwise records
 // stay queryable but are no longer kept in sync. Untracking an untracked
 // repo is not an error.
+//
+// A DID listed in the filter's DIDs is removed from them (and the filter
+// saved), so that its next commit does not track it again. A repo tracked
+// because the filter selects it otherwise (full network, or a record in a
+// signal collection) is tracked again by its next such commit: to keep a
+// repo out whatever it writes, add it to the filter's Excludes instead.
 func (ix *Indexer) Untrack(ctx context.Context, did string, deleteData bool) error {
 	did, err := parseDID(did)
 	if err != nil {
 		return err
+	}
+	if ix.Filter().Explicit(did) {
+		if _, err := ix.PatchFilter(ctx, filter.Patch{RemoveDIDs: []string{did}}); err != nil {
+			return fmt.Errorf("cistern: untrack %s: remove it from the filter: %w", did, err)
+		}
 	}
 	unlock := ix.lock(did)
 	defer unlock()

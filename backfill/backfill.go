@@ -54,6 +54,9 @@ func (s *Scheduler) run(ctx context.Context, did string) (err error, unrecorded 
 		return nil, false
 	case errors.As(err, &fl) && ctx.Err() == nil:
 		rerr := s.recordFailure(ctx, did, fl)
+		if errors.Is(rerr, errStale) {
+			return nil, false
+		}
 		var be *Error
 		if !errors.As(rerr, &be) {
 			s.opts.Logger.Error("backfill: recording failure", "did", did, "kind", fl.kind, "cause", fl.err, "err", rerr)
@@ -275,7 +278,9 @@ func (s *Scheduler) finalize(did string, ident *resolver.Identity, commit *repo.
 // marks it deleted, dequeues it and emits an account event (once).
 func (s *Scheduler) deleted(ctx context.Context, did string) error {
 	now := s.opts.Now()
-	err := s.deleteAll(ctx, did, func(tx store.Tx) error {
+	// A repo untracked while this attempt resolved it is not the
+	// attempt's to delete (Untrack may have kept its records on purpose).
+	err := s.deleteAll(ctx, did, true, func(tx store.Tx) error {
 		r, err := loadRepo(tx, did)
 		if err != nil {
 			return err
@@ -295,6 +300,9 @@ func (s *Scheduler) deleted(ctx context.Context, did string) error {
 		}
 		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: did, Time: now, Active: false, Status: "deleted"})
 	})
+	if errors.Is(err, errGone) {
+		return errStale
+	}
 	if err != nil {
 		return err
 	}
@@ -313,9 +321,12 @@ var inactiveStates = map[string]store.RepoState{
 func (s *Scheduler) inactive(ctx context.Context, did, status string) error {
 	now := s.opts.Now()
 	err := s.opts.Writer.Write(ctx, func(tx store.Tx) error {
-		r, err := loadRepo(tx, did)
+		r, err := trackedRepo(tx, did)
 		if err != nil {
 			return err
+		}
+		if r == nil {
+			return tx.Dequeue(did) // untracked meanwhile: not to be brought back
 		}
 		emit := r.Status != status
 		r.State, r.Status = inactiveStates[status], status
@@ -341,7 +352,7 @@ func (s *Scheduler) inactive(ctx context.Context, did, status string) error {
 // untrack removes every record of a repo the filter does not track (with
 // delete events), then its state and queue entry.
 func (s *Scheduler) untrack(ctx context.Context, did string) error {
-	if err := s.deleteAll(ctx, did, func(tx store.Tx) error { return tx.DeleteRepo(did) }); err != nil {
+	if err := s.deleteAll(ctx, did, false, func(tx store.Tx) error { return tx.DeleteRepo(did) }); err != nil {
 		return err
 	}
 	return ErrNotTracked
@@ -354,11 +365,22 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 	now := s.opts.Now()
 	jitter := randJitter()
 	var next time.Time
+	gone := false
 	err := s.opts.Writer.Write(ctx, func(tx store.Tx) error {
-		r, err := loadRepo(tx, did)
+		r, err := trackedRepo(tx, did)
 		if err != nil {
 			return err
 		}
+		switch {
+		case r == nil:
+			gone = true // untracked meanwhile: not to be brought back
+			return nil
+		case r.State != store.StateBackfilling && r.State != store.StatePending &&
+			r.State != store.StateError && r.State != store.StateDesynchronized:
+			gone = true // deleted, made inactive or synced meanwhile
+			return nil
+		}
+		gone = false
 		r.ErrorKind, r.LastError = fl.kind, fl.err.Error()
 		r.Updated = now
 		switch fl.kind {
@@ -385,6 +407,9 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 	if err != nil {
 		return err
 	}
+	if gone {
+		return errStale
+	}
 	if fl.kind == KindRateLimited {
 		s.deferred.Add(1)
 	} else {
@@ -392,6 +417,20 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 		s.opts.Logger.Warn("backfill failed", "did", did, "kind", fl.kind, "err", fl.err, "retry", next)
 	}
 	return &Error{DID: did, Kind: fl.kind, Retry: next, Err: fl.err}
+}
+
+// trackedRepo returns a copy of the repo's state, or nil if the repo is not
+// tracked (any more).
+func trackedRepo(tx store.ReadTx, did string) (*store.Repo, error) {
+	r, err := tx.Repo(did)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	c := *r
+	return &c, nil
 }
 
 // loadRepo returns a copy of the repo's state, or a new one.

@@ -119,9 +119,9 @@ func (s *Scheduler) diff(ctx context.Context, did string, f *filter.Filter, comm
 
 // deleteAll deletes every stored record of a repo with its delete event,
 // in batches, and runs final in the last batch's transaction.
-func (s *Scheduler) deleteAll(ctx context.Context, did string, final func(tx store.Tx) error) error {
+func (s *Scheduler) deleteAll(ctx context.Context, did string, mustExist bool, final func(tx store.Tx) error) error {
 	cur := &storeCursor{st: s.opts.Store, did: did, size: s.opts.BatchSize}
-	b := &batch{s: s, did: did}
+	b := &batch{s: s, did: did, mustExist: mustExist}
 	now := s.opts.Now()
 	// The deletes belong to the repo's current rev: they come after every
 	// event of it so far.
@@ -257,7 +257,9 @@ type batch struct {
 	// moved out of backfilling meanwhile (untracked, deleted, made
 	// inactive, or queued again).
 	checkState bool
-	evs        []*store.Event
+	// mustExist aborts with errGone if the repo was untracked meanwhile.
+	mustExist bool
+	evs       []*store.Event
 }
 
 func (b *batch) add(ctx context.Context, ev *store.Event) error {
@@ -274,8 +276,15 @@ func (b *batch) flush(ctx context.Context, final func(tx store.Tx) error) error 
 	if len(b.evs) == 0 && final == nil {
 		return nil
 	}
-	evs, did, check := b.evs, b.did, b.checkState
+	evs, did, check, mustExist := b.evs, b.did, b.checkState, b.mustExist
 	err := b.s.opts.Writer.Write(ctx, func(tx store.Tx) error {
+		if mustExist {
+			if _, err := tx.Repo(did); errors.Is(err, store.ErrNotFound) {
+				return errGone
+			} else if err != nil {
+				return err
+			}
+		}
 		if check {
 			// Untracked, deleted, made inactive or queued again (a filter
 			// change) while we diffed: stop; what comes next decides.
