@@ -290,3 +290,144 @@ func TestLive_FailedPipelinedWriteResyncs(t *testing.T) {
 		t.Fatalf("CountRecords = %d, %v; want 23", n, err)
 	}
 }
+
+// frameAt decodes the relay's frame seq.
+func frameAt(t *testing.T, net *testnet.Network, seq int64) *firehose.Message {
+	t.Helper()
+	raw, ok := net.Relay().Frame(seq)
+	if !ok {
+		t.Fatalf("no frame %d", seq)
+	}
+	m, err := firehose.DecodeFrame(raw)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m
+}
+
+// TestAccountDeletion_FinishedWhenTheMessageComesAgain: an account deletion
+// marks the repo deleted before it removes the records (so that a backfill
+// in flight stops writing), and sets the status last. If the process stops
+// in between, the #account message comes again after the restart (the
+// cursor is behind it): the deletion is finished, not skipped because the
+// state already says deleted.
+func TestAccountDeletion_FinishedWhenTheMessageComesAgain(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "gone.test", testnet.Records("app.bsky.feed.post", 30))
+	did := a.DID().String()
+	ix, ctx := runOffline(t, offlineConfig(t, net, filter.Spec{DIDs: []string{did}}))
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	// What the first attempt left when the process stopped: state
+	// deleted, status not yet set, records still there.
+	if err := ix.write(ctx, func(tx store.Tx) error {
+		r, err := tx.Repo(did)
+		if err != nil {
+			return err
+		}
+		next := *r
+		next.State, next.Status = store.StateDeleted, ""
+		return tx.PutRepo(&next)
+	}); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := a.Delete()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.handleMessage(ctx, "test", frameAt(t, net, seq)); err != nil {
+		t.Fatal(err)
+	}
+	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 0 {
+		t.Fatalf("%d records left after the deletion came again (err %v)", n, err)
+	}
+	r, err := ix.repo(ctx, did)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.State != store.StateDeleted || r.Status != "deleted" {
+		t.Fatalf("repo %v %q, want deleted", r.State, r.Status)
+	}
+	// Once finished, the message again changes nothing and emits nothing.
+	_, before, _ := ix.eventBounds(ctx)
+	if err := ix.handleMessage(ctx, "test", frameAt(t, net, seq)); err != nil {
+		t.Fatal(err)
+	}
+	if _, after, _ := ix.eventBounds(ctx); after != before {
+		t.Fatalf("a repeated deletion emitted events %d..%d", before+1, after)
+	}
+}
+
+// TestUntrack_FailedFetchDoesNotTrackAgain: a repo untracked while its
+// backfill is fetching stays untracked when that fetch fails; the failure
+// is not recorded on a repo that is no longer there.
+func TestUntrack_FailedFetchDoesNotTrackAgain(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "dropped.test", testnet.Records("app.bsky.feed.post", 200))
+	did := a.DID().String()
+	ix, ctx := runOffline(t, offlineConfig(t, net, filter.Spec{}))
+	h := net.Host(0)
+	h.SlowGetRepo(20*time.Millisecond, 2<<10)
+	h.TruncateGetRepo(1, 16<<10)
+	if err := ix.Track(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for h.Requests("com.atproto.sync.getRepo") == 0 {
+		if time.Now().After(deadline) {
+			t.Fatal("the backfill never fetched")
+		}
+		time.Sleep(2 * time.Millisecond)
+	}
+	if err := ix.Untrack(ctx, did, false); err != nil {
+		t.Fatal(err)
+	}
+	// The truncated transfer ends after ~160 ms; give the failure time to
+	// be handled.
+	time.Sleep(600 * time.Millisecond)
+	if r, err := ix.Repo(ctx, did); !errors.Is(err, ErrNotTracked) {
+		t.Fatalf("untracked repo is back after its fetch failed: %+v, %v", r, err)
+	}
+	st, err := ix.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Queued != 0 {
+		t.Fatalf("%d repos queued after the untrack", st.Queued)
+	}
+}
+
+// eventBounds reads the oldest and newest event ids.
+func (ix *Indexer) eventBounds(ctx context.Context) (oldest, newest uint64, err error) {
+	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+		oldest, newest, err = tx.EventBounds()
+		return err
+	})
+	return oldest, newest, err
+}
+
+// TestUntrack_ExplicitDIDStaysUntracked: untracking a DID the filter lists
+// removes it from the filter, so its next commit does not track it again.
+func TestUntrack_ExplicitDIDStaysUntracked(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "listed.test", testnet.Records("app.bsky.feed.post", 3))
+	did := a.DID().String()
+	ix, ctx := runOffline(t, offlineConfig(t, net, filter.Spec{DIDs: []string{did}}))
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Untrack(ctx, did, true); err != nil {
+		t.Fatal(err)
+	}
+	if ix.Filter().Explicit(did) {
+		t.Fatal("the filter still lists the untracked DID")
+	}
+	msgs := commitFrames(t, net, a, 1, func(int) string { return "" })
+	if err := ix.handleMessage(ctx, "test", msgs[0]); err != nil {
+		t.Fatal(err)
+	}
+	if r, err := ix.Repo(ctx, did); !errors.Is(err, ErrNotTracked) {
+		t.Fatalf("the next commit tracked the repo again: %+v, %v", r, err)
+	}
+}
