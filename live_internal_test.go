@@ -431,3 +431,49 @@ func TestUntrack_ExplicitDIDStaysUntracked(t *testing.T) {
 		t.Fatalf("the next commit tracked the repo again: %+v, %v", r, err)
 	}
 }
+
+// TestResync_EmitsAHandleChangeItMissed: a handle changed while no
+// #identity was applied (missed, or failed) is noticed by the next backfill
+// of the repo, which emits the identity event the live path would have.
+func TestResync_EmitsAHandleChangeItMissed(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "before.test", testnet.Records("app.bsky.feed.post", 3))
+	did := a.DID().String()
+	ix, ctx := runOffline(t, offlineConfig(t, net, filter.Spec{DIDs: []string{did}}))
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	_, before, err := ix.eventBounds(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.SetHandle("after.test"); err != nil { // the #identity is never delivered
+		t.Fatal(err)
+	}
+	if err := ix.res.Purge(ctx, a.DID()); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.Resync(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	var handles []string
+	if err := ix.st.View(ctx, func(tx store.ReadTx) error {
+		return tx.ScanEvents(before, func(ev *store.Event) (bool, error) {
+			if ev.Kind == store.KindIdentity {
+				handles = append(handles, ev.Handle)
+			}
+			return true, nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(handles) != 1 || handles[0] != "after.test" {
+		t.Fatalf("identity events after the resync: %q, want [after.test]", handles)
+	}
+	if r, err := ix.Repo(ctx, did); err != nil || r.Handle != "after.test" {
+		t.Fatalf("repo handle %q (%v)", r.Handle, err)
+	}
+}

@@ -140,10 +140,18 @@ func (s *Scheduler) backfill(ctx context.Context, did string) error {
 		}
 		stale = false
 		r.State = store.StateBackfilling
+		oldHandle := r.Handle
 		setIdentity(r, ident)
 		r.Updated = now
 		if err := tx.PutRepo(r); err != nil {
 			return err
+		}
+		if oldHandle != "" && oldHandle != r.Handle {
+			// The handle changed without an #identity seen (or applied):
+			// say so in the log as the live path would.
+			if err := tx.AppendEvent(&store.Event{Kind: store.KindIdentity, DID: did, Time: now, Handle: r.Handle}); err != nil {
+				return err
+			}
 		}
 		// Live commits held so far were received before the CAR is
 		// fetched, so the CAR holds them: only those that arrive from now
