@@ -164,6 +164,16 @@ func TestLive_OutdatedCursorResyncsEverything(t *testing.T) {
 	}
 	ix := runIndexer(t, cfg)
 	assertConverged(t, ix, a)
+	// The repo was resynced because the relay said our cursor was too old,
+	// before the retained frames were applied: none of them broke the
+	// chain (which a resync would also repair, but only after a rejection).
+	st, err := ix.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Rejected) != 0 {
+		t.Fatalf("rejections %v: the outdated cursor was not acted on before the frames", st.Rejected)
+	}
 }
 
 func TestLive_RestartWithNoCursorYetMissesNothing(t *testing.T) {
