@@ -442,6 +442,9 @@ func (ix *Indexer) commitWrite(r *store.Repo, vc *verifiedCommit, bc *store.Buff
 					continue
 				}
 			case "delete":
+				if mutantDropDeletes {
+					continue
+				}
 				if _, err := tx.Record(r.DID, op.collection, op.rkey); errors.Is(err, store.ErrNotFound) {
 					continue
 				} else if err != nil {
