@@ -7,7 +7,8 @@
 // API, and check after each scenario that what cistern answers equals what
 // the PDS serves: listRecords and getRecord (same uri, cid and value), the
 // event stream folded in id order, and the identity and account state of
-// getRepoStatus.
+// getRepoStatus. For repos the PDS does not serve (unknown, deactivated,
+// taken down, deleted), cistern's XRPC error answers must be the PDS's.
 //
 // They are slow (refnet is a Node.js process) and need refnet installed, so
 // they run only when CISTERN_E2E=1; otherwise every test skips, and a plain

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -15,7 +16,9 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/httpapi"
 )
 
 // server is the replica of a running examples/cistern binary, read over
@@ -207,6 +210,14 @@ func startServer(t testing.TB, bin string, n *network, path string, dids []strin
 		return nil
 	})
 	return p, newServer(base)
+}
+
+// serveAPI serves httpapi over ix on a loopback port until the test ends.
+func serveAPI(t testing.TB, ix *cistern.Indexer) server {
+	t.Helper()
+	srv := httptest.NewServer(httpapi.New(ix, httpapi.Options{Logger: testLogger(t)}))
+	t.Cleanup(srv.Close)
+	return newServer(srv.URL)
 }
 
 // stopGracefully sends SIGTERM and waits.

@@ -67,6 +67,37 @@ func (c *xrpc) get(ctx context.Context, method string, q url.Values, out any) er
 	return nil
 }
 
+// answer is a host's answer to one query: the status and, when it is not
+// 200, the XRPC error's name and message; when it is, the body.
+type answer struct {
+	Status  int
+	Name    string
+	Message string
+	Body    json.RawMessage
+}
+
+func (a answer) String() string {
+	if a.Status == http.StatusOK {
+		return fmt.Sprintf("200 %s", a.Body)
+	}
+	return fmt.Sprintf("%d %s %q", a.Status, a.Name, a.Message)
+}
+
+// ask calls method and returns the host's answer, error or not; err is
+// for a request that got no answer.
+func (c *xrpc) ask(ctx context.Context, method string, q url.Values) (answer, error) {
+	var body json.RawMessage
+	err := c.get(ctx, method, q, &body)
+	var xe *xrpcError
+	switch {
+	case err == nil:
+		return answer{Status: http.StatusOK, Body: body}, nil
+	case errors.As(err, &xe):
+		return answer{Status: xe.Status, Name: xe.Name, Message: xe.Message}, nil
+	}
+	return answer{}, err
+}
+
 // xrecord is a record as com.atproto.repo.getRecord and listRecords give it.
 type xrecord struct {
 	URI   string          `json:"uri"`

@@ -97,6 +97,13 @@ func (a answer) errName() string {
 	return e.Name
 }
 
+// errMessage returns the "message" field of an error body.
+func (a answer) errMessage() string {
+	var e httpapi.Error
+	_ = json.Unmarshal(a.Body, &e)
+	return e.Message
+}
+
 // decode unmarshals the body into v, failing t.
 func (a answer) decode(t *testing.T, v any) {
 	t.Helper()

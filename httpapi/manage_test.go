@@ -217,7 +217,8 @@ func TestManagement_Repos(t *testing.T) {
 	if n, _ := ix.CountRecords(context.Background(), alice.DID().String(), ""); n != 0 {
 		t.Fatalf("remove with deleteData left %d records", n)
 	}
-	if a := xrpc(t, api, "com.atproto.repo.listRecords", "repo", alice.DID().String(), "collection", posts); a.errName() != "RepoNotFound" {
+	if a := xrpc(t, api, "com.atproto.repo.listRecords", "repo", alice.DID().String(), "collection", posts); a.errName() != "InvalidRequest" ||
+		a.errMessage() != "Could not find repo: "+alice.DID().String() {
 		t.Fatalf("removed repo still answers listRecords: %d %s", a.Status, a.Body)
 	}
 	if a := do(t, http.MethodGet, api+"/repos/"+alice.DID().String(), "tok", nil); a.Status != http.StatusNotFound {

@@ -66,38 +66,72 @@ func repoNotFound(v string) *apiError {
 	return &apiError{http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: " + v}
 }
 
-// resolveRepo turns a repo parameter (DID or handle) into the DID of a repo
-// the indexer knows, and checks, as a PDS would, that its account is active.
-// A repo is known when it is tracked or still has records stored.
-func (s *Server) resolveRepo(ctx context.Context, id syntax.AtIdentifier, given string) (string, error) {
-	var did string
+// lookupRepo turns a repo parameter (DID or handle) into the DID of a repo
+// the indexer knows, whatever its account's state. A repo is known when it
+// is tracked or still has records stored. did is "" for a repo the indexer
+// does not know; repo is nil for one that is not tracked.
+func (s *Server) lookupRepo(ctx context.Context, id syntax.AtIdentifier) (did string, repo *cistern.Repo, err error) {
 	if d, err := id.AsDID(); err == nil {
 		did = d.String()
 	} else {
 		h, _ := id.AsHandle()
 		did, err = s.ix.LookupHandle(ctx, h.String())
 		if errors.Is(err, cistern.ErrNotTracked) {
-			return "", repoNotFound(given)
+			return "", nil, nil
 		}
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 	}
-	repo, err := s.ix.Repo(ctx, did)
+	repo, err = s.ix.Repo(ctx, did)
 	switch {
 	case errors.Is(err, cistern.ErrNotTracked):
 		n, err := s.ix.CountRecords(ctx, did, "")
 		if err != nil {
-			return "", err
+			return "", nil, err
 		}
 		if n == 0 {
-			return "", repoNotFound(given)
+			return "", nil, nil
 		}
-		return did, nil
+		return did, nil, nil
+	case err != nil:
+		return "", nil, err
+	}
+	return did, repo, nil
+}
+
+// resolveRepo turns a repo parameter (DID or handle) into the DID of a repo
+// the indexer knows, and checks, as the reference PDS's describeRepo and
+// sync methods do, that its account is active: an unknown or deleted repo
+// is RepoNotFound, an inactive account RepoDeactivated, RepoTakendown or
+// RepoSuspended.
+func (s *Server) resolveRepo(ctx context.Context, id syntax.AtIdentifier, given string) (string, error) {
+	did, repo, err := s.lookupRepo(ctx, id)
+	switch {
 	case err != nil:
 		return "", err
+	case did == "":
+		return "", repoNotFound(given)
+	case repo == nil:
+		return did, nil
 	}
 	return did, inactiveError(&repo.Repo, given)
+}
+
+// activeRepo turns a repo parameter (DID or handle) into the DID of a repo
+// whose account is active, the way the reference PDS's getRecord and
+// listRecords look a repo up: it returns "" for a repo the indexer does not
+// know and for an account that is deactivated, taken down, suspended or
+// deleted, and the caller answers with its own not-found error.
+func (s *Server) activeRepo(ctx context.Context, id syntax.AtIdentifier) (string, error) {
+	did, repo, err := s.lookupRepo(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	if repo != nil && !repo.State.Active() {
+		return "", nil
+	}
+	return did, nil
 }
 
 // inactiveError returns the reference PDS's error for an inactive account,
@@ -116,7 +150,10 @@ func inactiveError(r *store.Repo, given string) error {
 	return nil
 }
 
-// getRecord answers com.atproto.repo.getRecord.
+// getRecord answers com.atproto.repo.getRecord. As the reference PDS
+// without an app view to forward to, a repo that is unknown, or whose
+// account is not active, is 400 InvalidRequest "Could not locate record";
+// an absent record of a known repo is 400 RecordNotFound.
 func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) error {
 	p := newParams(r)
 	id := p.identifier("repo")
@@ -126,9 +163,12 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) error {
 	if p.err != nil {
 		return p.err
 	}
-	did, err := s.resolveRepo(r.Context(), id, p.q.Get("repo"))
+	did, err := s.activeRepo(r.Context(), id)
 	if err != nil {
 		return err
+	}
+	if did == "" {
+		return badRequest("Could not locate record")
 	}
 	rec, err := s.ix.GetRecord(r.Context(), did, coll, rkey)
 	notFound := &apiError{http.StatusBadRequest, "RecordNotFound", "Could not locate record: at://" + did + "/" + coll + "/" + rkey}
@@ -152,7 +192,8 @@ func (s *Server) getRecord(w http.ResponseWriter, r *http.Request) error {
 // listRecords answers com.atproto.repo.listRecords. Like the reference PDS,
 // the cursor is the record key of the last record of the page whenever the
 // page is not empty; a client reads until a page comes back empty (or
-// without a cursor).
+// without a cursor). A repo that is unknown, or whose account is not
+// active, is 400 InvalidRequest "Could not find repo: <repo>", as there.
 func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) error {
 	p := newParams(r)
 	id := p.identifier("repo")
@@ -163,9 +204,12 @@ func (s *Server) listRecords(w http.ResponseWriter, r *http.Request) error {
 	if p.err != nil {
 		return p.err
 	}
-	did, err := s.resolveRepo(r.Context(), id, p.q.Get("repo"))
+	did, err := s.activeRepo(r.Context(), id)
 	if err != nil {
 		return err
+	}
+	if did == "" {
+		return badRequest("Could not find repo: %s", p.q.Get("repo"))
 	}
 	page, err := s.ix.ListRecords(r.Context(), did, coll, cistern.ListOptions{Limit: limit, Cursor: cursor, Reverse: reverse})
 	if err != nil {

@@ -179,34 +179,45 @@ func TestXRPC_BadParameters(t *testing.T) {
 	net, _, api, alice, _ := setup(t, httpapi.Options{})
 	pds := net.PDSURL()
 	did := alice.DID().String()
-	// Each is compared with the PDS: same status and error name.
+	// Each is compared with the PDS: same status and error name; where
+	// want is set, the error name and message must be those of the
+	// reference PDS.
+	unknown := "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"
 	for _, tc := range []struct {
 		name   string
 		method string
 		kv     []string
+		want   *httpapi.Error
 	}{
-		{"getRecord no repo", "com.atproto.repo.getRecord", []string{"collection", posts, "rkey", "self"}},
-		{"getRecord bad repo", "com.atproto.repo.getRecord", []string{"repo", "not a did", "collection", posts, "rkey", "self"}},
-		{"getRecord unknown DID", "com.atproto.repo.getRecord", []string{"repo", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "collection", posts, "rkey", "self"}},
-		{"getRecord unknown handle", "com.atproto.repo.getRecord", []string{"repo", "nobody.test", "collection", posts, "rkey", "self"}},
-		{"getRecord bad collection", "com.atproto.repo.getRecord", []string{"repo", did, "collection", "posts", "rkey", "self"}},
-		{"getRecord no rkey", "com.atproto.repo.getRecord", []string{"repo", did, "collection", posts}},
-		{"getRecord bad rkey", "com.atproto.repo.getRecord", []string{"repo", did, "collection", posts, "rkey", "a/b"}},
-		{"getRecord bad cid", "com.atproto.repo.getRecord", []string{"repo", did, "collection", likes, "rkey", "self", "cid", "nope"}},
-		{"listRecords no collection", "com.atproto.repo.listRecords", []string{"repo", did}},
-		{"listRecords limit 0", "com.atproto.repo.listRecords", []string{"repo", did, "collection", posts, "limit", "0"}},
-		{"listRecords limit 101", "com.atproto.repo.listRecords", []string{"repo", did, "collection", posts, "limit", "101"}},
-		{"listRecords limit abc", "com.atproto.repo.listRecords", []string{"repo", did, "collection", posts, "limit", "abc"}},
-		{"listRecords reverse maybe", "com.atproto.repo.listRecords", []string{"repo", did, "collection", posts, "reverse", "maybe"}},
-		{"listRecords unknown repo", "com.atproto.repo.listRecords", []string{"repo", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa", "collection", posts}},
-		{"describeRepo no repo", "com.atproto.repo.describeRepo", nil},
-		{"describeRepo unknown repo", "com.atproto.repo.describeRepo", []string{"repo", "did:web:nowhere.example"}},
-		{"getRepoStatus bad did", "com.atproto.sync.getRepoStatus", []string{"did", "alice.test"}},
-		{"getRepoStatus unknown did", "com.atproto.sync.getRepoStatus", []string{"did", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa"}},
-		{"getLatestCommit no did", "com.atproto.sync.getLatestCommit", nil},
-		{"listRepos limit 0", "com.atproto.sync.listRepos", []string{"limit", "0"}},
-		{"listRepos limit 1001", "com.atproto.sync.listRepos", []string{"limit", "1001"}},
-		{"unknown method", "com.atproto.repo.uploadBlob", nil},
+		{"getRecord no repo", "com.atproto.repo.getRecord", []string{"collection", posts, "rkey", "self"}, nil},
+		{"getRecord bad repo", "com.atproto.repo.getRecord", []string{"repo", "not a did", "collection", posts, "rkey", "self"}, nil},
+		{"getRecord unknown DID", "com.atproto.repo.getRecord", []string{"repo", unknown, "collection", posts, "rkey", "self"},
+			&httpapi.Error{Name: "InvalidRequest", Message: "Could not locate record"}},
+		{"getRecord unknown handle", "com.atproto.repo.getRecord", []string{"repo", "nobody.test", "collection", posts, "rkey", "self"},
+			&httpapi.Error{Name: "InvalidRequest", Message: "Could not locate record"}},
+		{"getRecord bad collection", "com.atproto.repo.getRecord", []string{"repo", did, "collection", "posts", "rkey", "self"}, nil},
+		{"getRecord no rkey", "com.atproto.repo.getRecord", []string{"repo", did, "collection", posts}, nil},
+		{"getRecord bad rkey", "com.atproto.repo.getRecord", []string{"repo", did, "collection", posts, "rkey", "a/b"}, nil},
+		{"getRecord bad cid", "com.atproto.repo.getRecord", []string{"repo", did, "collection", likes, "rkey", "self", "cid", "nope"}, nil},
+		{"listRecords no collection", "com.atproto.repo.listRecords", []string{"repo", did}, nil},
+		{"listRecords limit 0", "com.atproto.repo.listRecords", []string{"repo", did, "collection", posts, "limit", "0"}, nil},
+		{"listRecords limit 101", "com.atproto.repo.listRecords", []string{"repo", did, "collection", posts, "limit", "101"}, nil},
+		{"listRecords limit abc", "com.atproto.repo.listRecords", []string{"repo", did, "collection", posts, "limit", "abc"}, nil},
+		{"listRecords reverse maybe", "com.atproto.repo.listRecords", []string{"repo", did, "collection", posts, "reverse", "maybe"}, nil},
+		{"listRecords unknown repo", "com.atproto.repo.listRecords", []string{"repo", unknown, "collection", posts},
+			&httpapi.Error{Name: "InvalidRequest", Message: "Could not find repo: " + unknown}},
+		{"listRecords unknown handle", "com.atproto.repo.listRecords", []string{"repo", "nobody.test", "collection", posts},
+			&httpapi.Error{Name: "InvalidRequest", Message: "Could not find repo: nobody.test"}},
+		{"describeRepo no repo", "com.atproto.repo.describeRepo", nil, nil},
+		{"describeRepo unknown repo", "com.atproto.repo.describeRepo", []string{"repo", "did:web:nowhere.example"},
+			&httpapi.Error{Name: "RepoNotFound", Message: "Could not find repo for DID: did:web:nowhere.example"}},
+		{"getRepoStatus bad did", "com.atproto.sync.getRepoStatus", []string{"did", "alice.test"}, nil},
+		{"getRepoStatus unknown did", "com.atproto.sync.getRepoStatus", []string{"did", unknown},
+			&httpapi.Error{Name: "RepoNotFound", Message: "Could not find repo for DID: " + unknown}},
+		{"getLatestCommit no did", "com.atproto.sync.getLatestCommit", nil, nil},
+		{"listRepos limit 0", "com.atproto.sync.listRepos", []string{"limit", "0"}, nil},
+		{"listRepos limit 1001", "com.atproto.sync.listRepos", []string{"limit", "1001"}, nil},
+		{"unknown method", "com.atproto.repo.uploadBlob", nil, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			a := same(t, pds, api, tc.method, tc.kv...)
@@ -217,6 +228,9 @@ func TestXRPC_BadParameters(t *testing.T) {
 			a.decode(t, &e)
 			if e.Name == "" || e.Message == "" {
 				t.Fatalf("error body %s lacks error or message", a.Body)
+			}
+			if tc.want != nil && e != *tc.want {
+				t.Fatalf("error %+v, want the reference PDS's %+v", e, *tc.want)
 			}
 		})
 	}
@@ -372,34 +386,79 @@ func TestRepoMethods(t *testing.T) {
 	same(t, pds, api, "com.atproto.repo.getRecord", "repo", "bob.test", "collection", posts, "rkey", rec.RKey)
 }
 
-// An account that is deactivated or deleted answers as the PDS does.
+// An account that is deactivated, taken down, suspended or deleted answers
+// as the reference PDS does: getRecord and listRecords do not find its repo
+// (400 InvalidRequest, "Could not locate record" and "Could not find repo:
+// <repo>"), while getLatestCommit, describeRepo and getRepoStatus name the
+// account's status.
 func TestXRPC_InactiveAccounts(t *testing.T) {
 	net, ix, api, alice, bob := setup(t, httpapi.Options{})
 	pds := net.PDSURL()
 	rec := alice.Records()[0]
-	if _, err := alice.Deactivate(); err != nil {
-		t.Fatal(err)
+	waitState := func(did, state string) {
+		t.Helper()
+		waitFor(t, did+" "+state, func() bool {
+			r, err := ix.Repo(context.Background(), did)
+			return err == nil && r.State.String() == state
+		})
 	}
+	// notFound asks getRecord and listRecords of repo (a DID or handle),
+	// here and at the PDS.
+	notFound := func(when, repo string) {
+		t.Helper()
+		for _, c := range []struct{ method, msg string }{
+			{"com.atproto.repo.getRecord", "Could not locate record"},
+			{"com.atproto.repo.listRecords", "Could not find repo: " + repo},
+		} {
+			a := same(t, pds, api, c.method, "repo", repo, "collection", rec.Collection, "rkey", rec.RKey)
+			if a.Status != http.StatusBadRequest || a.errName() != "InvalidRequest" || a.errMessage() != c.msg {
+				t.Errorf("%s: %s %s: %d %s, want 400 InvalidRequest %q", when, c.method, repo, a.Status, a.Body, c.msg)
+			}
+		}
+	}
+	did := alice.DID().String()
+	for _, c := range []struct {
+		change func() (int64, error)
+		state  string
+		status string // the error of getLatestCommit and describeRepo
+	}{
+		{alice.Deactivate, "deactivated", "RepoDeactivated"},
+		{alice.Takedown, "takendown", "RepoTakendown"},
+		{alice.Suspend, "suspended", "RepoSuspended"},
+	} {
+		if _, err := c.change(); err != nil {
+			t.Fatal(err)
+		}
+		waitState(did, c.state)
+		notFound(c.state, did)
+		notFound(c.state, alice.Handle().String())
+		a := same(t, pds, api, "com.atproto.sync.getLatestCommit", "did", did)
+		if a.errName() != c.status {
+			t.Errorf("%s: getLatestCommit: %d %s, want %s", c.state, a.Status, a.Body, c.status)
+		}
+		a = xrpc(t, api, "com.atproto.repo.describeRepo", "repo", did)
+		if a.Status != http.StatusBadRequest || a.errName() != c.status {
+			t.Errorf("%s: describeRepo: %d %s, want %s", c.state, a.Status, a.Body, c.status)
+		}
+		// getRepoStatus of the inactive account: active false, status.
+		same(t, pds, api, "com.atproto.sync.getRepoStatus", "did", did)
+		if _, err := alice.Activate(); err != nil {
+			t.Fatal(err)
+		}
+		waitState(did, "synced")
+		same(t, pds, api, "com.atproto.repo.getRecord", "repo", did, "collection", rec.Collection, "rkey", rec.RKey)
+	}
+
 	if _, err := bob.Delete(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, "the account events", func() bool {
-		a, errA := ix.Repo(context.Background(), alice.DID().String())
-		b, errB := ix.Repo(context.Background(), bob.DID().String())
-		return errA == nil && a.State.String() == "deactivated" && (errB != nil || b.State.String() == "deleted")
+	waitFor(t, "bob's deletion", func() bool {
+		b, err := ix.Repo(context.Background(), bob.DID().String())
+		return err != nil || b.State.String() == "deleted"
 	})
-	for _, tc := range []struct{ method, repoParam, did, want string }{
-		{"com.atproto.repo.getRecord", "repo", alice.DID().String(), "RepoDeactivated"},
-		{"com.atproto.repo.listRecords", "repo", alice.DID().String(), "RepoDeactivated"},
-		{"com.atproto.repo.getRecord", "repo", bob.DID().String(), "RepoNotFound"},
-		{"com.atproto.sync.getLatestCommit", "did", alice.DID().String(), "RepoDeactivated"},
-		{"com.atproto.sync.getRepoStatus", "did", bob.DID().String(), "RepoNotFound"},
-	} {
-		a := same(t, pds, api, tc.method, tc.repoParam, tc.did, "collection", rec.Collection, "rkey", rec.RKey)
-		if a.errName() != tc.want {
-			t.Errorf("%s %s: %d %s, want %s", tc.method, tc.did, a.Status, a.Body, tc.want)
-		}
+	notFound("deleted", bob.DID().String())
+	a := same(t, pds, api, "com.atproto.sync.getRepoStatus", "did", bob.DID().String())
+	if a.errName() != "RepoNotFound" {
+		t.Errorf("getRepoStatus of a deleted account: %d %s, want RepoNotFound", a.Status, a.Body)
 	}
-	// getRepoStatus of the deactivated account: active false, status.
-	same(t, pds, api, "com.atproto.sync.getRepoStatus", "did", alice.DID().String())
 }

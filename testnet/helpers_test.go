@@ -172,6 +172,13 @@ func getJSON(t testing.TB, u string, v any) {
 
 func xrpcError(t testing.TB, u string) (int, string) {
 	t.Helper()
+	code, name, _ := xrpcErrorMessage(t, u)
+	return code, name
+}
+
+// xrpcErrorMessage is xrpcError with the message.
+func xrpcErrorMessage(t testing.TB, u string) (code int, name, message string) {
+	t.Helper()
 	code, _, b := get(t, u)
 	var e struct {
 		Error   string `json:"error"`
@@ -180,7 +187,7 @@ func xrpcError(t testing.TB, u string) (int, string) {
 	if err := json.Unmarshal(b, &e); err != nil {
 		t.Fatalf("GET %s: not an XRPC error: %d %s", u, code, b)
 	}
-	return code, e.Error
+	return code, e.Error, e.Message
 }
 
 func mustNoErr(t testing.TB, err error) {

@@ -49,14 +49,15 @@ func (h *Host) handler() http.Handler {
 	})
 }
 
-// repoParam resolves the named query parameter (a DID, or a handle when
-// allowHandle) to an account on this host and checks that it is active.
-// It writes the reference PDS's error and returns nil when it cannot.
-func (h *Host) repoParam(w http.ResponseWriter, r *http.Request, name string, allowHandle bool) *Account {
+// accountParam resolves the named query parameter (a DID, or a handle when
+// allowHandle) to an account on this host, whatever its status; the account
+// is nil when the host has none by that name. It writes InvalidRequest and
+// returns false when the parameter is missing or malformed.
+func (h *Host) accountParam(w http.ResponseWriter, r *http.Request, name string, allowHandle bool) (*Account, bool) {
 	v := r.URL.Query().Get(name)
 	if v == "" {
 		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "Error: Params must have the property \""+name+"\"")
-		return nil
+		return nil, false
 	}
 	var a *Account
 	if did, err := syntax.ParseDID(v); err == nil {
@@ -65,9 +66,27 @@ func (h *Host) repoParam(w http.ResponseWriter, r *http.Request, name string, al
 		a = h.net.LookupHandle(hdl)
 	} else {
 		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", name+" must be a valid DID"+map[bool]string{true: " or handle", false: ""}[allowHandle])
-		return nil
+		return nil, false
 	}
 	if a == nil || a.host != h {
+		return nil, true
+	}
+	return a, true
+}
+
+// repoParam resolves the named query parameter (a DID, or a handle when
+// allowHandle) to an account on this host and checks that it is active, as
+// the reference PDS's sync methods and describeRepo do
+// (assertRepoAvailability). It writes the reference PDS's error
+// (RepoNotFound, RepoDeactivated, RepoTakendown, RepoSuspended) and returns
+// nil when it cannot.
+func (h *Host) repoParam(w http.ResponseWriter, r *http.Request, name string, allowHandle bool) *Account {
+	a, ok := h.accountParam(w, r, name, allowHandle)
+	if !ok {
+		return nil
+	}
+	v := r.URL.Query().Get(name)
+	if a == nil {
 		writeXRPCError(w, http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: "+v)
 		return nil
 	}
@@ -84,6 +103,20 @@ func (h *Host) repoParam(w http.ResponseWriter, r *http.Request, name string, al
 		writeXRPCError(w, http.StatusBadRequest, "RepoSuspended", "Repo has been suspended: "+v)
 	}
 	return nil
+}
+
+// activeParam resolves the repo query parameter (a DID or handle) to an
+// active account on this host, the way the reference PDS's getRecord and
+// listRecords look a repo up (getDidForActor, which leaves out deactivated
+// and taken-down accounts): the account is nil when the host has none by
+// that name or its account is not active. It writes InvalidRequest and
+// returns false when the parameter is missing or malformed.
+func (h *Host) activeParam(w http.ResponseWriter, r *http.Request) (*Account, bool) {
+	a, ok := h.accountParam(w, r, "repo", true)
+	if !ok || a == nil || a.Status() != StatusActive {
+		return nil, ok
+	}
+	return a, true
 }
 
 func (h *Host) serveGetRepo(w http.ResponseWriter, r *http.Request) {
@@ -246,9 +279,17 @@ func toRecordJSON(did syntax.DID, rec Record) (recordJSON, error) {
 	return recordJSON{URI: "at://" + did.String() + "/" + rec.Path(), CID: rec.CID.String(), Value: v}, nil
 }
 
+// serveGetRecord answers com.atproto.repo.getRecord as the reference PDS
+// without an app view does: a repo that is unknown or not active is 400
+// InvalidRequest "Could not locate record"; an absent record 400
+// RecordNotFound.
 func (h *Host) serveGetRecord(w http.ResponseWriter, r *http.Request) {
-	a := h.repoParam(w, r, "repo", true)
+	a, ok := h.activeParam(w, r)
+	if !ok {
+		return
+	}
 	if a == nil {
+		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "Could not locate record")
 		return
 	}
 	coll, rkey, ok := recordParams(w, r)
@@ -276,9 +317,16 @@ func (h *Host) serveGetRecord(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
+// serveListRecords answers com.atproto.repo.listRecords; a repo that is
+// unknown or not active is 400 InvalidRequest "Could not find repo: <repo>",
+// as at the reference PDS.
 func (h *Host) serveListRecords(w http.ResponseWriter, r *http.Request) {
-	a := h.repoParam(w, r, "repo", true)
+	a, ok := h.activeParam(w, r)
+	if !ok {
+		return
+	}
 	if a == nil {
+		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", "Could not find repo: "+r.URL.Query().Get("repo"))
 		return
 	}
 	q := r.URL.Query()

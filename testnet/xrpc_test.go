@@ -230,6 +230,78 @@ func TestXRPCEndpoints(t *testing.T) {
 	}
 }
 
+// getRecord and listRecords look a repo up as the reference PDS does
+// (getDidForActor, which leaves out inactive accounts): an unknown repo, a
+// repo of another host and every inactive account answer 400
+// InvalidRequest with the reference's messages, while describeRepo keeps
+// naming the account's status.
+func TestXRPC_RecordMethodsOfUnknownAndInactiveRepos(t *testing.T) {
+	n := New(t, WithHosts(2))
+	a := n.Account(t, "alice.test", Records("app.bsky.feed.post", 3))
+	elsewhere, err := n.Host(1).CreateAccount("elsewhere.test", Records("app.bsky.feed.post", 1))
+	mustNoErr(t, err)
+	pds := n.PDSURL() + "/xrpc/"
+	rec := a.Records()[0]
+	getRecord := func(repo string) string {
+		return pds + "com.atproto.repo.getRecord?repo=" + repo + "&collection=" + rec.Collection + "&rkey=" + rec.RKey
+	}
+	listRecords := func(repo string) string {
+		return pds + "com.atproto.repo.listRecords?repo=" + repo + "&collection=" + rec.Collection
+	}
+	notFound := func(when, repo string) {
+		t.Helper()
+		for _, c := range []struct{ u, msg string }{
+			{getRecord(repo), "Could not locate record"},
+			{listRecords(repo), "Could not find repo: " + repo},
+		} {
+			code, name, msg := xrpcErrorMessage(t, c.u)
+			if code != http.StatusBadRequest || name != "InvalidRequest" || msg != c.msg {
+				t.Fatalf("%s: GET %s: %d %s %q, want 400 InvalidRequest %q", when, c.u, code, name, msg, c.msg)
+			}
+		}
+	}
+	notFound("unknown DID", "did:plc:aaaaaaaaaaaaaaaaaaaaaaaa")
+	notFound("unknown handle", "nobody.test")
+	notFound("account of another host", elsewhere.DID().String())
+
+	// Active: the record is served, an absent one is RecordNotFound.
+	var got struct{ CID string }
+	getJSON(t, getRecord(a.DID().String()), &got)
+	if got.CID != rec.CID.String() {
+		t.Fatalf("getRecord of the active account: cid %s, want %s", got.CID, rec.CID)
+	}
+	if code, e := xrpcError(t, pds+"com.atproto.repo.getRecord?repo=alice.test&collection=app.bsky.feed.post&rkey=3zzzzzzzzzzzz"); code != 400 || e != "RecordNotFound" {
+		t.Fatalf("absent record of the active account: %d %s", code, e)
+	}
+
+	for _, c := range []struct {
+		change func() (int64, error)
+		status string // describeRepo's error
+	}{
+		{a.Deactivate, "RepoDeactivated"},
+		{a.Takedown, "RepoTakendown"},
+		{a.Suspend, "RepoSuspended"},
+		{a.Delete, "RepoNotFound"},
+	} {
+		_, err := c.change()
+		mustNoErr(t, err)
+		notFound(c.status+" by DID", a.DID().String())
+		notFound(c.status+" by handle", "alice.test")
+		if code, e := xrpcError(t, pds+"com.atproto.repo.describeRepo?repo="+a.DID().String()); code != 400 || e != c.status {
+			t.Fatalf("describeRepo, %s: %d %s", c.status, code, e)
+		}
+		if c.status != "RepoNotFound" {
+			_, err := a.Activate()
+			mustNoErr(t, err)
+			getJSON(t, listRecords(a.DID().String()), &struct{}{})
+		}
+	}
+	// Bad parameters are still named as such.
+	if code, e := xrpcError(t, pds+"com.atproto.repo.listRecords?collection=app.bsky.feed.post"); code != 400 || e != "InvalidRequest" {
+		t.Fatalf("listRecords without repo: %d %s", code, e)
+	}
+}
+
 func capitalize(s string) string {
 	if s == "" {
 		return s
