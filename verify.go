@@ -229,47 +229,64 @@ func checkCommit(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Commit,
 	}
 
 	// Sync 1.1: the ops, inverted on the new tree, must give prevData.
+	if err := checkInversion(ctx, cc, msg, prevData); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// checkInversion is the sync 1.1 proof of a commit: each created or updated
+// value is the one the commit's tree (read from the CAR, which must hold
+// every MST node the inversion reads) has at its path, and the ops, undone
+// on that tree, give back prevData. The ops' paths are used as MST keys as
+// they are: checkCommit validates them first.
+func checkInversion(ctx context.Context, cc *commitCAR, msg *comatproto.SyncSubscribeRepos_Commit, prevData cid.Cid) error {
+	did, rev := msg.Repo, msg.Rev
 	tree, err := mst.LoadTreeFromStore(ctx, cc.blocks, cc.commit.Data)
 	if err != nil {
-		return nil, reject(did, rev, RejectMalformed, "load MST: %w", err)
+		return reject(did, rev, RejectMalformed, "load MST: %w", err)
 	}
 	ops := make([]repo.Operation, 0, len(msg.Ops))
-	for i, op := range msg.Ops {
-		o := repo.Operation{Path: op.Path, Value: out.ops[i].cid}
+	for _, op := range msg.Ops {
+		o := repo.Operation{Path: op.Path}
+		if op.Cid != nil && (op.Action == "create" || op.Action == "update") {
+			v := cid.Cid(*op.Cid)
+			o.Value = &v
+		}
 		if op.Prev != nil {
 			p := cid.Cid(*op.Prev)
 			o.Prev = &p
 		}
 		switch {
 		case op.Action == "create" && o.Prev != nil, op.Action != "create" && o.Prev == nil:
-			return nil, reject(did, rev, RejectBadOps, "%s %s: prev must be set exactly for updates and deletes", op.Action, op.Path)
+			return reject(did, rev, RejectBadOps, "%s %s: prev must be set exactly for updates and deletes", op.Action, op.Path)
 		}
 		if o.Value != nil {
 			got, err := tree.Get([]byte(op.Path))
 			if err != nil || got == nil || *got != *o.Value {
-				return nil, reject(did, rev, RejectBadOps, "%s: op cid does not match the tree", op.Path)
+				return reject(did, rev, RejectBadOps, "%s: op cid does not match the tree", op.Path)
 			}
 		}
 		ops = append(ops, o)
 	}
 	ops, err = repo.NormalizeOps(ops)
 	if err != nil {
-		return nil, reject(did, rev, RejectBadOps, "%w", err)
+		return reject(did, rev, RejectBadOps, "%w", err)
 	}
 	inv := tree.Copy()
 	for i := range ops {
 		if err := repo.InvertOp(&inv, &ops[i]); err != nil {
-			return nil, reject(did, rev, RejectBrokenChain, "invert %s: %w", ops[i].Path, err)
+			return reject(did, rev, RejectBrokenChain, "invert %s: %w", ops[i].Path, err)
 		}
 	}
 	root, err := inv.RootCID()
 	if err != nil {
-		return nil, reject(did, rev, RejectBrokenChain, "inverted tree: %w", err)
+		return reject(did, rev, RejectBrokenChain, "inverted tree: %w", err)
 	}
 	if *root != prevData {
-		return nil, reject(did, rev, RejectBrokenChain, "ops invert to %s, prevData is %s", root, prevData)
+		return reject(did, rev, RejectBrokenChain, "ops invert to %s, prevData is %s", root, prevData)
 	}
-	return out, nil
+	return nil
 }
 
 // checkSync verifies a #sync message's signed commit and returns it.
