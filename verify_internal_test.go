@@ -211,6 +211,57 @@ func TestHandleSync_RejectsBadCommits(t *testing.T) {
 	}
 }
 
+// TestLive_KeyRotationResolvesOnce: after the account rotates its signing
+// key (its #identity frame not seen), the first commit signed with the new
+// key finds the cached key wrong, resolves the identity once and applies;
+// the new key is saved, so the commits after it resolve nothing.
+func TestLive_KeyRotationResolvesOnce(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "rotate.test", testnet.Records(testPost, 3))
+	did := a.DID().String()
+	ix, ctx := runOffline(t, offlineConfig(t, net, filter.Spec{DIDs: []string{did}}))
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.RotateKey(); err != nil {
+		t.Fatal(err)
+	}
+	msgs := commitFrames(t, net, a, 3, func(int) string { return "" })
+	plc := net.PLCRequests()
+	if err := ix.handleMessage(ctx, "test", msgs[0]); err != nil {
+		t.Fatalf("first commit after the rotation: %v", err)
+	}
+	if n := net.PLCRequests() - plc; n != 1 {
+		t.Fatalf("first commit after the rotation made %d PLC requests, want 1", n)
+	}
+	for _, m := range msgs[1:] {
+		if err := ix.handleMessage(ctx, "test", m); err != nil {
+			t.Fatalf("commit after the rotation: %v", err)
+		}
+	}
+	if n := net.PLCRequests() - plc; n != 1 {
+		t.Fatalf("three commits after the rotation made %d PLC requests, want 1: the new key was not kept", n)
+	}
+	unlock := ix.lock(did) // waits for the pipelined writes
+	r, err := ix.repo(ctx, did)
+	unlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.Rev != a.Rev() || r.SigningKey != a.PublicKey().Multibase() {
+		t.Fatalf("repo at %s with key %s; PDS at %s with key %s", r.Rev, r.SigningKey, a.Rev(), a.PublicKey().Multibase())
+	}
+	st, err := ix.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for reason, n := range st.Rejected {
+		if n != 0 {
+			t.Errorf("%d commits rejected as %s", n, reason)
+		}
+	}
+}
+
 // memBlocks is a map block store for building MSTs in tests.
 type memBlocks struct{ mapBlocks }
 
