@@ -330,10 +330,8 @@ func (ix *Indexer) applyLive(ctx context.Context, r *store.Repo, msg *comatproto
 		return err
 	}
 	applied := false
-	next := *r
-	next.Rev, next.Data, next.Commit, next.Updated = vc.rev, vc.data.String(), vc.commit.String(), time.Now()
 	did := r.DID
-	ix.pipe.queued(did, &next)
+	ix.pipe.queued(did, vc.advance(*r, time.Now()))
 	err = ix.w.Submit(ctx, ix.commitWrite(r, vc, bc, false, &applied), func(err error) {
 		// On the writer's goroutine: no blocking here.
 		ix.pipe.done(did)
@@ -403,7 +401,8 @@ func (ix *Indexer) verifyLive(ctx context.Context, r *store.Repo, msg *comatprot
 }
 
 // commitWrite returns the write of a verified commit: records and events
-// for the stored collections, then the repo's rev, data and commit. It
+// for the stored collections, then the repo's rev, data and commit, and
+// the signing key if checking the commit resolved a new one. It
 // sets *applied to whether the commit was applied (rather than buffered
 // because the repo left the synced state r described).
 func (ix *Indexer) commitWrite(r *store.Repo, vc *verifiedCommit, bc *store.BufferedCommit, fromBuffer bool, applied *bool) func(tx store.Tx) error {
@@ -456,15 +455,15 @@ func (ix *Indexer) commitWrite(r *store.Repo, vc *verifiedCommit, bc *store.Buff
 				return err
 			}
 		}
-		next := *cur
-		next.Rev, next.Data, next.Commit, next.Updated = vc.rev, vc.data.String(), vc.commit.String(), now
 		*applied = true
-		return tx.PutRepo(&next)
+		return tx.PutRepo(vc.advance(*cur, now))
 	}
 }
 
 // keyFor returns the signing key lookup for a repo: the key cached on the
-// repo, or a fresh resolution when asked (which is then saved).
+// repo, or a fresh resolution when asked. A fresh key that verifies a
+// commit is saved on the repo by the commit's write (see
+// verifiedCommit.signingKey), so that the next commit finds it cached.
 func (ix *Indexer) keyFor(r *store.Repo) keyFunc {
 	return func(ctx context.Context, refresh bool) (atcrypto.PublicKey, error) {
 		if !refresh && r.SigningKey != "" {

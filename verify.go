@@ -18,6 +18,8 @@ import (
 	"github.com/ipfs/go-cid"
 	ipld "github.com/ipfs/go-ipld-format"
 	car "github.com/ipld/go-car"
+
+	"github.com/cistern-dev/cistern/store"
 )
 
 // Limits a live commit must respect, after the relay's own.
@@ -135,6 +137,20 @@ type verifiedCommit struct {
 	commit   cid.Cid // the signed commit
 	data     cid.Cid // the commit's MST root
 	ops      []opChange
+	// signingKey (multibase) is the key resolved afresh to verify the
+	// signature when the repo's cached key did not; "" when the cached key
+	// did. The commit's write saves it on the repo.
+	signingKey string
+}
+
+// advance returns r moved to the verified commit: its rev, data and commit,
+// and the signing key if one was resolved afresh.
+func (vc *verifiedCommit) advance(r store.Repo, now time.Time) *store.Repo {
+	r.Rev, r.Data, r.Commit, r.Updated = vc.rev, vc.data.String(), vc.commit.String(), now
+	if vc.signingKey != "" {
+		r.SigningKey = vc.signingKey
+	}
+	return &r
 }
 
 // keyFunc returns the signing key to check a commit with; refresh asks for
@@ -207,16 +223,12 @@ func checkCommit(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Commit,
 	}
 
 	// Signature, with one refresh of the identity on failure.
-	pub, err := key(ctx, false)
-	if err == nil {
-		if err = cc.commit.VerifySignature(pub); err != nil {
-			if pub, err = key(ctx, true); err == nil {
-				err = cc.commit.VerifySignature(pub)
-			}
-		}
-	}
+	fresh, err := verifySignature(ctx, cc.commit, key)
 	if err != nil {
 		return nil, reject(did, rev, RejectBadSignature, "%w", err)
+	}
+	if fresh != nil {
+		out.signingKey = fresh.Multibase()
 	}
 
 	// Chain: the commit must build on the data we hold.
@@ -229,47 +241,64 @@ func checkCommit(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Commit,
 	}
 
 	// Sync 1.1: the ops, inverted on the new tree, must give prevData.
+	if err := checkInversion(ctx, cc, msg, prevData); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+// checkInversion is the sync 1.1 proof of a commit: each created or updated
+// value is the one the commit's tree (read from the CAR, which must hold
+// every MST node the inversion reads) has at its path, and the ops, undone
+// on that tree, give back prevData. The ops' paths are used as MST keys as
+// they are: checkCommit validates them first.
+func checkInversion(ctx context.Context, cc *commitCAR, msg *comatproto.SyncSubscribeRepos_Commit, prevData cid.Cid) error {
+	did, rev := msg.Repo, msg.Rev
 	tree, err := mst.LoadTreeFromStore(ctx, cc.blocks, cc.commit.Data)
 	if err != nil {
-		return nil, reject(did, rev, RejectMalformed, "load MST: %w", err)
+		return reject(did, rev, RejectMalformed, "load MST: %w", err)
 	}
 	ops := make([]repo.Operation, 0, len(msg.Ops))
-	for i, op := range msg.Ops {
-		o := repo.Operation{Path: op.Path, Value: out.ops[i].cid}
+	for _, op := range msg.Ops {
+		o := repo.Operation{Path: op.Path}
+		if op.Cid != nil && (op.Action == "create" || op.Action == "update") {
+			v := cid.Cid(*op.Cid)
+			o.Value = &v
+		}
 		if op.Prev != nil {
 			p := cid.Cid(*op.Prev)
 			o.Prev = &p
 		}
 		switch {
 		case op.Action == "create" && o.Prev != nil, op.Action != "create" && o.Prev == nil:
-			return nil, reject(did, rev, RejectBadOps, "%s %s: prev must be set exactly for updates and deletes", op.Action, op.Path)
+			return reject(did, rev, RejectBadOps, "%s %s: prev must be set exactly for updates and deletes", op.Action, op.Path)
 		}
 		if o.Value != nil {
 			got, err := tree.Get([]byte(op.Path))
 			if err != nil || got == nil || *got != *o.Value {
-				return nil, reject(did, rev, RejectBadOps, "%s: op cid does not match the tree", op.Path)
+				return reject(did, rev, RejectBadOps, "%s: op cid does not match the tree", op.Path)
 			}
 		}
 		ops = append(ops, o)
 	}
 	ops, err = repo.NormalizeOps(ops)
 	if err != nil {
-		return nil, reject(did, rev, RejectBadOps, "%w", err)
+		return reject(did, rev, RejectBadOps, "%w", err)
 	}
 	inv := tree.Copy()
 	for i := range ops {
 		if err := repo.InvertOp(&inv, &ops[i]); err != nil {
-			return nil, reject(did, rev, RejectBrokenChain, "invert %s: %w", ops[i].Path, err)
+			return reject(did, rev, RejectBrokenChain, "invert %s: %w", ops[i].Path, err)
 		}
 	}
 	root, err := inv.RootCID()
 	if err != nil {
-		return nil, reject(did, rev, RejectBrokenChain, "inverted tree: %w", err)
+		return reject(did, rev, RejectBrokenChain, "inverted tree: %w", err)
 	}
 	if *root != prevData {
-		return nil, reject(did, rev, RejectBrokenChain, "ops invert to %s, prevData is %s", root, prevData)
+		return reject(did, rev, RejectBrokenChain, "ops invert to %s, prevData is %s", root, prevData)
 	}
-	return out, nil
+	return nil
 }
 
 // checkSync verifies a #sync message's signed commit and returns it.
@@ -287,16 +316,29 @@ func checkSync(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Sync, key
 	if !full {
 		return cc.commit, nil
 	}
-	pub, err := key(ctx, false)
-	if err == nil {
-		if err = cc.commit.VerifySignature(pub); err != nil {
-			if pub, err = key(ctx, true); err == nil {
-				err = cc.commit.VerifySignature(pub)
-			}
-		}
-	}
-	if err != nil {
+	if _, err := verifySignature(ctx, cc.commit, key); err != nil {
 		return nil, reject(msg.Did, msg.Rev, RejectBadSignature, "%w", err)
 	}
 	return cc.commit, nil
+}
+
+// verifySignature checks c's signature with the key from key and, if that
+// fails, once more with a freshly resolved key (the account may have
+// rotated its key). It returns the fresh key when that is the one that
+// verified, nil when the first did.
+func verifySignature(ctx context.Context, c *repo.Commit, key keyFunc) (fresh atcrypto.PublicKey, err error) {
+	pub, err := key(ctx, false)
+	if err != nil {
+		return nil, err
+	}
+	if c.VerifySignature(pub) == nil {
+		return nil, nil
+	}
+	if pub, err = key(ctx, true); err != nil {
+		return nil, err
+	}
+	if err := c.VerifySignature(pub); err != nil {
+		return nil, err
+	}
+	return pub, nil
 }

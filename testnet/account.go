@@ -50,10 +50,10 @@ type Account struct {
 	net  *Network
 	host *Host
 	did  syntax.DID
-	key  *atcrypto.PrivateKeyK256
-	pub  atcrypto.PublicKey
 
 	mu          sync.Mutex
+	key         *atcrypto.PrivateKeyK256
+	pub         atcrypto.PublicKey
 	handle      syntax.Handle
 	status      Status
 	tree        *mst.Tree // loaded lazily from blocks (bulk accounts)
@@ -75,10 +75,37 @@ func (a *Account) DID() syntax.DID { return a.did }
 func (a *Account) Host() *Host { return a.host }
 
 // PublicKey returns the key that verifies the account's commits.
-func (a *Account) PublicKey() atcrypto.PublicKey { return a.pub }
+func (a *Account) PublicKey() atcrypto.PublicKey {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.pub
+}
 
 // PrivateKey returns the account's signing key.
-func (a *Account) PrivateKey() atcrypto.PrivateKey { return a.key }
+func (a *Account) PrivateKey() atcrypto.PrivateKey {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return a.key
+}
+
+// RotateKey gives the account a new signing key, as a PLC operation does:
+// the PLC directory serves the new key at once, and the commits that follow
+// are signed with it. It emits an #identity frame, as a PDS does, and
+// returns its sequence number.
+func (a *Account) RotateKey() (int64, error) {
+	_, key, err := identityFromSeed(a.net.newSeed())
+	if err != nil {
+		return 0, err
+	}
+	pub, err := key.PublicKey()
+	if err != nil {
+		return 0, fmt.Errorf("testnet: public key: %w", err)
+	}
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.key, a.pub = key, pub
+	return a.emitIdentityLocked()
+}
 
 // Handle returns the account's current handle.
 func (a *Account) Handle() syntax.Handle {
@@ -184,7 +211,7 @@ func (a *Account) recordLocked(collection, rkey string) (Record, bool) {
 // serves it.
 func (a *Account) DIDDocument() identity.DIDDocument {
 	a.mu.Lock()
-	h := a.handle
+	h, pub := a.handle, a.pub
 	a.mu.Unlock()
 	return identity.DIDDocument{
 		DID:         a.did,
@@ -193,7 +220,7 @@ func (a *Account) DIDDocument() identity.DIDDocument {
 			ID:                 a.did.String() + "#atproto",
 			Type:               "Multikey",
 			Controller:         a.did.String(),
-			PublicKeyMultibase: a.pub.Multibase(),
+			PublicKeyMultibase: pub.Multibase(),
 		}},
 		Service: []identity.DocService{{
 			ID:              "#atproto_pds",
@@ -542,14 +569,19 @@ func (a *Account) collectGarbageLocked() {
 
 // emitSyncLocked emits a #sync frame for the current commit.
 func (a *Account) emitSyncLocked() (int64, error) {
+	return a.emitSyncFrameLocked(carBlock{a.commitCID, a.commitBytes}, a.commit.Rev)
+}
+
+// emitSyncFrameLocked emits a #sync frame of rev whose CAR holds commit.
+func (a *Account) emitSyncFrameLocked(commit carBlock, rev string) (int64, error) {
 	var car bytes.Buffer
-	if err := writeCAR(&car, a.commitCID, []carBlock{{a.commitCID, a.commitBytes}}); err != nil {
+	if err := writeCAR(&car, commit.cid, []carBlock{commit}); err != nil {
 		return 0, err
 	}
 	msg := &comatproto.SyncSubscribeRepos_Sync{
 		Blocks: car.Bytes(),
 		Did:    a.did.String(),
-		Rev:    a.commit.Rev,
+		Rev:    rev,
 		Time:   syntax.DatetimeNow().String(),
 	}
 	return a.net.relay.emit("#sync", func(s int64) { msg.Seq = s }, msg)

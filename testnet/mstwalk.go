@@ -95,3 +95,43 @@ type cidT = cid.Cid
 
 // errStop ends a walk early.
 var errStop = errors.New("testnet: stop walk")
+
+// mstPath returns the MST nodes from root down to the node where key is,
+// or would be: the nodes that looking key up, inserting or removing it
+// read.
+func mstPath(bs *blockMap, root cid.Cid, key []byte) ([]cid.Cid, error) {
+	var path []cid.Cid
+	c := root
+	for {
+		data, ok := bs.m[c]
+		if !ok {
+			return nil, fmt.Errorf("testnet: MST node %s missing", c)
+		}
+		path = append(path, c)
+		nd, err := mst.NodeDataFromCBOR(bytes.NewReader(data))
+		if err != nil {
+			return nil, fmt.Errorf("testnet: MST node %s: %w", c, err)
+		}
+		next := nd.Left
+		var k []byte
+	entries:
+		for _, e := range nd.Entries {
+			if int(e.PrefixLen) > len(k) {
+				return nil, fmt.Errorf("testnet: MST node %s: bad prefix length", c)
+			}
+			k = append(k[:e.PrefixLen:e.PrefixLen], e.KeySuffix...)
+			switch cmp := bytes.Compare(key, k); {
+			case cmp == 0:
+				return path, nil
+			case cmp > 0:
+				next = e.Right
+			default:
+				break entries
+			}
+		}
+		if next == nil {
+			return path, nil
+		}
+		c = *next
+	}
+}

@@ -412,6 +412,30 @@ func TestCommitFaults(t *testing.T) {
 				if _, _, err := repo.LoadCommitFromCAR(ctx, bytes.NewReader(m.Blocks)); err == nil {
 					t.Fatal("malformed blocks loaded")
 				}
+			case FaultMissingOp, FaultWrongOpCID, FaultMissingBlock:
+				// Signed, chained and addressed right: only the inversion
+				// of the ops shows the fault.
+				c, root, err := repo.LoadCommitFromCAR(ctx, bytes.NewReader(m.Blocks))
+				mustNoErr(t, err)
+				mustNoErr(t, c.VerifySignature(a.PublicKey()))
+				if *root != cidOf(m.Commit) || c.Rev != m.Rev || c.DID != m.Repo || cidOf(*m.PrevData) != cm.PrevData {
+					t.Fatal("frame wrong outside its ops and blocks")
+				}
+				if _, err := repo.VerifyCommitMessage(ctx, m); err == nil {
+					t.Fatal("ops inverted to prevData")
+				}
+			case FaultWrongCommitDID, FaultWrongCommitRev:
+				c, root, err := repo.LoadCommitFromCAR(ctx, bytes.NewReader(m.Blocks))
+				mustNoErr(t, err)
+				mustNoErr(t, c.VerifySignature(a.PublicKey()))
+				if *root != cidOf(m.Commit) || m.Repo != a.DID().String() || m.Rev != cm.Rev {
+					t.Fatal("frame's own fields changed")
+				}
+				if f == FaultWrongCommitDID && c.DID == m.Repo || f == FaultWrongCommitRev && c.Rev == m.Rev {
+					t.Fatalf("signed commit %s@%s matches the frame", c.DID, c.Rev)
+				}
+			default:
+				t.Fatalf("no check for %v", f)
 			}
 		})
 	}
@@ -477,3 +501,89 @@ func revTime(t *testing.T, rev string) time.Time {
 }
 
 var _ = json.Marshal
+
+func TestSyncFaults(t *testing.T) {
+	n := New(t)
+	a := n.Account(t, "alice.test", Records("app.bsky.feed.post", 3))
+	ctx := context.Background()
+	for _, f := range []Fault{FaultBadSignature, FaultFutureRev, FaultWrongCommitDID, FaultWrongCommitRev} {
+		t.Run(f.String(), func(t *testing.T) {
+			seq, err := a.EmitSyncFaulty(f)
+			mustNoErr(t, err)
+			raw, ok := n.Relay().Frame(seq)
+			if !ok {
+				t.Fatalf("no frame %d", seq)
+			}
+			fr := decodeFrame(t, raw)
+			m, ok := fr.Value.(*comatproto.SyncSubscribeRepos_Sync)
+			if !ok {
+				t.Fatalf("frame %s, want #sync", fr.Type)
+			}
+			c, _, err := repo.LoadCommitFromCAR(ctx, bytes.NewReader(m.Blocks))
+			mustNoErr(t, err)
+			if c.Data != a.DataCID() || m.Did != a.DID().String() {
+				t.Fatalf("sync of %s at %s, account %s at %s", m.Did, c.Data, a.DID(), a.DataCID())
+			}
+			sigErr := c.VerifySignature(a.PublicKey())
+			switch f {
+			case FaultBadSignature:
+				if sigErr == nil || c.Rev != m.Rev || m.Rev != a.Rev() {
+					t.Fatalf("signature verified (%v) or rev changed (%s, %s)", sigErr, c.Rev, m.Rev)
+				}
+			case FaultFutureRev:
+				mustNoErr(t, sigErr)
+				if c.Rev != m.Rev || revTime(t, m.Rev).Before(time.Now().Add(5*time.Minute)) {
+					t.Fatalf("rev %s (commit %s) not in the future", m.Rev, c.Rev)
+				}
+			case FaultWrongCommitDID:
+				mustNoErr(t, sigErr)
+				if c.DID == m.Did {
+					t.Fatal("signed commit names the frame's DID")
+				}
+			case FaultWrongCommitRev:
+				mustNoErr(t, sigErr)
+				if c.Rev == m.Rev || m.Rev != a.Rev() {
+					t.Fatalf("signed rev %s, frame rev %s, account %s", c.Rev, m.Rev, a.Rev())
+				}
+			}
+		})
+	}
+	if _, err := a.EmitSyncFaulty(FaultMissingOp); err == nil {
+		t.Fatal("a #commit-only fault accepted for #sync")
+	}
+}
+
+func TestRotateKey(t *testing.T) {
+	n := New(t)
+	a := n.Account(t, "alice.test", Records("app.bsky.feed.post", 3))
+	old := a.PublicKey()
+	seq, err := a.RotateKey()
+	mustNoErr(t, err)
+	raw, ok := n.Relay().Frame(seq)
+	if !ok {
+		t.Fatalf("no frame %d", seq)
+	}
+	if fr := decodeFrame(t, raw); fr.Type != "#identity" {
+		t.Fatalf("RotateKey emitted %s, want #identity", fr.Type)
+	}
+	if a.PublicKey().Equal(old) {
+		t.Fatal("key unchanged")
+	}
+	id, err := n.Directory().LookupDID(context.Background(), a.DID())
+	mustNoErr(t, err)
+	pk, err := id.PublicKey()
+	mustNoErr(t, err)
+	if !pk.Equal(a.PublicKey()) {
+		t.Fatal("the PLC directory serves the old key")
+	}
+	_, err = a.CreateRecord("app.bsky.feed.post", Post("app.bsky.feed.post", "new key"))
+	mustNoErr(t, err)
+	car, err := a.CAR()
+	mustNoErr(t, err)
+	commit, _, err := repo.LoadRepoFromCAR(context.Background(), bytes.NewReader(car))
+	mustNoErr(t, err)
+	mustNoErr(t, commit.VerifySignature(a.PublicKey()))
+	if commit.VerifySignature(old) == nil {
+		t.Fatal("a commit after the rotation verifies with the old key")
+	}
+}
