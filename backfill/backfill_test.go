@@ -1,6 +1,7 @@
 package backfill_test
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -8,13 +9,12 @@ import (
 	"testing"
 	"time"
 
-	"context"
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/cistern-dev/cistern/resolver"
 	"github.com/ipfs/go-cid"
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/testnet"
 )
