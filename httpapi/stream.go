@@ -272,9 +272,20 @@ func (h *streamHandler) serve(ctx context.Context, conn *websocket.Conn, sub *st
 func (h *streamHandler) writeEvent(ctx context.Context, conn *websocket.Conn, buf *[]byte, ev *store.Event) bool {
 	b, err := stream.AppendEventJSON((*buf)[:0], ev)
 	if err != nil {
-		// A stored value that does not render is skipped, not fatal.
-		h.opts.Logger.Warn("stream: event not rendered", "id", ev.ID, "err", err)
-		return true
+		// A stored value that does not render as atproto JSON: the event
+		// is still sent (a client must see no gap in ids), without the
+		// value and with "recordError" saying why; the value stays
+		// available as DAG-CBOR through the library and getRecord's cid.
+		h.opts.Logger.Warn("stream: record value not rendered; sending the event without it", "id", ev.ID, "err", err)
+		bare := *ev
+		bare.Record = nil
+		var berr error
+		if b, berr = stream.AppendEventJSON((*buf)[:0], &bare); berr != nil {
+			return h.write(ctx, conn, unrenderableJSON(ev.ID, berr))
+		}
+		b = append(b[:len(b)-2], `,"recordError":`...)
+		b = strconv.AppendQuote(b, err.Error())
+		b = append(b, "}}"...)
 	}
 	*buf = b
 	return h.write(ctx, conn, b)
@@ -310,4 +321,15 @@ func (h *streamHandler) ended(ctx context.Context, conn *websocket.Conn, err err
 		h.write(ctx, conn, stream.AppendErrorJSON(nil, "InternalServerError", "the stream failed"))
 		return websocket.StatusInternalError, "InternalServerError"
 	}
+}
+
+// unrenderableJSON is the frame sent in place of an event that cannot be
+// rendered at all (an unknown kind, a corrupt CID): its id, so that the
+// client sees no gap, and the reason.
+func unrenderableJSON(id uint64, err error) []byte {
+	b := []byte(`{"id":`)
+	b = strconv.AppendUint(b, id, 10)
+	b = append(b, `,"type":"unrenderable","error":`...)
+	b = strconv.AppendQuote(b, err.Error())
+	return append(b, '}')
 }

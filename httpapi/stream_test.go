@@ -365,3 +365,62 @@ func TestStreamHandler_PingKeepsReaderConnected(t *testing.T) {
 	default:
 	}
 }
+
+// TestStreamHandler_UnrenderableValueLeavesNoGap: an event whose stored
+// value is not valid atproto data (here a CBOR map with an integer key) is
+// still sent, without the value and with "recordError", so that a client
+// sees every id.
+func TestStreamHandler_UnrenderableValueLeavesNoGap(t *testing.T) {
+	e := newStreamEnv(t, stream.Options{}, httpapi.StreamOptions{})
+	first := e.append(t, 1, "did:plc:aaaa", "app.bsky.feed.post", 4)
+	bad, err := streamEncMode.Marshal(map[int]string{1: "not an atproto object"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c, err := cid.Prefix{Version: 1, Codec: cid.DagCBOR, MhType: multihash.SHA2_256, MhLength: -1}.Sum(bad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var badID uint64
+	if err := e.st.Update(context.Background(), func(tx store.Tx) error {
+		ev := &store.Event{Kind: store.KindRecord, Live: true, DID: "did:plc:aaaa", Rev: "3lbad", Time: time.Now(),
+			Collection: "app.bsky.feed.post", RKey: "3kbad", Action: store.ActionCreate, CID: c.Bytes(), Record: bad}
+		err := tx.AppendEvent(ev)
+		badID = ev.ID
+		return err
+	}); err != nil {
+		t.Fatal(err)
+	}
+	last := e.append(t, 1, "did:plc:aaaa", "app.bsky.feed.post", 4)
+
+	conn := e.dial(t, "?cursor=0")
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	for want := first; want <= last; want++ {
+		_, b, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("read event %d: %v", want, err)
+		}
+		var f struct {
+			ID     uint64 `json:"id"`
+			Record struct {
+				CID         string          `json:"cid"`
+				Record      json.RawMessage `json:"record"`
+				RecordError string          `json:"recordError"`
+			} `json:"record"`
+		}
+		if err := json.Unmarshal(b, &f); err != nil {
+			t.Fatalf("frame %s: %v", b, err)
+		}
+		if f.ID != want {
+			t.Fatalf("got event %d, want %d: a gap", f.ID, want)
+		}
+		if want == badID {
+			if f.Record.Record != nil || f.Record.RecordError == "" || f.Record.CID != c.String() {
+				t.Fatalf("unrenderable event sent as %s", b)
+			}
+		} else if f.Record.Record == nil || f.Record.RecordError != "" {
+			t.Fatalf("event %d sent as %s", want, b)
+		}
+	}
+}

@@ -453,6 +453,8 @@ func (s *Subscription) loop() error {
 			}
 		}
 		for i, ev := range page {
+			// Stored before the send: a consumer that acks an event as
+			// soon as it receives it must find it counted as delivered.
 			s.sent.Store(ev.ID)
 			select {
 			case s.events <- ev:
