@@ -65,6 +65,12 @@ type Config struct {
 	// all workers share transactions, so more workers mean larger groups
 	// per fsync. Default 128.
 	FirehoseWorkers int
+	// FirehoseMaxFrameSize is the largest firehose frame read, in bytes.
+	// A larger frame (the protocol's limits make valid ones smaller) is
+	// skipped with an error logged and counted as a too_large rejection;
+	// the repo it was for is resynced when its next commit no longer
+	// chains. Default firehose.DefaultMaxFrameSize (4 MiB).
+	FirehoseMaxFrameSize int64
 
 	// PLCURL is the PLC directory for the default resolver.
 	// Default "https://plc.directory".

@@ -55,10 +55,11 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 		}
 	}
 	client, err := firehose.New(firehose.Options{
-		URL:        src,
-		Name:       src,
-		HTTPClient: ix.cfg.HTTPClient,
-		Logger:     ix.log,
+		URL:          src,
+		Name:         src,
+		HTTPClient:   ix.cfg.HTTPClient,
+		Logger:       ix.log,
+		MaxFrameSize: ix.cfg.FirehoseMaxFrameSize,
 		OnInfo: func(info *comatproto.SyncSubscribeRepos_Info) {
 			if info.Name == firehose.NameOutdatedCursor {
 				// Messages between our cursor and the oldest the source
@@ -126,7 +127,7 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 			}
 		}
 	}()
-	runErr := client.Run(ctx, cursor, func(ctx context.Context, m *firehose.Message) error {
+	handle := func(ctx context.Context, m *firehose.Message) error {
 		ix.metrics.observeFrame(src, m)
 		if !started && m.Seq > 0 {
 			// Anchor the live start at once, so that a restart, however
@@ -137,7 +138,21 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 			started = true
 		}
 		return disp.Dispatch(ctx, m)
-	})
+	}
+	var runErr error
+	for from := cursor; ; {
+		runErr = client.Run(ctx, from, handle)
+		last := max(client.Stats().LastSeq, from)
+		if !errors.Is(runErr, firehose.ErrFrameTooLarge) || last == 0 || ctx.Err() != nil {
+			break
+		}
+		// The source would send the same frame again: go on after it. Its
+		// repo is resynced when its next commit does not chain (the
+		// frame's repo is unknown: it was not read).
+		from = last + 1
+		ix.metrics.rejected(RejectTooLarge)
+		ix.log.Error("firehose frame over the size limit skipped", "source", src, "seq", from, "err", runErr)
+	}
 	close(clientDone)
 	disp.Wait(workCtx)
 	stopWork()

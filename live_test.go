@@ -332,3 +332,39 @@ func TestLive_BadCommitHeldDuringBackfillIsDropped(t *testing.T) {
 		t.Fatalf("getRepo went on after the repo synced: %d then %d", fetches, n)
 	}
 }
+
+// TestLive_FrameOverTheLimitIsSkipped: a frame larger than
+// FirehoseMaxFrameSize does not stop the indexer (the source would send it
+// again and again): it is skipped and counted, the other repos go on, and
+// its repo converges when its next commit no longer chains.
+func TestLive_FrameOverTheLimitIsSkipped(t *testing.T) {
+	net := testnet.New(t)
+	big := net.Account(t, "big.test", testnet.Records(post, 3))
+	other := net.Account(t, "other.test", testnet.Records(post, 3))
+	cfg := testConfig(t, net, filter.Spec{DIDs: []string{big.DID().String(), other.DID().String()}})
+	cfg.FirehoseMaxFrameSize = 1 << 20 // FaultOversized frames are over 2 MB
+	ix := runIndexer(t, cfg)
+	waitSynced(t, ix, big.DID().String(), other.DID().String())
+	if _, err := other.CreateRecord(post, testnet.Post(post, "before")); err != nil {
+		t.Fatal(err)
+	}
+	assertConverged(t, ix, other)
+	if _, err := big.ApplyFaulty(testnet.FaultOversized, testnet.Create(post, "", testnet.Post(post, "huge"))); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.CreateRecord(post, testnet.Post(post, "after")); err != nil {
+		t.Fatal(err)
+	}
+	assertConverged(t, ix, other)
+	if _, err := big.CreateRecord(post, testnet.Post(post, "next")); err != nil {
+		t.Fatal(err)
+	}
+	assertConverged(t, ix, big, other)
+	st, err := ix.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Rejected[cistern.RejectBrokenChain] != 1 {
+		t.Fatalf("rejections %v: want the one broken chain after the skipped frame", st.Rejected)
+	}
+}
