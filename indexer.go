@@ -227,7 +227,7 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	start("retention", ix.events.Run)
 	if !ix.cfg.NoFirehose {
 		for _, src := range ix.cfg.Sources {
-			start("firehose "+src, func(ctx context.Context) error { return ix.follow(ctx, src) })
+			start("firehose "+src, func(ctx context.Context) error { return ix.followSource(ctx, src) })
 		}
 	}
 	if !ix.cfg.NoCrawl {

@@ -161,7 +161,35 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 	if ctx.Err() != nil {
 		return nil
 	}
+	if errors.Is(runErr, firehose.ErrFutureCursor) {
+		// The source's sequence is behind our cursor: it was reset, or
+		// another service answers at its address. Our cursor means nothing
+		// there: forget it and start live again, which resyncs every
+		// synced repo (see above), so nothing it holds is missed.
+		ix.log.Warn("firehose source is behind our cursor; starting live again and resyncing", "source", src, "cursor", saved)
+		if err := ix.write(ctx, func(tx store.Tx) error {
+			return tx.PutMeta(cursorKey, []byte("0"))
+		}); err != nil {
+			return fmt.Errorf("forget the cursor after FutureCursor: %w", err)
+		}
+		return errRestartLive
+	}
 	return runErr
+}
+
+// errRestartLive asks followSource to follow the source again, from its
+// live tip.
+var errRestartLive = errors.New("cistern: follow the source again from live")
+
+// followSource follows one source until ctx ends, starting it again when
+// follow asks (see errRestartLive).
+func (ix *Indexer) followSource(ctx context.Context, src string) error {
+	for {
+		err := ix.follow(ctx, src)
+		if !errors.Is(err, errRestartLive) {
+			return err
+		}
+	}
 }
 
 // handleMessage applies one firehose message. It runs on the dispatcher's

@@ -9,6 +9,7 @@ import (
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/store/boltstore"
 	"github.com/cistern-dev/cistern/testnet"
 )
 
@@ -367,4 +368,56 @@ func TestLive_FrameOverTheLimitIsSkipped(t *testing.T) {
 	if st.Rejected[cistern.RejectBrokenChain] != 1 {
 		t.Fatalf("rejections %v: want the one broken chain after the skipped frame", st.Rejected)
 	}
+}
+
+// TestLive_FutureCursorStartsLiveAgain: a source whose sequence is behind
+// our saved cursor (reset, or replaced) answers FutureCursor. The indexer
+// does not stop: it forgets the cursor, starts live, resyncs what it holds,
+// and goes on applying commits.
+func TestLive_FutureCursorStartsLiveAgain(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "reset.test", testnet.Records(post, 3))
+	did := a.DID().String()
+	cfg := testConfig(t, net, filter.Spec{DIDs: []string{did}})
+	cfg.Path = t.TempDir() + "/c.db"
+	func() {
+		ix, err := cistern.Open(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ix.Close()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error)
+		go func() { done <- ix.Run(ctx) }()
+		waitSynced(t, ix, did)
+		if _, err := a.CreateRecord(post, testnet.Post(post, "seen")); err != nil {
+			t.Fatal(err)
+		}
+		assertConverged(t, ix, a)
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatal(err)
+		}
+	}()
+	// The saved cursor is now far ahead of the relay.
+	db, err := boltstore.Open(cfg.Path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := db.Update(context.Background(), func(tx store.Tx) error {
+		return tx.PutMeta("firehose/cursor/"+net.RelayURL(), []byte("1000000"))
+	}); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	// Written while we were away, and after we are back.
+	if _, err := a.CreateRecord(post, testnet.Post(post, "while away")); err != nil {
+		t.Fatal(err)
+	}
+	ix := runIndexer(t, cfg) // its cleanup fails the test if Run returned an error
+	time.Sleep(200 * time.Millisecond)
+	if _, err := a.CreateRecord(post, testnet.Post(post, "after")); err != nil {
+		t.Fatal(err)
+	}
+	assertConverged(t, ix, a)
 }
