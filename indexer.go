@@ -78,6 +78,7 @@ type Indexer struct {
 	filtMu  sync.Mutex // serialises filter changes
 	repoMus [256]sync.Mutex
 	pipe    *pipeline // live writes queued, per repo
+	keys    *keyCache // parsed signing keys
 
 	crawlKick chan struct{}
 
@@ -105,7 +106,7 @@ func Open(cfg Config) (*Indexer, error) {
 		return nil, err
 	}
 	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), metrics: newMetrics(),
-		crawlKick: make(chan struct{}, 1), pipe: newPipeline()}
+		crawlKick: make(chan struct{}, 1), pipe: newPipeline(), keys: newKeyCache()}
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 

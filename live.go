@@ -510,7 +510,7 @@ func (ix *Indexer) commitWrite(r *store.Repo, vc *verifiedCommit, bc *store.Buff
 func (ix *Indexer) keyFor(r *store.Repo) keyFunc {
 	return func(ctx context.Context, refresh bool) (atcrypto.PublicKey, error) {
 		if !refresh && r.SigningKey != "" {
-			if k, err := atcrypto.ParsePublicMultibase(r.SigningKey); err == nil {
+			if k, err := ix.keys.parse(r.SigningKey); err == nil {
 				return k, nil
 			}
 		}
