@@ -106,10 +106,11 @@ func TestDowntime_RepoChangedWhileDown(t *testing.T) {
 }
 
 // A cistern stopped before the firehose delivered it any message has no
-// cursor to resume from: it reconnects live and does not see what was
-// written while it was down. The next commit of the repo does not chain to
-// what cistern holds (sync 1.1 prevData), so cistern resyncs the repo and
-// catches up, missed writes included.
+// cursor to resume from: it starts live, and so first resyncs every repo it
+// holds (the diff emits only what changed). What was written while it was
+// down is caught up at once, not only when the repo's next commit fails to
+// chain: the test checks convergence before any new commit, and that no
+// commit was rejected.
 func TestDowntime_NoCursorYet(t *testing.T) {
 	n := refnet(t)
 	const coll = "dev.cistern.enocur.post"
@@ -129,9 +130,17 @@ func TestDowntime_NoCursorYet(t *testing.T) {
 	n.create(t, alice.DID, coll, "while down")
 	n.del(t, alice.DID, coll, rkeyOf(ar[0].URI))
 	ix = startIndexer(t, cfg)
+	assertConverged(t, n, lib{ix.Indexer}, filt, alice.DID)
 	time.Sleep(time.Second) // connected, live
 	n.put(t, alice.DID, coll, rkeyOf(ar[1].URI), "next commit")
 	assertConverged(t, n, lib{ix.Indexer}, filt, alice.DID)
+	st, err := ix.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Rejected) != 0 {
+		t.Fatalf("rejections %v: the restart did not resync before live commits", st.Rejected)
+	}
 }
 
 // eventsAfter returns the record events with an id above after.
