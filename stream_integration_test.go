@@ -1,8 +1,10 @@
 package cistern_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -11,6 +13,7 @@ import (
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/stream"
 	"github.com/cistern-dev/cistern/testnet"
+	"github.com/ipfs/go-cid"
 )
 
 // receive reads n events from sub, failing after a timeout.
@@ -130,5 +133,69 @@ func TestIndexer_DurableConsumerResumesAfterRestart(t *testing.T) {
 	}
 	if err := anon.Ack(ctx, newest); !errors.Is(err, stream.ErrNotDurable) {
 		t.Fatalf("Ack on an anonymous subscription = %v, want ErrNotDurable", err)
+	}
+}
+
+// TestRetention_ThroughTheIndexer: Config.Retention bounds the event log of
+// a running Indexer. Pruning keeps every value a stored record holds (its
+// create event is gone, the record still reads back exactly), and reclaims
+// the values only pruned events referred to (the old values of updated
+// records).
+func TestRetention_ThroughTheIndexer(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "kept.test", testnet.Records(post, 300))
+	did := a.DID().String()
+	cfg := testConfig(t, net, filter.Spec{DIDs: []string{did}})
+	cfg.Retention = cistern.Retention{MaxEvents: 100}
+	ix := runIndexer(t, cfg)
+	waitSynced(t, ix, did)
+	recs := a.Records()
+	for i := range 50 {
+		r := recs[i*6]
+		if _, err := a.PutRecord(r.Collection, r.RKey, testnet.Post(post, fmt.Sprintf("edited %d", i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	assertConverged(t, ix, a)
+	ctx := context.Background()
+	if _, err := ix.Prune(ctx); err != nil {
+		t.Fatal(err)
+	}
+	st, err := ix.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Events > 100 || st.OldestEvent <= st.NewestEvent-100 {
+		t.Fatalf("%d events retained (ids %d..%d), want at most the newest 100", st.Events, st.OldestEvent, st.NewestEvent)
+	}
+	for _, r := range a.Records() {
+		got, err := ix.GetRecord(ctx, did, r.Collection, r.RKey)
+		if err != nil {
+			t.Fatalf("%s/%s after pruning: %v", r.Collection, r.RKey, err)
+		}
+		if got.CID != r.CID || !bytes.Equal(got.Value, r.Value) {
+			t.Fatalf("%s/%s after pruning: cid %s, want %s (value equal: %v)", r.Collection, r.RKey, got.CID, r.CID, bytes.Equal(got.Value, r.Value))
+		}
+	}
+	// The store holds the records' values plus the old values that
+	// retained events still name (creates of records updated since); the
+	// other replaced values went with their events.
+	current := map[string]bool{}
+	for _, r := range a.Records() {
+		current[r.CID.String()] = true
+	}
+	old := map[string]bool{}
+	if err := ix.Store().View(ctx, func(tx store.ReadTx) error {
+		return tx.ScanEvents(0, func(ev *store.Event) (bool, error) {
+			if c, err := cid.Cast(ev.CID); err == nil && !current[c.String()] {
+				old[c.String()] = true
+			}
+			return true, nil
+		})
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if want := int64(len(current) + len(old)); st.Blocks != want || len(old) >= 50 {
+		t.Fatalf("%d values stored, want %d (%d records, %d old values named by retained events)", st.Blocks, want, len(current), len(old))
 	}
 }
