@@ -39,11 +39,14 @@ func newStatus(ix *cistern.Indexer, started time.Time) *status {
 	return &status{ix: ix, started: started}
 }
 
-// backfillProgress counts the repos done and those still to do.
-func backfillProgress(st *cistern.Stats) (done, total int64) {
+// backfillProgress counts the repos done, those whose backfill failed and
+// waits for a retry (state error), and all of them. The rest are to do.
+func backfillProgress(st *cistern.Stats) (done, failing, total int64) {
 	for state, n := range st.Repos {
 		switch state {
-		case "pending", "backfilling", "desynchronized", "error":
+		case "pending", "backfilling", "desynchronized":
+		case "error":
+			failing += n
 		case "deleted":
 			continue
 		default:
@@ -51,7 +54,7 @@ func backfillProgress(st *cistern.Stats) (done, total int64) {
 		}
 		total += n
 	}
-	return done, total
+	return done, failing, total
 }
 
 // report samples every interval until ctx ends, printing a progress line
@@ -75,23 +78,29 @@ func (s *status) report(ctx context.Context, w io.Writer, interval time.Duration
 		now := time.Now()
 		dt := now.Sub(lastAt).Seconds()
 		var evRate, recRate, repoRate float64
-		doneRepos, total := backfillProgress(st)
+		doneRepos, failing, total := backfillProgress(st)
 		if last != nil && dt > 0 {
 			evRate = float64(st.NewestEvent-last.NewestEvent) / dt
 			recRate = float64(st.Backfill.RecordsWritten-last.Backfill.RecordsWritten) / dt
-			lastDone, _ := backfillProgress(last)
+			lastDone, _, _ := backfillProgress(last)
 			repoRate = float64(doneRepos-lastDone) / dt
 		}
-		busy := doneRepos < total || st.Queued > 0 || st.Backfill.InFlight > 0
+		// Repos whose backfill failed wait (with a growing backoff) for a
+		// retry: they are reported, but do not keep the backfill "busy".
+		busy := doneRepos+failing < total || st.Backfill.InFlight > 0
+		failNote := ""
+		if failing > 0 {
+			failNote = fmt.Sprintf(", %d failing (retried later; see GET /repos?state=error)", failing)
+		}
 		eta := ""
 		if busy {
 			eta = "unknown"
 			if repoRate > 0 {
-				eta = (time.Duration(float64(total-doneRepos)/repoRate) * time.Second).Round(time.Second).String()
+				eta = (time.Duration(float64(total-doneRepos-failing)/repoRate) * time.Second).Round(time.Second).String()
 			}
-			fmt.Fprintf(w, "backfill: %d of %d repos done, %.0f records/s, ETA %s\n", doneRepos, total, recRate, eta)
+			fmt.Fprintf(w, "backfill: %d of %d repos done%s, %.0f records/s, ETA %s\n", doneRepos, total, failNote, recRate, eta)
 		} else if wasBusy || (first && total > 0) {
-			fmt.Fprintf(w, "backfill: all %d repos done; %d records stored, following the firehose\n", total, st.Records)
+			fmt.Fprintf(w, "backfill: %d of %d repos done%s; %d records stored, following the firehose\n", doneRepos, total, failNote, st.Records)
 		}
 		wasBusy, first = busy, false
 		s.mu.Lock()
@@ -161,7 +170,7 @@ func (s *status) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, err.Error(), http.StatusServiceUnavailable)
 		return
 	}
-	done, total := backfillProgress(st)
+	done, _, total := backfillProgress(st)
 	type stateN struct {
 		Name string
 		N    int64
