@@ -312,7 +312,7 @@ func printTable(w io.Writer, r *Results) {
 		row("backfill repos/s", fmt.Sprintf("%.1f", b.ReposPerSec), "", "")
 		row("backfill records per indexer CPU-second", fmt.Sprintf("%.0f", float64(b.Records)/b.CPUSeconds), "",
 			fmt.Sprintf("%.1f CPU-s in %.1f s wall", b.CPUSeconds, b.Seconds))
-		row("backfill peak RSS (indexer process)", mib(b.PeakRSS), "flat", "")
+		row("backfill peak RSS (indexer process)", mib(b.PeakRSS), "flat", "peak Go heap "+mib(b.PeakHeap)+"; the rest is mostly the mapped store file")
 		row("disk bytes/record", fmt.Sprintf("%.0f", r.Disk.BytesPerRecord), fmt.Sprintf("≤ %.0f", 1.5*r.Disk.RawBytesPerRecord),
 			fmt.Sprintf("raw value+keys %.0f B, ratio %.2f", r.Disk.RawBytesPerRecord, r.Disk.Ratio))
 	}
