@@ -194,6 +194,35 @@ func notServed(err error) bool {
 		he.status >= 400 && he.status < 500 && he.status != http.StatusTooManyRequests
 }
 
+// resetCrawls deletes, in the transaction that puts the filter in force,
+// the saved crawls that a change from one spec to the next starts afresh:
+// of every signal added or removed, and of the full network when
+// FullNetwork is turned on or off. A signal added again (or FullNetwork
+// turned on again) is thus crawled again for the repos that wrote while it
+// was off, and a crawl under way for one removed stops (advanceCrawl).
+func resetCrawls(tx store.Tx, from, to filter.Spec) error {
+	var keys []string
+	if from.FullNetwork != to.FullNetwork {
+		keys = append(keys, crawlNetworkJob)
+	}
+	for _, s := range from.Signals {
+		if !slices.Contains(to.Signals, s) {
+			keys = append(keys, crawlSignalPrefix+s)
+		}
+	}
+	for _, s := range to.Signals {
+		if !slices.Contains(from.Signals, s) {
+			keys = append(keys, crawlSignalPrefix+s)
+		}
+	}
+	for _, k := range keys {
+		if err := tx.DeleteMeta(metaCrawlPrefix + k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // encodeCrawlCursor is what is saved of a crawl's cursor. A cursor of a
 // listRepos walk for a signal is saved with a prefix, so that a restart
 // resumes the walk rather than hand its cursor to listReposByCollection;

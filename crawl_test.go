@@ -90,3 +90,51 @@ func TestCrawl_HostWithoutListReposByCollectionFallsBackToDescribeRepo(t *testin
 		t.Fatalf("the relay was asked listReposByCollection %d times; CrawlURL is the PDS", n)
 	}
 }
+
+// With no firehose, only the crawler finds repos: a repo that writes a
+// signal record while the signal is off is found when the signal is added
+// again only if the signal's finished crawl is done again.
+func TestCrawl_SignalAddedAgainIsCrawledAgain(t *testing.T) {
+	ctx := context.Background()
+	net := testnet.New(t)
+	first := net.Account(t, "first.test", testnet.Records(status, 1))
+	cfg := crawlConfig(t, net, filter.Spec{Signals: []string{status}})
+	cfg.NoFirehose = true
+	ix := runIndexer(t, cfg)
+	waitTracked(t, ix, first)
+	waitSynced(t, ix, first.DID().String())
+
+	if _, err := ix.PatchFilter(ctx, filter.Patch{RemoveSignals: []string{status}}); err != nil {
+		t.Fatal(err)
+	}
+	later := net.Account(t, "later.test", testnet.Records(status, 1))
+	if _, err := ix.PatchFilter(ctx, filter.Patch{AddSignals: []string{status}}); err != nil {
+		t.Fatal(err)
+	}
+	waitTracked(t, ix, later)
+	waitSynced(t, ix, later.DID().String())
+	assertConverged(t, ix, first, later)
+}
+
+func TestCrawl_FullNetworkOnAgainIsCrawledAgain(t *testing.T) {
+	ctx := context.Background()
+	net := testnet.New(t)
+	first := net.Account(t, "first.test", testnet.Records(post, 1))
+	cfg := crawlConfig(t, net, filter.Spec{FullNetwork: true})
+	cfg.NoFirehose = true
+	ix := runIndexer(t, cfg)
+	waitTracked(t, ix, first)
+	waitSynced(t, ix, first.DID().String())
+
+	off, on := false, true
+	if _, err := ix.PatchFilter(ctx, filter.Patch{FullNetwork: &off}); err != nil {
+		t.Fatal(err)
+	}
+	later := net.Account(t, "later.test", testnet.Records(post, 1))
+	if _, err := ix.PatchFilter(ctx, filter.Patch{FullNetwork: &on}); err != nil {
+		t.Fatal(err)
+	}
+	waitTracked(t, ix, later)
+	waitSynced(t, ix, later.DID().String())
+	assertConverged(t, ix, first, later)
+}
