@@ -49,6 +49,11 @@ type Config struct {
 	// Spec the filter persisted in the store is used (nothing is tracked on
 	// a new store until SetFilter or Track); otherwise it replaces the
 	// persisted one at Open, with the effects of SetFilter.
+	//
+	// Prefer exact signals: a wildcard signal (such as "app.bsky.graph.*")
+	// cannot be asked of listReposByCollection, so unless NoCrawl is set
+	// its discovery crawl costs a describeRepo request per repo on the
+	// network (see NoCrawl).
 	Filter filter.Spec
 
 	// RelayURL is the firehose source (a relay or a PDS), http(s) or ws(s).
@@ -96,11 +101,20 @@ type Config struct {
 
 	// NoCrawl disables the discovery crawls that find repos which wrote
 	// before cistern started: com.atproto.sync.listRepos in full-network
-	// mode, and listReposByCollection for each exact (not wildcard) signal
-	// otherwise, falling back to listRepos + describeRepo on a host that
-	// does not serve it (a bare PDS). Each crawl's cursor is persisted, so
-	// a restart resumes it; a finished crawl is not repeated, and a signal
-	// added later gets a crawl of its own. Default: crawls run.
+	// mode, and otherwise, for each signal:
+	//   - an exact signal is asked of listReposByCollection, falling back
+	//     to listRepos + describeRepo on a host that does not serve it (a
+	//     bare PDS);
+	//   - a wildcard signal walks listRepos, the whole network on a relay,
+	//     and asks each repo's PDS for its collections (describeRepo, after
+	//     resolving its DID): one request per repo not yet tracked, per
+	//     wildcard signal. A repo whose PDS (not CrawlURL's host) fails
+	//     with anything but a rate limit is skipped with a warning; its
+	//     next signal write on the firehose tracks it.
+	// Each crawl's cursor is persisted, so a restart resumes it; a finished
+	// crawl is not repeated. A signal added later gets a crawl of its own,
+	// and a signal removed and added again (or FullNetwork turned off and
+	// on) is crawled again. Default: crawls run.
 	NoCrawl bool
 	// CrawlURL is the host the crawler enumerates. Default: the first
 	// firehose source (Sources[0], or RelayURL), as http(s).

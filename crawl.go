@@ -7,21 +7,33 @@ import (
 	"fmt"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 )
 
 // crawlPendingLimit pauses the crawler while this many repos wait.
 const crawlPendingLimit = 10_000
 
-// crawlDone marks a finished enumeration in its cursor key, and
-// crawlFallback prefixes the cursor of a listRepos fallback.
+// The crawler's jobs, named by their meta key after metaCrawlPrefix: the
+// full-network enumeration, and one per signal (crawlSignalPrefix and the
+// signal as written in the filter).
 const (
+	crawlNetworkJob   = "listRepos"
+	crawlSignalPrefix = "byCollection/"
+)
+
+// What a crawl's key holds besides a cursor: crawlStart marks an
+// enumeration begun, crawlDone a finished one, and crawlFallback prefixes
+// the cursor of a listRepos walk for a signal.
+const (
+	crawlStart    = "\x00start"
 	crawlDone     = "\x00done"
 	crawlFallback = "\x00listRepos:"
 )
@@ -50,22 +62,24 @@ func (ix *Indexer) crawlBase() string {
 }
 
 // crawl discovers repos that exist already: every repo of the relay in
-// full-network mode, the repos holding each signal collection otherwise.
-// Each enumeration's cursor is persisted, so a restart resumes it; a
-// finished enumeration is not repeated until the filter changes.
+// full-network mode, the repos holding a record of each signal otherwise.
+// An exact signal is asked of listReposByCollection; a wildcard signal,
+// which that method cannot take, walks listRepos and asks each repo's PDS
+// for its collections (describeRepo), as does an exact signal on a host
+// that does not serve listReposByCollection. Each enumeration's cursor is
+// persisted, so a restart resumes it; a finished enumeration is not
+// repeated until a filter change removes and adds its signal (or turns
+// FullNetwork off and on) again, which deletes its cursor (see
+// resetCrawls).
 func (ix *Indexer) crawl(ctx context.Context) error {
 	for {
 		f := ix.Filter()
 		var jobs []string
 		if f.FullNetwork() {
-			jobs = append(jobs, "listRepos")
+			jobs = append(jobs, crawlNetworkJob)
 		} else {
 			for _, s := range f.Spec().Signals {
-				p, err := filter.ParsePattern(s)
-				if err != nil || p.IsWildcard() {
-					continue // listReposByCollection takes exact NSIDs only
-				}
-				jobs = append(jobs, "byCollection/"+s)
+				jobs = append(jobs, crawlSignalPrefix+s)
 			}
 		}
 		for _, job := range jobs {
@@ -86,24 +100,21 @@ func (ix *Indexer) crawl(ctx context.Context) error {
 }
 
 func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
-	key := metaCrawlPrefix + job
-	cursor := ""
-	err := ix.st.View(ctx, func(tx store.ReadTx) error {
-		v, err := tx.Meta(key)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
+	signal, bySignal := strings.CutPrefix(job, crawlSignalPrefix)
+	var pattern filter.Pattern
+	if bySignal {
+		var err error
+		if pattern, err = filter.ParsePattern(signal); err != nil {
+			return err // the filter was validated: not reached
 		}
-		cursor = string(v)
-		return err
-	})
-	if err != nil || cursor == crawlDone {
+	}
+	key := metaCrawlPrefix + job
+	// A wildcard is walked with listRepos from the start.
+	saved, err := ix.startCrawl(ctx, key, encodeCrawlCursor("", pattern.IsWildcard()))
+	if err != nil || saved == crawlDone {
 		return err
 	}
-	collection, bySignal := strings.CutPrefix(job, "byCollection/")
-	// A cursor of the listRepos fallback is saved with a prefix, so that a
-	// restart resumes the fallback rather than hand its cursor to
-	// listReposByCollection.
-	cursor, fallback := strings.CutPrefix(cursor, crawlFallback)
+	cursor, fallback := decodeCrawlCursor(saved)
 	for {
 		if err := ix.waitQueue(ctx); err != nil {
 			return err
@@ -111,9 +122,8 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 		var dids []string
 		var next string
 		if bySignal && !fallback {
-			dids, next, err = ix.listPage(ctx, "com.atproto.sync.listReposByCollection", url.Values{"collection": {collection}}, cursor)
-			var he *httpError
-			if errors.As(err, &he) && he.status >= 400 && he.status < 500 && he.status != http.StatusTooManyRequests {
+			dids, next, err = ix.listPage(ctx, "com.atproto.sync.listReposByCollection", url.Values{"collection": {signal}}, cursor)
+			if notServed(err) {
 				// A bare PDS does not serve listReposByCollection: enumerate
 				// its repos and ask each for its collections.
 				ix.log.Info("listReposByCollection not served; falling back to listRepos + describeRepo", "host", ix.crawlBase())
@@ -134,14 +144,16 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 			if bySignal {
 				reason = reasonSignal
 				if fallback {
-					ok, err := ix.holdsCollection(ctx, did, collection)
-					var he *httpError
-					switch {
-					case errors.As(err, &he) && he.status == http.StatusBadRequest:
-						continue // gone or inactive: nothing to track
-					case err != nil:
-						return fmt.Errorf("describeRepo %s: %w", did, err) // the page is done again
-					case !ok:
+					if tracked, err := ix.tracked(ctx, did); err != nil {
+						return err
+					} else if tracked {
+						continue // nothing to learn: spare its PDS the question
+					}
+					ok, err := ix.holdsSignal(ctx, did, pattern)
+					if err != nil {
+						return fmt.Errorf("%s: %w", did, err) // the page is done again
+					}
+					if !ok {
 						continue
 					}
 				}
@@ -153,21 +165,147 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 				return err
 			}
 		}
-		cursor = next
-		saved := cursor
-		switch {
-		case cursor == "" || len(dids) == 0:
-			cursor, saved = crawlDone, crawlDone
-		case fallback:
-			saved = crawlFallback + cursor
+		nextSaved := encodeCrawlCursor(next, fallback)
+		if next == "" || len(dids) == 0 {
+			nextSaved = crawlDone
 		}
-		if err := ix.write(ctx, func(tx store.Tx) error { return tx.PutMeta(key, []byte(saved)) }); err != nil {
+		if ok, err := ix.advanceCrawl(ctx, key, saved, nextSaved); err != nil || !ok {
+			// !ok: a filter change reset this crawl (see resetCrawls), and
+			// kicked the crawler to start it again.
 			return err
 		}
-		if cursor == crawlDone {
+		if nextSaved == crawlDone {
 			return nil
 		}
+		saved, cursor = nextSaved, next
 	}
+}
+
+// notServed reports whether err says that the host does not serve the
+// method asked: a client error other than a rate limit, or 501
+// (MethodNotImplemented, what an XRPC server answers for a method it
+// does not know).
+func notServed(err error) bool {
+	var he *httpError
+	if !errors.As(err, &he) {
+		return false
+	}
+	return he.status == http.StatusNotImplemented ||
+		he.status >= 400 && he.status < 500 && he.status != http.StatusTooManyRequests
+}
+
+// resetCrawls deletes, in the transaction that puts the filter in force,
+// the saved crawls that a change from one spec to the next starts afresh:
+// of every signal added or removed, and of the full network when
+// FullNetwork is turned on or off. A signal added again (or FullNetwork
+// turned on again) is thus crawled again for the repos that wrote while it
+// was off, and a crawl under way for one removed stops (advanceCrawl).
+func resetCrawls(tx store.Tx, from, to filter.Spec) error {
+	var keys []string
+	if from.FullNetwork != to.FullNetwork {
+		keys = append(keys, crawlNetworkJob)
+	}
+	for _, s := range from.Signals {
+		if !slices.Contains(to.Signals, s) {
+			keys = append(keys, crawlSignalPrefix+s)
+		}
+	}
+	for _, s := range to.Signals {
+		if !slices.Contains(from.Signals, s) {
+			keys = append(keys, crawlSignalPrefix+s)
+		}
+	}
+	for _, k := range keys {
+		if err := tx.DeleteMeta(metaCrawlPrefix + k); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// encodeCrawlCursor is what is saved of a crawl's cursor. A cursor of a
+// listRepos walk for a signal is saved with a prefix, so that a restart
+// resumes the walk rather than hand its cursor to listReposByCollection;
+// the start of an enumeration is saved too (crawlStart), so that a filter
+// change that deletes the key (resetCrawls) can be told from a crawl that
+// has not begun.
+func encodeCrawlCursor(cursor string, fallback bool) string {
+	switch {
+	case fallback:
+		return crawlFallback + cursor
+	case cursor == "":
+		return crawlStart
+	}
+	return cursor
+}
+
+// decodeCrawlCursor reverses encodeCrawlCursor.
+func decodeCrawlCursor(saved string) (cursor string, fallback bool) {
+	if saved == crawlStart {
+		return "", false
+	}
+	return strings.CutPrefix(saved, crawlFallback)
+}
+
+// startCrawl returns the saved cursor of the crawl at key, saving start
+// first when there is none.
+func (ix *Indexer) startCrawl(ctx context.Context, key, start string) (string, error) {
+	var saved []byte
+	read := func(tx store.ReadTx) error {
+		v, err := tx.Meta(key)
+		if errors.Is(err, store.ErrNotFound) {
+			saved = nil
+			return nil
+		}
+		saved = v
+		return err
+	}
+	if err := ix.st.View(ctx, read); err != nil || saved != nil {
+		return string(saved), err
+	}
+	err := ix.write(ctx, func(tx store.Tx) error {
+		if err := read(tx); err != nil || saved != nil {
+			return err
+		}
+		saved = []byte(start)
+		return tx.PutMeta(key, saved)
+	})
+	return string(saved), err
+}
+
+// advanceCrawl saves next as the cursor of the crawl at key if prev is
+// still saved there. It reports false, saving nothing, when a filter change
+// has deleted the key since (resetCrawls): what was enumerated before may
+// predate the change.
+func (ix *Indexer) advanceCrawl(ctx context.Context, key, prev, next string) (bool, error) {
+	ok := false
+	err := ix.write(ctx, func(tx store.Tx) error {
+		v, err := tx.Meta(key)
+		if errors.Is(err, store.ErrNotFound) || err == nil && string(v) != prev {
+			ok = false
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		ok = true
+		return tx.PutMeta(key, []byte(next))
+	})
+	return ok, err
+}
+
+// tracked reports whether did is tracked (held and not deleted).
+func (ix *Indexer) tracked(ctx context.Context, did string) (bool, error) {
+	var ok bool
+	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+		r, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		ok = err == nil && r.State != store.StateDeleted
+		return err
+	})
+	return ok, err
 }
 
 // waitQueue pauses while the pending queue is long.
@@ -240,20 +378,47 @@ func (ix *Indexer) listPage(ctx context.Context, method string, q url.Values, cu
 	return dids, out.Cursor, nil
 }
 
-// holdsCollection asks the repo's host whether it has records in a
-// collection (com.atproto.repo.describeRepo).
-func (ix *Indexer) holdsCollection(ctx context.Context, did, collection string) (bool, error) {
+// holdsSignal asks the repo's PDS (com.atproto.repo.describeRepo) whether
+// it holds records in a collection p matches. A repo whose identity is gone,
+// or that its PDS answers with 400 (deleted or inactive), holds none. A
+// failure of a PDS other than the crawled host, other than a rate limit, is
+// logged and counts as none too, so that one host down does not stall a
+// walk of the network: the repo's next signal write on the firehose tracks
+// it. Any other failure is returned, for the page to be done again.
+func (ix *Indexer) holdsSignal(ctx context.Context, did string, p filter.Pattern) (bool, error) {
+	ident, err := ix.res.Resolve(ctx, syntax.DID(did))
+	if errors.Is(err, resolver.ErrNotFound) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("resolve: %w", err)
+	}
+	if ident.PDS == "" {
+		return false, nil
+	}
 	var out struct {
 		Collections []string `json:"collections"`
 	}
-	u := ix.crawlBase() + "/xrpc/com.atproto.repo.describeRepo?repo=" + url.QueryEscape(did)
-	if err := ix.getJSON(ctx, u, &out); err != nil {
-		return false, err
+	pds := strings.TrimSuffix(ident.PDS, "/")
+	err = ix.getJSON(ctx, pds+"/xrpc/com.atproto.repo.describeRepo?repo="+url.QueryEscape(did), &out)
+	var he *httpError
+	switch {
+	case errors.As(err, &he) && he.status == http.StatusBadRequest:
+		return false, nil
+	case err != nil && ctx.Err() == nil && hostOf(pds) != hostOf(ix.crawlBase()) &&
+		!(errors.As(err, &he) && he.status == http.StatusTooManyRequests):
+		ix.log.Warn("crawl: describeRepo failed; repo skipped", "did", did, "pds", pds, "err", err)
+		return false, nil
+	case err != nil:
+		return false, fmt.Errorf("describeRepo: %w", err)
 	}
-	for _, c := range out.Collections {
-		if c == collection {
-			return true, nil
-		}
+	return slices.ContainsFunc(out.Collections, p.Match), nil
+}
+
+// hostOf returns the host (and port) of a URL, or u when it does not parse.
+func hostOf(u string) string {
+	if p, err := url.Parse(u); err == nil && p.Host != "" {
+		return p.Host
 	}
-	return false, nil
+	return u
 }

@@ -64,7 +64,10 @@ func isZeroSpec(s filter.Spec) bool {
 //     included records are backfilled (the diff emits only what is new);
 //   - narrowed Collections remove the stored records of the collections no
 //     longer included, each with a delete event;
-//   - newly excluded DIDs are untracked and their records removed.
+//   - newly excluded DIDs are untracked and their records removed;
+//   - an added signal, or FullNetwork turned on, is crawled for (see
+//     Config.NoCrawl), even if it was before: a signal removed and added
+//     again is crawled again, for the repos that wrote while it was off.
 //
 // An invalid spec is refused with an error naming the offending entry and
 // nothing changes.
@@ -125,7 +128,10 @@ func (ix *Indexer) setFilterLocked(ctx context.Context, spec filter.Spec) error 
 		if err := tx.PutMeta(metaFilter, enc); err != nil {
 			return err
 		}
-		return tx.PutMeta(metaFilterFrom, fromEnc)
+		if err := tx.PutMeta(metaFilterFrom, fromEnc); err != nil {
+			return err
+		}
+		return resetCrawls(tx, from.Spec(), spec)
 	}); err != nil {
 		return fmt.Errorf("cistern: persist filter: %w", err)
 	}
