@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -127,9 +128,17 @@ func TestDemo(t *testing.T) {
 	if l := next("demo help"); !strings.HasPrefix(l, "demo: ") {
 		t.Fatalf("second line %q", l)
 	}
+	// Keep draining so the process never blocks on stdout; remember the
+	// progress lines.
+	var progressMu sync.Mutex
+	var progress []string
 	go func() {
 		for l := range lines {
-			_ = l // keep draining so the process never blocks on stdout
+			if strings.HasPrefix(l, "backfill: ") {
+				progressMu.Lock()
+				progress = append(progress, l)
+				progressMu.Unlock()
+			}
 		}
 	}()
 
@@ -180,18 +189,35 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("status page: %d %.300s", resp.StatusCode, body)
 	}
 
+	// Progress lines while backfilling (every 2 s in the demo), ending with
+	// one that says every repo is done.
+	done := regexp.MustCompile(`^backfill: 3 of 3 repos done; \d+ records stored, following the firehose$`)
+	for deadline := time.Now().Add(15 * time.Second); ; {
+		progressMu.Lock()
+		seen := slices.ContainsFunc(progress, done.MatchString)
+		lines := slices.Clone(progress)
+		progressMu.Unlock()
+		if seen {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no progress line saying the backfill is done; progress lines: %q", lines)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+
 	var before struct{ Records, NewestEvent int64 }
 	getJSON("/stats", &before)
-	if err := cmd.Process.Signal(syscall.SIGTERM); err != nil {
+	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
 	select {
 	case err := <-exited:
 		if err != nil {
-			t.Fatalf("exit after SIGTERM: %v\nstderr:\n%s", err, stderr.String())
+			t.Fatalf("exit after SIGINT: %v\nstderr:\n%s", err, stderr.String())
 		}
 	case <-time.After(30 * time.Second):
-		t.Fatal("cistern did not stop within 30s of SIGTERM")
+		t.Fatal("cistern did not stop within 30s of SIGINT")
 	}
 	// Nothing acknowledged before the signal is lost: the store reopens
 	// with at least the events it had.
