@@ -77,17 +77,34 @@ func (a *App) Run(ctx context.Context) error {
 		return fmt.Errorf("statusphere: subscribe: %w", err)
 	}
 	defer sub.Close()
-	for ev := range sub.Events() {
-		switch ev.Kind {
-		case store.KindRecord:
-			if err := a.refresh(ctx, ev.DID); err != nil && ctx.Err() == nil {
-				a.log.Warn("statusphere: refresh", "did", ev.DID, "err", err)
+	// The subscription's position counts the events its filter skips too:
+	// Ready must not wait for a status event that will never come when the
+	// newest event at start is of another kind or collection.
+	tick := time.NewTicker(100 * time.Millisecond)
+	defer tick.Stop()
+	events := sub.Events()
+	for events != nil {
+		select {
+		case ev, ok := <-events:
+			if !ok {
+				events = nil
+				continue
 			}
-		case store.KindIdentity:
-			a.setHandle(ev.DID, ev.Handle)
-		}
-		if ev.ID >= newest {
-			a.markReady()
+			switch ev.Kind {
+			case store.KindRecord:
+				if err := a.refresh(ctx, ev.DID); err != nil && ctx.Err() == nil {
+					a.log.Warn("statusphere: refresh", "did", ev.DID, "err", err)
+				}
+			case store.KindIdentity:
+				a.setHandle(ev.DID, ev.Handle)
+			}
+			if ev.ID >= newest {
+				a.markReady()
+			}
+		case <-tick.C:
+			if sub.Position() >= newest {
+				a.markReady()
+			}
 		}
 	}
 	if err := sub.Err(); err != nil && !errors.Is(err, context.Canceled) && ctx.Err() == nil {

@@ -196,3 +196,56 @@ func TestStatusphere(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 }
+
+// Ready closes even when the newest event at start is not a status event
+// (here an account event), which the app's subscription filters out.
+func TestReadyWhenTheNewestEventIsFilteredOut(t *testing.T) {
+	net := testnet.New(t)
+	bob := net.Account(t, "bob.test")
+	post(t, bob, "☕", time.Now().Add(-time.Hour))
+	log := slog.New(slog.NewTextHandler(io.Discard, nil))
+	cfg := cistern.Config{Path: t.TempDir() + "/s.db", RelayURL: net.RelayURL(), PLCURL: net.PLCURL(),
+		Filter: Spec, SkipHandleVerification: true, Logger: log, NoCrawl: true}
+	cfg.Filter.DIDs = []string{bob.DID().String()}
+	ix, err := cistern.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	errc := make(chan error, 1)
+	go func() { errc <- ix.Run(ctx) }()
+	defer func() {
+		cancel()
+		<-errc
+		ix.Close()
+	}()
+	if err := ix.WaitSynced(ctx, bob.DID().String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := bob.Deactivate(); err != nil { // the newest event: an account event
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		st, err := ix.Stats(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if st.Repos["deactivated"] == 1 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("deactivation not applied: %v", st.Repos)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	app := NewApp(ix, log)
+	appCtx, stopApp := context.WithCancel(ctx)
+	defer stopApp()
+	go app.Run(appCtx)
+	select {
+	case <-app.Ready():
+	case <-time.After(10 * time.Second):
+		t.Fatal("Ready never closed: it waits for a status event newer than the newest event")
+	}
+}
