@@ -69,6 +69,10 @@ func isZeroSpec(s filter.Spec) bool {
 //     Config.NoCrawl), even if it was before: a signal removed and added
 //     again is crawled again, for the repos that wrote while it was off.
 //
+// Repos already tracked stay tracked when the change no longer selects
+// them (a DID removed from DIDs, a signal removed, FullNetwork turned off):
+// untrack them with Untrack, or exclude them.
+//
 // An invalid spec is refused with an error naming the offending entry and
 // nothing changes.
 func (ix *Indexer) SetFilter(ctx context.Context, spec filter.Spec) error {
