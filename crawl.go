@@ -384,14 +384,21 @@ func (ix *Indexer) listPage(ctx context.Context, method string, q url.Values, cu
 // failure of a PDS other than the crawled host, other than a rate limit, is
 // logged and counts as none too, so that one host down does not stall a
 // walk of the network: the repo's next signal write on the firehose tracks
-// it. Any other failure is returned, for the page to be done again.
+// it. A DID that does not resolve (a did:web host down, a tombstoned or
+// malformed document) is likewise logged and skipped: retrying the page
+// would stall the walk on it for good. Any other failure is returned, for
+// the page to be done again.
 func (ix *Indexer) holdsSignal(ctx context.Context, did string, p filter.Pattern) (bool, error) {
 	ident, err := ix.res.Resolve(ctx, syntax.DID(did))
 	if errors.Is(err, resolver.ErrNotFound) {
 		return false, nil
 	}
 	if err != nil {
-		return false, fmt.Errorf("resolve: %w", err)
+		if ctx.Err() != nil {
+			return false, ctx.Err()
+		}
+		ix.log.Warn("crawl: DID does not resolve; repo skipped", "did", did, "err", err)
+		return false, nil
 	}
 	if ident.PDS == "" {
 		return false, nil

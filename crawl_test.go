@@ -2,11 +2,14 @@ package cistern_test
 
 import (
 	"context"
+	"errors"
 	"testing"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/testnet"
 )
 
@@ -137,4 +140,42 @@ func TestCrawl_FullNetworkOnAgainIsCrawledAgain(t *testing.T) {
 	waitTracked(t, ix, later)
 	waitSynced(t, ix, later.DID().String())
 	assertConverged(t, ix, first, later)
+}
+
+// failingResolver fails to resolve one DID, as a did:web whose host is down
+// would, and resolves the others with next.
+type failingResolver struct {
+	resolver.Resolver
+	fail syntax.DID
+}
+
+func (r failingResolver) Resolve(ctx context.Context, did syntax.DID) (*resolver.Identity, error) {
+	if did == r.fail {
+		return nil, errors.New("injected: dial tcp: connection refused")
+	}
+	return r.Resolver.Resolve(ctx, did)
+}
+
+// TestCrawl_WildcardSignalSkipsADIDThatDoesNotResolve: a repo listed before
+// the one that holds a wildcard signal, whose DID does not resolve, is
+// skipped with a warning; the walk does not stall on it.
+func TestCrawl_WildcardSignalSkipsADIDThatDoesNotResolve(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "one.test", testnet.Records(post, 1))
+	b := net.Account(t, "two.test", testnet.Records(post, 1))
+	bad, good := a, b
+	if b.DID() < a.DID() {
+		bad, good = b, a
+	}
+	if _, err := good.CreateRecord(follow, testnet.Post(follow, "x")); err != nil {
+		t.Fatal(err)
+	}
+	cfg := crawlConfig(t, net, filter.Spec{Signals: []string{"app.bsky.graph.*"}})
+	cfg.NoFirehose = true
+	cfg.Resolver = failingResolver{
+		Resolver: resolver.NewCached(resolver.Options{PLCURL: net.PLCURL(), SkipHandleVerification: true}),
+		fail:     bad.DID(),
+	}
+	ix := runIndexer(t, cfg)
+	waitTracked(t, ix, good)
 }
