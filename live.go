@@ -98,10 +98,21 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 		if wm <= saved {
 			return nil
 		}
+		held := false
 		if err := ix.write(c, func(tx store.Tx) error {
+			// A pipelined live write that failed and whose repo is not yet
+			// queued for a resync: the cursor must not pass it durably.
+			// (Its failure is counted before this closure runs again in
+			// the same batch: the writer reports a failed write first.)
+			if held = ix.liveFailures.Load() > 0; held {
+				return nil
+			}
 			return tx.PutMeta(cursorKey, []byte(strconv.FormatInt(wm, 10)))
 		}); err != nil {
 			return err
+		}
+		if held {
+			return nil
 		}
 		saved = wm
 		ix.metrics.setCursor(src, wm)
@@ -402,16 +413,35 @@ func (ix *Indexer) applyLive(ctx context.Context, r *store.Repo, msg *comatproto
 // liveWriteFailed handles a pipelined live write that did not commit (a
 // store error): the repo is resynced, so that what the commit said is
 // fetched again. It runs on the writer's goroutine and only starts work.
+//
+// Until the resync is queued, firehose cursors are not saved (see follow):
+// a cursor committed past the failed commit, then a crash, would leave the
+// repo synced without it. If the process stops first, the cursor saved
+// last is behind the commit, which comes again.
 func (ix *Indexer) liveWriteFailed(did, rev string, err error) {
 	ix.log.Warn("live commit not stored; resyncing repo", "did", did, "rev", rev, "err", err)
+	ix.liveFailures.Add(1)
 	if ix.ctx.Err() != nil {
 		return
 	}
 	ix.bg.Add(1)
 	go func() {
 		defer ix.bg.Done()
-		if rerr := ix.resyncTracked(ix.ctx, did); rerr != nil && ix.ctx.Err() == nil {
-			ix.log.Error("could not queue a resync after a failed live write", "did", did, "err", rerr)
+		for {
+			rerr := ix.resyncTracked(ix.ctx, did)
+			if rerr == nil {
+				ix.liveFailures.Add(-1)
+				return
+			}
+			if ix.ctx.Err() != nil {
+				return
+			}
+			ix.log.Error("could not queue a resync after a failed live write; cursors held, retrying", "did", did, "err", rerr)
+			select {
+			case <-ix.ctx.Done():
+				return
+			case <-time.After(time.Second):
+			}
 		}
 	}()
 }

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -212,29 +214,44 @@ func TestLive_PipelinesCommitsOfOneRepo(t *testing.T) {
 	}
 }
 
-// failingStore fails the write of one record key, as a full disk would,
-// and can make every write transaction slow, as a slow disk would.
+// failingStore fails the write of one record key, and any repo-state write
+// of one DID, as a full disk would, and can make every write transaction
+// slow, as a slow disk would. The failures can be changed while it runs.
 type failingStore struct {
 	store.Store
-	failRKey string
+	failRKey atomic.Value // string
+	failRepo atomic.Value // string: a DID
 	delay    time.Duration
 }
 
+func (s *failingStore) setFailRKey(rkey string) { s.failRKey.Store(rkey) }
+func (s *failingStore) setFailRepo(did string)  { s.failRepo.Store(did) }
+
 func (s *failingStore) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 	time.Sleep(s.delay)
-	return s.Store.Update(ctx, func(tx store.Tx) error { return fn(failingTx{tx, s.failRKey}) })
+	rkey, _ := s.failRKey.Load().(string)
+	did, _ := s.failRepo.Load().(string)
+	return s.Store.Update(ctx, func(tx store.Tx) error { return fn(failingTx{tx, rkey, did}) })
 }
 
 type failingTx struct {
 	store.Tx
 	failRKey string
+	failRepo string
 }
 
 func (tx failingTx) PutRecord(r *store.Record) error {
-	if r.RKey == tx.failRKey {
+	if tx.failRKey != "" && r.RKey == tx.failRKey {
 		return errors.New("injected: no space left on device")
 	}
 	return tx.Tx.PutRecord(r)
+}
+
+func (tx failingTx) PutRepo(r *store.Repo) error {
+	if tx.failRepo != "" && r.DID == tx.failRepo {
+		return errors.New("injected: no space left on device")
+	}
+	return tx.Tx.PutRepo(r)
 }
 
 // TestLive_FailedPipelinedWriteResyncs: when the store fails the write of a
@@ -251,7 +268,8 @@ func TestLive_FailedPipelinedWriteResyncs(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	fs := &failingStore{Store: db, failRKey: "3zzzzzzzzzz05"}
+	fs := &failingStore{Store: db}
+	fs.setFailRKey("3zzzzzzzzzz05")
 	cfg.Store = fs
 	ix, ctx := runOffline(t, cfg)
 	if err := ix.WaitSynced(ctx, did); err != nil {
@@ -275,7 +293,7 @@ func TestLive_FailedPipelinedWriteResyncs(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	fs.failRKey = "" // the disk has room again
+	fs.setFailRKey("") // the disk has room again
 	if err := ix.WaitSynced(ctx, did); err != nil {
 		t.Fatal(err)
 	}
@@ -475,5 +493,100 @@ func TestResync_EmitsAHandleChangeItMissed(t *testing.T) {
 	}
 	if r, err := ix.Repo(ctx, did); err != nil || r.Handle != "after.test" {
 		t.Fatalf("repo handle %q (%v)", r.Handle, err)
+	}
+}
+
+// TestLive_CursorHeldWhileAFailedWriteIsNotResynced: a pipelined live write
+// that the store fails is not waited for by its firehose handler, so the
+// watermark moves past it. Until the repo's resync is durably queued, the
+// saved cursor must not: a crash in between would leave the repo synced
+// without the commit and the firehose past it.
+func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
+	net := testnet.New(t)
+	a := net.Account(t, "failing.test", testnet.Records("app.bsky.feed.post", 3))
+	b := net.Account(t, "fine.test", testnet.Records("app.bsky.feed.post", 3))
+	cfg := offlineConfig(t, net, filter.Spec{DIDs: []string{a.DID().String(), b.DID().String()}})
+	cfg.NoFirehose = false
+	cfg.CursorInterval = 10 * time.Millisecond
+	db, err := boltstore.Open(cfg.Path, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close() })
+	fs := &failingStore{Store: db}
+	cfg.Store = fs
+	ix, ctx := runOffline(t, cfg)
+	for _, did := range []string{a.DID().String(), b.DID().String()} {
+		if err := ix.WaitSynced(ctx, did); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cursor := func() int64 {
+		var c int64
+		if err := db.View(ctx, func(tx store.ReadTx) error {
+			v, err := tx.Meta(metaCursorPrefix + net.RelayURL())
+			if err == nil {
+				c, err = strconv.ParseInt(string(v), 10, 64)
+			}
+			return err
+		}); err != nil && !errors.Is(err, store.ErrNotFound) {
+			t.Fatal(err)
+		}
+		return c
+	}
+
+	// The disk fills up for a's record and for any write of a's state, so
+	// the resync cannot be queued either.
+	fs.setFailRKey("3zzzzzzzzzzaa")
+	fs.setFailRepo(a.DID().String())
+	failed, err := a.Apply(testnet.Create("app.bsky.feed.post", "3zzzzzzzzzzaa", testnet.Post("app.bsky.feed.post", "lost?")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Other repos go on; their commits are applied, but the cursor stays
+	// behind the failed commit.
+	var last int64
+	for i := range 5 {
+		c, err := b.Apply(testnet.Create("app.bsky.feed.post", "", testnet.Post("app.bsky.feed.post", fmt.Sprint("fine ", i))))
+		if err != nil {
+			t.Fatal(err)
+		}
+		last = c.Seq
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := ix.repo(ctx, b.DID().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if r.Rev == b.Rev() {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the other repo's commits were not applied")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond) // ten cursor intervals
+	if c := cursor(); c >= failed.Seq {
+		t.Fatalf("cursor saved at %d, past the failed commit %d, before its repo was queued for a resync", c, failed.Seq)
+	}
+
+	// Room again: the resync is queued, the cursor moves on, the repo
+	// converges to the PDS.
+	fs.setFailRKey("")
+	fs.setFailRepo("")
+	deadline = time.Now().Add(10 * time.Second)
+	for cursor() < last {
+		if time.Now().After(deadline) {
+			t.Fatalf("cursor %d never reached %d after the resync was queued", cursor(), last)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if err := ix.WaitSynced(ctx, a.DID().String()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := ix.GetRecord(ctx, a.DID().String(), "app.bsky.feed.post", "3zzzzzzzzzzaa"); err != nil {
+		t.Fatalf("the failed commit's record after the resync: %v", err)
 	}
 }
