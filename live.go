@@ -153,16 +153,27 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 	var runErr error
 	for from := cursor; ; {
 		runErr = client.Run(ctx, from, handle)
-		last := max(client.Stats().LastSeq, from)
-		if !errors.Is(runErr, firehose.ErrFrameTooLarge) || last == 0 || ctx.Err() != nil {
+		if !errors.Is(runErr, firehose.ErrFrameTooLarge) || ctx.Err() != nil {
 			break
 		}
+		ix.metrics.rejected(RejectTooLarge)
 		// The source would send the same frame again: go on after it. Its
 		// repo is resynced when its next commit does not chain (the
-		// frame's repo is unknown: it was not read).
-		from = last + 1
-		ix.metrics.rejected(RejectTooLarge)
-		ix.log.Error("firehose frame over the size limit skipped", "source", src, "seq", from, "err", runErr)
+		// frame's repo is unknown: it was not read). Sequence numbers may
+		// have gaps: if the frame is further on, the next pass skips the
+		// next number, and so on.
+		if last := max(client.Stats().LastSeq, from); last > 0 {
+			from = last + 1
+			ix.log.Error("firehose frame over the size limit skipped", "source", src, "seq", from, "err", runErr)
+			continue
+		}
+		// Live start, nothing received yet: no number to skip to. Connect
+		// live again a little later, past that frame.
+		ix.log.Error("firehose frame over the size limit at a live start; reconnecting live", "source", src, "err", runErr)
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
 	}
 	close(clientDone)
 	disp.Wait(workCtx)
@@ -194,12 +205,21 @@ var errRestartLive = errors.New("cistern: follow the source again from live")
 
 // followSource follows one source until ctx ends, starting it again when
 // follow asks (see errRestartLive).
+// Restarts are spaced by at least a second, doubling up to a minute while
+// they keep coming, since each resyncs every synced repo.
 func (ix *Indexer) followSource(ctx context.Context, src string) error {
+	wait := time.Second
 	for {
 		err := ix.follow(ctx, src)
 		if !errors.Is(err, errRestartLive) {
 			return err
 		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, time.Minute)
 	}
 }
 

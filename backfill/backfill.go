@@ -79,7 +79,7 @@ func (s *Scheduler) run(ctx context.Context, did string) (err error, unrecorded 
 
 // backfill is one attempt. Failures are *failure; outcomes are the
 // sentinel errors; other errors come from the store or the writer.
-func (s *Scheduler) backfill(ctx context.Context, did string) error {
+func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 	d, err := syntax.ParseDID(did)
 	if err != nil {
 		return fail(KindInvalid, "%w", err)
@@ -98,6 +98,13 @@ func (s *Scheduler) backfill(ctx context.Context, did string) error {
 	if err != nil {
 		return err
 	}
+	known := cur != nil
+	defer func() {
+		var fl *failure
+		if errors.As(err, &fl) {
+			fl.unknown = !known
+		}
+	}()
 	f := s.opts.Filter()
 	if f.Excluded(did) {
 		return s.untrack(ctx, did)
@@ -105,7 +112,7 @@ func (s *Scheduler) backfill(ctx context.Context, did string) error {
 
 	ident, err := s.opts.Resolver.Resolve(ctx, d)
 	if errors.Is(err, resolver.ErrNotFound) {
-		return s.deleted(ctx, did)
+		return s.deleted(ctx, did, known)
 	}
 	if err != nil {
 		if ctx.Err() != nil {
@@ -173,7 +180,7 @@ func (s *Scheduler) backfill(ctx context.Context, did string) error {
 		var ie *InactiveError
 		switch {
 		case errors.Is(err, ErrRepoNotFound):
-			return s.deleted(ctx, did)
+			return s.deleted(ctx, did, known)
 		case errors.As(err, &ie):
 			return s.inactive(ctx, did, ie.Status)
 		}
@@ -284,11 +291,11 @@ func (s *Scheduler) finalize(did string, ident *resolver.Identity, commit *repo.
 
 // deleted removes every record of a repo the network says does not exist,
 // marks it deleted, dequeues it and emits an account event (once).
-func (s *Scheduler) deleted(ctx context.Context, did string) error {
+func (s *Scheduler) deleted(ctx context.Context, did string, known bool) error {
 	now := s.opts.Now()
 	// A repo untracked while this attempt resolved it is not the
 	// attempt's to delete (Untrack may have kept its records on purpose).
-	err := s.deleteAll(ctx, did, true, func(tx store.Tx) error {
+	err := s.deleteAll(ctx, did, known, func(tx store.Tx) error {
 		r, err := loadRepo(tx, did)
 		if err != nil {
 			return err
@@ -380,6 +387,8 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 			return err
 		}
 		switch {
+		case r == nil && fl.unknown:
+			r = &store.Repo{DID: did, State: store.StatePending} // never tracked: a direct Backfill
 		case r == nil:
 			gone = true // untracked meanwhile: not to be brought back
 			return nil

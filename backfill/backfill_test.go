@@ -633,3 +633,30 @@ func must[T any](v T, err error) T {
 	}
 	return v
 }
+
+// A direct Backfill of a DID the store has never seen reports its outcome
+// as for a tracked repo: not found on the network is ErrRepoNotFound, and a
+// failure is recorded on a new state (not dropped as if the repo had been
+// untracked meanwhile).
+func TestBackfill_UnknownDIDOutcomes(t *testing.T) {
+	net := testnet.New(t)
+	alice := net.Account(t, "alice.test", testnet.Records(collPost, 3))
+	e := newEnv(t, net, filter.Spec{FullNetwork: true})
+	s := e.scheduler(nil)
+
+	e.res.Remove(alice.DID())
+	if err := s.Backfill(e.ctx, alice.DID().String()); !errors.Is(err, backfill.ErrRepoNotFound) {
+		t.Fatalf("not on the network: err = %v, want ErrRepoNotFound", err)
+	}
+
+	bob := net.Account(t, "bob.test", testnet.Records(collPost, 3))
+	e.publish(bob)
+	net.Host(0).FailNext("com.atproto.sync.getRepo", 1, 500)
+	var be *backfill.Error
+	if err := s.Backfill(e.ctx, bob.DID().String()); !errors.As(err, &be) {
+		t.Fatalf("failed fetch: err = %v, want *backfill.Error", err)
+	}
+	if r := e.repo(bob.DID()); r.State != store.StateError || r.Retries != 1 {
+		t.Fatalf("after a failed fetch: %+v", r)
+	}
+}

@@ -79,6 +79,10 @@ type failure struct {
 	err  error
 	// until, for rate limits: when the host accepts requests again.
 	until time.Time
+	// unknown: the repo had no state when the attempt began (a direct
+	// Scheduler.Backfill of a DID never tracked), so the failure is
+	// recorded on a new state rather than dropped as "untracked meanwhile".
+	unknown bool
 }
 
 func (f *failure) Error() string { return f.kind + ": " + f.err.Error() }
