@@ -274,7 +274,15 @@ func (s *Scheduler) finalize(did string, ident *resolver.Identity, commit *repo.
 			return err
 		}
 		r.Rev, r.Data, r.Commit = commit.Rev, data, commitCID
+		oldHandle := r.Handle
 		setIdentity(r, ident)
+		if oldHandle != "" && oldHandle != r.Handle {
+			// Resolved afresh during the attempt (a key rotation): a new
+			// handle is said in the log, as at the claim.
+			if err := tx.AppendEvent(&store.Event{Kind: store.KindIdentity, DID: did, Time: now, Handle: r.Handle}); err != nil {
+				return err
+			}
+		}
 		clearError(r)
 		r.Status = ""
 		r.Updated = now

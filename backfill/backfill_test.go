@@ -361,8 +361,11 @@ func TestBackfill_BadSignature(t *testing.T) {
 		t.Fatal("records stored from an unverified repo")
 	}
 
-	// A key rotated since it was cached: the purge and second resolve fix it.
-	rot := &rotatingResolver{Static: e.res, fresh: &resolver.Identity{DID: alice.DID(), Handle: alice.Handle(), PDS: alice.Host().URL(), SigningKey: alice.PublicKey()}}
+	// A key rotated since it was cached, with a new handle: the purge and
+	// second resolve fix it, and the new handle is in the log.
+	before := e.lastEvent()
+	newHandle := syntax.Handle("alice-rotated.test")
+	rot := &rotatingResolver{Static: e.res, fresh: &resolver.Identity{DID: alice.DID(), Handle: newHandle, PDS: alice.Host().URL(), SigningKey: alice.PublicKey()}}
 	s = e.scheduler(func(o *backfill.Options) { o.Resolver = rot })
 	if err := s.Backfill(e.ctx, alice.DID().String()); err != nil {
 		t.Fatalf("after rotation: %v", err)
@@ -370,8 +373,17 @@ func TestBackfill_BadSignature(t *testing.T) {
 	if rot.purged.Load() != 1 {
 		t.Fatalf("purged %d times, want 1", rot.purged.Load())
 	}
-	if r := e.repo(alice.DID()); r.SigningKey != alice.PublicKey().Multibase() || r.State != store.StateSynced {
+	if r := e.repo(alice.DID()); r.SigningKey != alice.PublicKey().Multibase() || r.State != store.StateSynced || r.Handle != newHandle.String() {
 		t.Fatalf("repo after rotation: %+v", r)
+	}
+	var handles []string
+	for _, ev := range e.events(before) {
+		if ev.Kind == store.KindIdentity {
+			handles = append(handles, ev.Handle)
+		}
+	}
+	if len(handles) != 1 || handles[0] != newHandle.String() {
+		t.Fatalf("identity events %q, want [%s]", handles, newHandle)
 	}
 }
 
