@@ -19,6 +19,13 @@
 // (internal/writer) into a store.Store (store/boltstore by default), with its
 // event in the same transaction; backfill brings repos in from their PDS,
 // firehose follows the network live, and stream serves the event log.
+//
+// Live commits of one repo are pipelined: each is verified against the
+// state the repo's queued writes leave it in and queued without waiting for
+// its transaction, so consecutive commits share transactions (and fsyncs).
+// The writer commits in queue order, so a firehose cursor saved later never
+// commits before them; anything else that acts on the repo first waits for
+// its queued writes.
 package cistern
 
 import (
