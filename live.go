@@ -315,6 +315,11 @@ func (ix *Indexer) handleCommit(ctx context.Context, src string, m *firehose.Mes
 	unlock := ix.lockLive(did)
 	defer unlock()
 
+	if ix.pipe.broken(did) {
+		// A queued write of this repo failed and its resync is not queued
+		// yet: hold the commit for after the resync, as during a backfill.
+		return ix.write(ctx, func(tx store.Tx) error { return tx.PutBuffer(bufferOf(src, m)) })
+	}
 	r := ix.pipe.repo(did)
 	var err error
 	if r == nil {
@@ -408,6 +413,9 @@ func (ix *Indexer) applyLive(ctx context.Context, r *store.Repo, msg *comatproto
 	ix.pipe.queued(did, vc.advance(*r, time.Now()))
 	err = ix.w.Submit(ctx, ix.commitWrite(r, vc, bc, false, &applied), func(err error) {
 		// On the writer's goroutine: no blocking here.
+		if err != nil && !errors.Is(err, writer.ErrClosed) {
+			ix.pipe.fail(did) // before done: see pipeline.fail
+		}
 		ix.pipe.done(did)
 		switch {
 		case err == nil:
@@ -450,6 +458,7 @@ func (ix *Indexer) liveWriteFailed(did, rev string, err error) {
 		for {
 			rerr := ix.resyncTracked(ix.ctx, did)
 			if rerr == nil {
+				ix.pipe.recovered(did)
 				ix.liveFailures.Add(-1)
 				return
 			}

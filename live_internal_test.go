@@ -307,6 +307,15 @@ func TestLive_FailedPipelinedWriteResyncs(t *testing.T) {
 	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 23 {
 		t.Fatalf("CountRecords = %d, %v; want 23", n, err)
 	}
+	// The commits after the failed one were held for the resync, not
+	// verified against the state the failure left (they would not chain).
+	st, err := ix.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Rejected) != 0 {
+		t.Fatalf("rejections %v after a store failure", st.Rejected)
+	}
 }
 
 // frameAt decodes the relay's frame seq.
@@ -571,6 +580,16 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 	if c := cursor(); c >= failed.Seq {
 		t.Fatalf("cursor saved at %d, past the failed commit %d, before its repo was queued for a resync", c, failed.Seq)
 	}
+	if ix.liveFailures.Load() != 1 {
+		t.Fatalf("%d failed writes awaiting a resync, want 1", ix.liveFailures.Load())
+	}
+	// The failing repo's next commit does not chain to what is stored: it
+	// is held for the resync, not rejected.
+	next, err := a.Apply(testnet.Create("app.bsky.feed.post", "3zzzzzzzzzzab", testnet.Post("app.bsky.feed.post", "after")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	last = next.Seq
 
 	// Room again: the resync is queued, the cursor moves on, the repo
 	// converges to the PDS.
@@ -586,7 +605,16 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 	if err := ix.WaitSynced(ctx, a.DID().String()); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := ix.GetRecord(ctx, a.DID().String(), "app.bsky.feed.post", "3zzzzzzzzzzaa"); err != nil {
-		t.Fatalf("the failed commit's record after the resync: %v", err)
+	for _, rkey := range []string{"3zzzzzzzzzzaa", "3zzzzzzzzzzab"} {
+		if _, err := ix.GetRecord(ctx, a.DID().String(), "app.bsky.feed.post", rkey); err != nil {
+			t.Fatalf("record %s after the resync: %v", rkey, err)
+		}
+	}
+	st, err := ix.Stats(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(st.Rejected) != 0 {
+		t.Fatalf("rejections %v: a commit after the failed write was verified against the stale state", st.Rejected)
 	}
 }

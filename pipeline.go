@@ -16,6 +16,11 @@ import (
 type pipeline struct {
 	mu    sync.Mutex
 	repos map[string]*pipelined
+	// failed counts, per repo, queued writes that failed and whose resync
+	// is not yet queued: the repo's stored state is behind what its
+	// firehose says, so its next commits are held rather than verified
+	// against it (they would not chain).
+	failed map[string]int
 }
 
 type pipelined struct {
@@ -24,7 +29,33 @@ type pipelined struct {
 	idle chan struct{} // closed when n drops to 0
 }
 
-func newPipeline() *pipeline { return &pipeline{repos: map[string]*pipelined{}} }
+func newPipeline() *pipeline {
+	return &pipeline{repos: map[string]*pipelined{}, failed: map[string]int{}}
+}
+
+// fail records that a queued write of did failed. Call it before done for
+// that write, so that no commit reads the store's state in between.
+func (p *pipeline) fail(did string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.failed[did]++
+}
+
+// recovered records that the resync after one failed write is queued.
+func (p *pipeline) recovered(did string) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.failed[did]--; p.failed[did] <= 0 {
+		delete(p.failed, did)
+	}
+}
+
+// broken reports whether a failed write of did awaits its resync.
+func (p *pipeline) broken(did string) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.failed[did] > 0
+}
 
 // repo returns a copy of the state the repo's queued writes leave it in,
 // or nil if none is queued.
