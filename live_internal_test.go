@@ -169,28 +169,53 @@ func TestLive_PipelinesCommitsOfOneRepo(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { db.Close() })
-	// A slow disk: a commit that waited for its transaction would take
-	// 200 of them.
-	cfg.Store = &failingStore{Store: db, delay: 20 * time.Millisecond}
+	fs := &failingStore{Store: db}
+	cfg.Store = fs
 	ix, ctx := runOffline(t, cfg)
 	if err := ix.WaitSynced(ctx, did); err != nil {
 		t.Fatal(err)
 	}
-	msgs := commitFrames(t, net, a, 200, func(int) string { return "" })
+	msgs := commitFrames(t, net, a, 100, func(int) string { return "" })
 	before := ix.w.Stats()
-	for _, m := range msgs {
-		if err := ix.handleMessage(ctx, "test", m); err != nil {
+
+	// The store commits nothing until the gate opens. A commit that waited
+	// for its own transaction would block the second one; pipelined, all
+	// are verified and queued.
+	gate := make(chan struct{})
+	fs.gate.Store(&gate)
+	handled := make(chan error, 1)
+	go func() {
+		for _, m := range msgs {
+			if err := ix.handleMessage(ctx, "test", m); err != nil {
+				handled <- err
+				return
+			}
+		}
+		handled <- nil
+	}()
+	select {
+	case err := <-handled:
+		if err != nil {
 			t.Fatal(err)
 		}
+	case <-time.After(30 * time.Second):
+		close(gate)
+		t.Fatal("live commits of one repo wait for each other's transactions: not pipelined")
 	}
-	// Resync takes the repo's lock, which waits for the queued writes: it
-	// must find the repo at the last commit.
+	close(gate)
+	// Resync takes the repo's lock, which waits for the queued writes.
 	if err := ix.Resync(ctx, did); err != nil {
 		t.Fatal(err)
 	}
-	after := ix.w.Stats()
-	if txs := after.Commits - before.Commits; txs > 100 {
-		t.Fatalf("200 commits of one repo took %d transactions: not pipelined", txs)
+	if txs := ix.w.Stats().Commits - before.Commits; txs > 10 {
+		t.Fatalf("100 commits of one repo took %d transactions", txs)
+	}
+	var applied dto.Metric
+	if err := ix.metrics.appliedC.Write(&applied); err != nil {
+		t.Fatal(err)
+	}
+	if got := applied.GetCounter().GetValue(); got != 100 {
+		t.Fatalf("%v commits applied, want all 100 (none held or rejected)", got)
 	}
 	if err := ix.WaitSynced(ctx, did); err != nil {
 		t.Fatal(err)
@@ -202,33 +227,28 @@ func TestLive_PipelinesCommitsOfOneRepo(t *testing.T) {
 	if r.Rev != a.Rev() || r.Data != a.DataCID().String() {
 		t.Fatalf("repo at %s %s, PDS at %s %s", r.Rev, r.Data, a.Rev(), a.DataCID())
 	}
-	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 203 {
-		t.Fatalf("CountRecords = %d, %v; want 203", n, err)
-	}
-	var applied dto.Metric
-	if err := ix.metrics.appliedC.Write(&applied); err != nil {
-		t.Fatal(err)
-	}
-	if got := applied.GetCounter().GetValue(); got != 200 {
-		t.Fatalf("%v commits counted as applied, want 200", got)
+	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 103 {
+		t.Fatalf("CountRecords = %d, %v; want 103", n, err)
 	}
 }
 
 // failingStore fails the write of one record key, and any repo-state write
-// of one DID, as a full disk would, and can make every write transaction
-// slow, as a slow disk would. The failures can be changed while it runs.
+// of one DID, as a full disk would, and can hold every write until a gate
+// opens, as a stalled disk would. These can be changed while it runs.
 type failingStore struct {
 	store.Store
-	failRKey atomic.Value // string
-	failRepo atomic.Value // string: a DID
-	delay    time.Duration
+	failRKey atomic.Value                  // string
+	failRepo atomic.Value                  // string: a DID
+	gate     atomic.Pointer[chan struct{}] // when set, writes wait for it to close
 }
 
 func (s *failingStore) setFailRKey(rkey string) { s.failRKey.Store(rkey) }
 func (s *failingStore) setFailRepo(did string)  { s.failRepo.Store(did) }
 
 func (s *failingStore) Update(ctx context.Context, fn func(tx store.Tx) error) error {
-	time.Sleep(s.delay)
+	if g := s.gate.Load(); g != nil {
+		<-*g
+	}
 	rkey, _ := s.failRKey.Load().(string)
 	did, _ := s.failRepo.Load().(string)
 	return s.Store.Update(ctx, func(tx store.Tx) error { return fn(failingTx{tx, rkey, did}) })
@@ -576,12 +596,15 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
+	for ix.liveFailures.Load() == 0 { // the failure reported by the writer
+		if time.Now().After(deadline) {
+			t.Fatal("the failed write was never reported")
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
 	time.Sleep(100 * time.Millisecond) // ten cursor intervals
 	if c := cursor(); c >= failed.Seq {
 		t.Fatalf("cursor saved at %d, past the failed commit %d, before its repo was queued for a resync", c, failed.Seq)
-	}
-	if ix.liveFailures.Load() != 1 {
-		t.Fatalf("%d failed writes awaiting a resync, want 1", ix.liveFailures.Load())
 	}
 	// The failing repo's next commit does not chain to what is stored: it
 	// is held for the resync, not rejected.
