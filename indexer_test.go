@@ -257,7 +257,18 @@ func TestIndexer_AccountLifecycle(t *testing.T) {
 	if _, err := erin.Delete(); err != nil {
 		t.Fatal(err)
 	}
-	state(store.StateDeleted)
+	// The state says deleted first (so that a backfill in flight stops),
+	// the status once the records are gone and the event written.
+	eventually(t, 20*time.Second, func() string {
+		r, err := ix.Repo(ctx, did)
+		if err != nil {
+			return err.Error()
+		}
+		if r.State != store.StateDeleted || r.Status != "deleted" {
+			return "state " + r.State.String() + " status " + r.Status + ", want deleted"
+		}
+		return ""
+	})
 	if n := len(stored(t, ix, did)); n != 0 {
 		t.Fatalf("%d records left after account deletion", n)
 	}

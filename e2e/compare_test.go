@@ -243,6 +243,13 @@ func diffRepo(ctx context.Context, exp *expected, r replica, f *fold) ([]string,
 		if hasView && rv != nil && rv.State != "deleted" {
 			d = append(d, fmt.Sprintf("%s: state %q, want deleted (PDS: RepoNotFound)", did, rv.State))
 		}
+		if hasView && rv != nil {
+			// The deletion ends with its account event (the state says
+			// deleted from its start).
+			if ev := f.accounts[did]; ev == nil || ev.Active || ev.Status != "deleted" {
+				d = append(d, fmt.Sprintf("%s: last account event %+v, want the deletion", did, ev))
+			}
+		}
 		for u := range folded {
 			d = append(d, fmt.Sprintf("%s: folded log still holds %s after the account was deleted", did, u))
 		}
