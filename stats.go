@@ -21,6 +21,9 @@ type Stats struct {
 	NewestEvent uint64 `json:"newestEvent"`
 	// OldestEvent is the id of the oldest retained event.
 	OldestEvent uint64 `json:"oldestEvent"`
+	// Subscriptions is the number of event subscriptions running (library
+	// and WebSocket alike).
+	Subscriptions int `json:"subscriptions"`
 	// Queued is the number of repos in the backfill queue.
 	Queued int64 `json:"queued"`
 	// DiskBytes is the size of the store on disk.
@@ -62,5 +65,6 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 	}
 	s.DiskBytes = ix.st.Size()
 	s.Backfill = ix.bf.Stats()
+	s.Subscriptions = ix.events.Subscriptions()
 	return s, nil
 }

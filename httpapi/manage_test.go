@@ -327,6 +327,7 @@ func TestStatsHealthMetrics(t *testing.T) {
 		"cistern_backfill_records_total 12",
 		"cistern_backfill_records_per_second",
 		"cistern_stream_subscribers 0",
+		"cistern_stream_subscriptions 0",
 		"cistern_store_size_bytes",
 		"cistern_event_newest_id",
 		"cistern_firehose_messages_total",

@@ -23,9 +23,9 @@ type collector struct {
 	lastRecs int64
 	lastRate float64
 
-	repos, records, events, newest, oldest, diskBytes, blockBytes *prometheus.Desc
-	queue, inFlight, completed, failed, rateLimited, bytes        *prometheus.Desc
-	recordsWritten, recordsRate, hostsLimited, subs               *prometheus.Desc
+	repos, records, events, newest, oldest, diskBytes, blockBytes  *prometheus.Desc
+	queue, inFlight, completed, failed, rateLimited, bytes         *prometheus.Desc
+	recordsWritten, recordsRate, hostsLimited, subs, subscriptions *prometheus.Desc
 }
 
 func newCollector(ix *cistern.Indexer, subscribers *atomic.Int64) *collector {
@@ -51,6 +51,7 @@ func newCollector(ix *cistern.Indexer, subscribers *atomic.Int64) *collector {
 		recordsRate:    d("cistern_backfill_records_per_second", "Backfill records written per second since the previous scrape."),
 		hostsLimited:   d("cistern_backfill_hosts_rate_limited", "PDS hosts paused after a 429 now."),
 		subs:           d("cistern_stream_subscribers", "Open /stream connections."),
+		subscriptions:  d("cistern_stream_subscriptions", "Event subscriptions running: the library's and /stream's."),
 	}
 }
 
@@ -58,7 +59,7 @@ func newCollector(ix *cistern.Indexer, subscribers *atomic.Int64) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.repos, c.records, c.events, c.newest, c.oldest, c.diskBytes,
 		c.blockBytes, c.queue, c.inFlight, c.completed, c.failed, c.rateLimited, c.bytes, c.recordsWritten,
-		c.recordsRate, c.hostsLimited, c.subs} {
+		c.recordsRate, c.hostsLimited, c.subs, c.subscriptions} {
 		ch <- d
 	}
 }
@@ -98,6 +99,7 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.recordsRate, c.rate(bf.RecordsWritten, time.Now()))
 	g(c.hostsLimited, float64(bf.HostsRateLimited))
 	g(c.subs, float64(c.subscribers.Load()))
+	g(c.subscriptions, float64(st.Subscriptions))
 }
 
 // rate returns records per second since the previous scrape at least a

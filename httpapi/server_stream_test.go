@@ -12,6 +12,7 @@ import (
 
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/httpapi"
+	"github.com/cistern-dev/cistern/stream"
 	"github.com/cistern-dev/cistern/testnet"
 )
 
@@ -44,6 +45,19 @@ func TestServer_Stream(t *testing.T) {
 	if !strings.Contains(string(get(t, api+"/metrics").Body), "cistern_stream_subscribers 1") {
 		t.Fatal("metrics do not count the subscriber")
 	}
+	// All subscriptions, the library's too, are counted apart.
+	lib, err := ix.Subscribe(ctx, stream.SubscribeOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if m := string(get(t, api+"/metrics").Body); !strings.Contains(m, "cistern_stream_subscriptions 2") {
+		t.Fatal("metrics do not count the library's subscription with the WebSocket's")
+	}
+	lib.Close()
+	waitFor(t, "the library's subscription to end", func() bool {
+		st, err := ix.Stats(ctx)
+		return err == nil && st.Subscriptions == 1
+	})
 
 	rec, err := alice.CreateRecord(posts, testnet.Post(posts, "live one"))
 	if err != nil {

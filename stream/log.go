@@ -4,6 +4,7 @@ import (
 	"errors"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cistern-dev/cistern/store"
@@ -98,8 +99,13 @@ type Log struct {
 	closed   bool
 	names    map[string]bool // durable consumers with an active subscription
 	subs     sync.WaitGroup
+	active   atomic.Int64 // subscriptions running
 	closedCh chan struct{}
 }
+
+// Subscriptions returns how many subscriptions are running (library and
+// WebSocket alike): from Subscribe until the subscription ends.
+func (l *Log) Subscriptions() int { return int(l.active.Load()) }
 
 // New returns a Log over the events of st. It starts no goroutine: call Run
 // for retention.

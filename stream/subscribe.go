@@ -286,6 +286,7 @@ func (l *Log) Subscribe(ctx context.Context, opts SubscribeOptions) (*Subscripti
 		l.names[s.name] = true
 	}
 	l.subs.Add(1)
+	l.active.Add(1)
 	l.mu.Unlock()
 
 	go s.run()
@@ -378,6 +379,7 @@ func (s *Subscription) run() {
 			delete(l.names, s.name)
 			l.mu.Unlock()
 		}
+		l.active.Add(-1)
 		close(s.events)
 		close(s.done)
 		l.subs.Done()
