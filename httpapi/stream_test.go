@@ -366,6 +366,19 @@ func TestStreamHandler_PingKeepsReaderConnected(t *testing.T) {
 	}
 }
 
+// A client that stops answering pings (it never reads, so its library
+// never sends a pong) is disconnected within PingInterval + WriteTimeout,
+// even with nothing to send it.
+func TestStreamHandler_UnansweredPingDisconnects(t *testing.T) {
+	e := newStreamEnv(t, stream.Options{}, httpapi.StreamOptions{PingInterval: 20 * time.Millisecond, WriteTimeout: 100 * time.Millisecond})
+	_ = e.dial(t, "") // live only, nothing to send; never read
+	select {
+	case <-e.done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a client that answers no ping is still connected")
+	}
+}
+
 // TestStreamHandler_UnrenderableValueLeavesNoGap: an event whose stored
 // value is not valid atproto data (here a CBOR map with an integer key) is
 // still sent, without the value and with "recordError", so that a client
