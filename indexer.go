@@ -86,9 +86,6 @@ type Indexer struct {
 	repoMus [256]sync.Mutex
 	pipe    *pipeline // live writes queued, per repo
 	keys    *keyCache // parsed signing keys
-	// liveFailures counts pipelined live writes that failed and whose
-	// repo's resync is not yet queued; firehose cursors are held meanwhile.
-	liveFailures atomic.Int64
 
 	crawlKick chan struct{}
 

@@ -104,7 +104,7 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 			// queued for a resync: the cursor must not pass it durably.
 			// (Its failure is counted before this closure runs again in
 			// the same batch: the writer reports a failed write first.)
-			if held = ix.liveFailures.Load() > 0; held {
+			if held = ix.pipe.anyBroken(); held {
 				return nil
 			}
 			return tx.PutMeta(cursorKey, []byte(strconv.FormatInt(wm, 10)))
@@ -448,7 +448,6 @@ func (ix *Indexer) applyLive(ctx context.Context, r *store.Repo, msg *comatproto
 // last is behind the commit, which comes again.
 func (ix *Indexer) liveWriteFailed(did, rev string, err error) {
 	ix.log.Warn("live commit not stored; resyncing repo", "did", did, "rev", rev, "err", err)
-	ix.liveFailures.Add(1)
 	if ix.ctx.Err() != nil {
 		return
 	}
@@ -459,7 +458,6 @@ func (ix *Indexer) liveWriteFailed(did, rev string, err error) {
 			rerr := ix.resyncTracked(ix.ctx, did)
 			if rerr == nil {
 				ix.pipe.recovered(did)
-				ix.liveFailures.Add(-1)
 				return
 			}
 			if ix.ctx.Err() != nil {

@@ -596,7 +596,7 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 		}
 		time.Sleep(5 * time.Millisecond)
 	}
-	for ix.liveFailures.Load() == 0 { // the failure reported by the writer
+	for !ix.pipe.broken(a.DID().String()) { // the failure reported by the writer
 		if time.Now().After(deadline) {
 			t.Fatal("the failed write was never reported")
 		}

@@ -50,6 +50,14 @@ func (p *pipeline) recovered(did string) {
 	}
 }
 
+// anyBroken reports whether a failed write of any repo awaits its resync;
+// firehose cursors are held meanwhile.
+func (p *pipeline) anyBroken() bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return len(p.failed) > 0
+}
+
 // broken reports whether a failed write of did awaits its resync.
 func (p *pipeline) broken(did string) bool {
 	p.mu.Lock()

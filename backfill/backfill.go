@@ -147,18 +147,12 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 		}
 		stale = false
 		r.State = store.StateBackfilling
-		oldHandle := r.Handle
-		setIdentity(r, ident)
+		if err := setIdentity(tx, r, ident, now); err != nil {
+			return err
+		}
 		r.Updated = now
 		if err := tx.PutRepo(r); err != nil {
 			return err
-		}
-		if oldHandle != "" && oldHandle != r.Handle {
-			// The handle changed without an #identity seen (or applied):
-			// say so in the log as the live path would.
-			if err := tx.AppendEvent(&store.Event{Kind: store.KindIdentity, DID: did, Time: now, Handle: r.Handle}); err != nil {
-				return err
-			}
 		}
 		// Live commits held so far were received before the CAR is
 		// fetched, so the CAR holds them: only those that arrive from now
@@ -274,14 +268,10 @@ func (s *Scheduler) finalize(did string, ident *resolver.Identity, commit *repo.
 			return err
 		}
 		r.Rev, r.Data, r.Commit = commit.Rev, data, commitCID
-		oldHandle := r.Handle
-		setIdentity(r, ident)
-		if oldHandle != "" && oldHandle != r.Handle {
-			// Resolved afresh during the attempt (a key rotation): a new
-			// handle is said in the log, as at the claim.
-			if err := tx.AppendEvent(&store.Event{Kind: store.KindIdentity, DID: did, Time: now, Handle: r.Handle}); err != nil {
-				return err
-			}
+		// ident may have been resolved afresh during the attempt (a key
+		// rotation), with a handle the claim did not see.
+		if err := setIdentity(tx, r, ident, now); err != nil {
+			return err
 		}
 		clearError(r)
 		r.Status = ""
@@ -460,23 +450,27 @@ func trackedRepo(tx store.ReadTx, did string) (*store.Repo, error) {
 
 // loadRepo returns a copy of the repo's state, or a new one.
 func loadRepo(tx store.ReadTx, did string) (*store.Repo, error) {
-	r, err := tx.Repo(did)
-	if errors.Is(err, store.ErrNotFound) {
-		return &store.Repo{DID: did, State: store.StatePending}, nil
+	r, err := trackedRepo(tx, did)
+	if r == nil && err == nil {
+		r = &store.Repo{DID: did, State: store.StatePending}
 	}
-	if err != nil {
-		return nil, err
-	}
-	c := *r
-	return &c, nil
+	return r, err
 }
 
-func setIdentity(r *store.Repo, ident *resolver.Identity) {
+// setIdentity copies ident onto r. A handle that differs from the one r
+// held is also written to tx as an identity event, as the live path does
+// for an #identity: a change it missed (or failed to apply) is not lost.
+func setIdentity(tx store.Tx, r *store.Repo, ident *resolver.Identity, now time.Time) error {
+	old := r.Handle
 	r.Handle = ident.Handle.String()
 	r.PDS = ident.PDS
 	if ident.SigningKey != nil {
 		r.SigningKey = ident.SigningKey.Multibase()
 	}
+	if old == "" || old == r.Handle {
+		return nil
+	}
+	return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, DID: r.DID, Time: now, Handle: r.Handle})
 }
 
 func clearError(r *store.Repo) {
