@@ -12,7 +12,6 @@ import (
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/firehose"
 	"github.com/cistern-dev/cistern/store"
-	"github.com/cistern-dev/cistern/store/boltstore"
 	"github.com/cistern-dev/cistern/testnet"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -163,15 +162,7 @@ func TestLive_PipelinesCommitsOfOneRepo(t *testing.T) {
 	net := testnet.New(t)
 	a := net.Account(t, "pipe.test", testnet.Records("app.bsky.feed.post", 3))
 	did := a.DID().String()
-	cfg := offlineConfig(t, net, filter.Spec{DIDs: []string{did}})
-	db, err := boltstore.Open(cfg.Path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	fs := &failingStore{Store: db}
-	cfg.Store = fs
-	ix, ctx := runOffline(t, cfg)
+	ix, ctx, fs := runFailing(t, offlineConfig(t, net, filter.Spec{DIDs: []string{did}}))
 	if err := ix.WaitSynced(ctx, did); err != nil {
 		t.Fatal(err)
 	}
@@ -217,19 +208,7 @@ func TestLive_PipelinesCommitsOfOneRepo(t *testing.T) {
 	if got := applied.GetCounter().GetValue(); got != 100 {
 		t.Fatalf("%v commits applied, want all 100 (none held or rejected)", got)
 	}
-	if err := ix.WaitSynced(ctx, did); err != nil {
-		t.Fatal(err)
-	}
-	r, err := ix.repo(ctx, did)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Rev != a.Rev() || r.Data != a.DataCID().String() {
-		t.Fatalf("repo at %s %s, PDS at %s %s", r.Rev, r.Data, a.Rev(), a.DataCID())
-	}
-	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 103 {
-		t.Fatalf("CountRecords = %d, %v; want 103", n, err)
-	}
+	assertResynced(t, ctx, ix, a) // 103 records
 }
 
 // failingStore fails the write of one record key, and any repo-state write
@@ -282,51 +261,26 @@ func TestLive_FailedPipelinedWriteResyncs(t *testing.T) {
 	net := testnet.New(t)
 	a := net.Account(t, "pipefail.test", testnet.Records("app.bsky.feed.post", 3))
 	did := a.DID().String()
-	cfg := offlineConfig(t, net, filter.Spec{DIDs: []string{did}})
-	db, err := boltstore.Open(cfg.Path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	fs := &failingStore{Store: db}
-	fs.setFailRKey("3zzzzzzzzzz05")
-	cfg.Store = fs
-	ix, ctx := runOffline(t, cfg)
+	ix, ctx, fs := runFailing(t, offlineConfig(t, net, filter.Spec{DIDs: []string{did}}))
 	if err := ix.WaitSynced(ctx, did); err != nil {
 		t.Fatal(err)
 	}
+	fs.setFailRKey("3zzzzzzzzzz05")
 	msgs := commitFrames(t, net, a, 20, func(i int) string { return fmt.Sprintf("3zzzzzzzzzz%02d", i) })
 	for _, m := range msgs {
 		if err := ix.handleMessage(ctx, "test", m); err != nil {
 			t.Fatal(err)
 		}
 	}
-	// The resync refetches the repo; let it store the record this time.
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		r, err := ix.repo(ctx, did)
-		if err == nil && r.State != store.StateSynced {
-			break // the failure was noticed: a resync is under way
+	// The failure is noticed: a resync is under way.
+	waitFor(t, 30*time.Second, func() string {
+		if r, err := ix.repo(ctx, did); err != nil || r.State == store.StateSynced {
+			return fmt.Sprintf("repo still synced after a failed write (%v)", err)
 		}
-		if time.Now().After(deadline) {
-			t.Fatalf("repo still synced at %s after a failed write (PDS at %s)", r.Rev, a.Rev())
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	fs.setFailRKey("") // the disk has room again
-	if err := ix.WaitSynced(ctx, did); err != nil {
-		t.Fatal(err)
-	}
-	r, err := ix.repo(ctx, did)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if r.Rev != a.Rev() || r.Data != a.DataCID().String() {
-		t.Fatalf("repo at %s %s, PDS at %s %s", r.Rev, r.Data, a.Rev(), a.DataCID())
-	}
-	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 23 {
-		t.Fatalf("CountRecords = %d, %v; want 23", n, err)
-	}
+		return ""
+	})
+	fs.setFailRKey("")            // the disk has room again: the resync stores the record
+	assertResynced(t, ctx, ix, a) // 23 records
 	// The commits after the failed one were held for the resync, not
 	// verified against the state the failure left (they would not chain).
 	st, err := ix.Stats(ctx)
@@ -430,9 +384,14 @@ func TestUntrack_FailedFetchDoesNotTrackAgain(t *testing.T) {
 	if err := ix.Untrack(ctx, did, false); err != nil {
 		t.Fatal(err)
 	}
-	// The truncated transfer ends after ~160 ms; give the failure time to
-	// be handled.
-	time.Sleep(600 * time.Millisecond)
+	// The truncated transfer fails after ~160 ms; wait until the attempt,
+	// failure handling included, is over.
+	waitFor(t, 30*time.Second, func() string {
+		if n := ix.bf.Stats().InFlight; n != 0 {
+			return fmt.Sprintf("%d backfills still in flight", n)
+		}
+		return ""
+	})
 	if r, err := ix.Repo(ctx, did); !errors.Is(err, ErrNotTracked) {
 		t.Fatalf("untracked repo is back after its fetch failed: %+v, %v", r, err)
 	}
@@ -537,14 +496,7 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 	cfg := offlineConfig(t, net, filter.Spec{DIDs: []string{a.DID().String(), b.DID().String()}})
 	cfg.NoFirehose = false
 	cfg.CursorInterval = 10 * time.Millisecond
-	db, err := boltstore.Open(cfg.Path, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { db.Close() })
-	fs := &failingStore{Store: db}
-	cfg.Store = fs
-	ix, ctx := runOffline(t, cfg)
+	ix, ctx, fs := runFailing(t, cfg)
 	for _, did := range []string{a.DID().String(), b.DID().String()} {
 		if err := ix.WaitSynced(ctx, did); err != nil {
 			t.Fatal(err)
@@ -552,7 +504,7 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 	}
 	cursor := func() int64 {
 		var c int64
-		if err := db.View(ctx, func(tx store.ReadTx) error {
+		if err := ix.st.View(ctx, func(tx store.ReadTx) error {
 			v, err := tx.Meta(metaCursorPrefix + net.RelayURL())
 			if err == nil {
 				c, err = strconv.ParseInt(string(v), 10, 64)
@@ -582,26 +534,15 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 		}
 		last = c.Seq
 	}
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		r, err := ix.repo(ctx, b.DID().String())
-		if err != nil {
-			t.Fatal(err)
+	waitFor(t, 10*time.Second, func() string {
+		if r, err := ix.repo(ctx, b.DID().String()); err != nil || r.Rev != b.Rev() {
+			return fmt.Sprintf("the other repo's commits were not applied (%v)", err)
 		}
-		if r.Rev == b.Rev() {
-			break
+		if !ix.pipe.broken(a.DID().String()) {
+			return "the failed write was never reported"
 		}
-		if time.Now().After(deadline) {
-			t.Fatal("the other repo's commits were not applied")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	for !ix.pipe.broken(a.DID().String()) { // the failure reported by the writer
-		if time.Now().After(deadline) {
-			t.Fatal("the failed write was never reported")
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+		return ""
+	})
 	time.Sleep(100 * time.Millisecond) // ten cursor intervals
 	if c := cursor(); c >= failed.Seq {
 		t.Fatalf("cursor saved at %d, past the failed commit %d, before its repo was queued for a resync", c, failed.Seq)
@@ -618,16 +559,13 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 	// converges to the PDS.
 	fs.setFailRKey("")
 	fs.setFailRepo("")
-	deadline = time.Now().Add(10 * time.Second)
-	for cursor() < last {
-		if time.Now().After(deadline) {
-			t.Fatalf("cursor %d never reached %d after the resync was queued", cursor(), last)
+	waitFor(t, 10*time.Second, func() string {
+		if c := cursor(); c < last {
+			return fmt.Sprintf("cursor %d never reached %d after the resync was queued", c, last)
 		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	if err := ix.WaitSynced(ctx, a.DID().String()); err != nil {
-		t.Fatal(err)
-	}
+		return ""
+	})
+	assertResynced(t, ctx, ix, a)
 	for _, rkey := range []string{"3zzzzzzzzzzaa", "3zzzzzzzzzzab"} {
 		if _, err := ix.GetRecord(ctx, a.DID().String(), "app.bsky.feed.post", rkey); err != nil {
 			t.Fatalf("record %s after the resync: %v", rkey, err)

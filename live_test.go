@@ -140,23 +140,7 @@ func TestLive_OutdatedCursorResyncsEverything(t *testing.T) {
 	did := a.DID().String()
 	cfg := testConfig(t, net, filter.Spec{DIDs: []string{did}})
 	cfg.Path = t.TempDir() + "/c.db"
-	func() {
-		ix, err := cistern.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ix.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- ix.Run(ctx) }()
-		waitSynced(t, ix, did)
-		if _, err := a.CreateRecord(post, testnet.Post(post, "seen")); err != nil {
-			t.Fatal(err)
-		}
-		assertConverged(t, ix, a)
-		cancel()
-		<-done
-	}()
+	followOnce(t, cfg, a)
 	// While we are away, more than the relay keeps is written.
 	for i := 0; i < 60; i++ {
 		if _, err := a.CreateRecord(post, testnet.Post(post, "missed")); err != nil {
@@ -380,25 +364,7 @@ func TestLive_FutureCursorStartsLiveAgain(t *testing.T) {
 	did := a.DID().String()
 	cfg := testConfig(t, net, filter.Spec{DIDs: []string{did}})
 	cfg.Path = t.TempDir() + "/c.db"
-	func() {
-		ix, err := cistern.Open(cfg)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer ix.Close()
-		ctx, cancel := context.WithCancel(context.Background())
-		done := make(chan error)
-		go func() { done <- ix.Run(ctx) }()
-		waitSynced(t, ix, did)
-		if _, err := a.CreateRecord(post, testnet.Post(post, "seen")); err != nil {
-			t.Fatal(err)
-		}
-		assertConverged(t, ix, a)
-		cancel()
-		if err := <-done; err != nil {
-			t.Fatal(err)
-		}
-	}()
+	followOnce(t, cfg, a)
 	// The saved cursor is now far ahead of the relay.
 	db, err := boltstore.Open(cfg.Path, nil)
 	if err != nil {
@@ -420,4 +386,28 @@ func TestLive_FutureCursorStartsLiveAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	assertConverged(t, ix, a)
+}
+
+// followOnce runs an Indexer with cfg until a is synced and a record it
+// writes then is applied live (so a firehose cursor is saved), and closes
+// it.
+func followOnce(t *testing.T, cfg cistern.Config, a *testnet.Account) {
+	t.Helper()
+	ix, err := cistern.Open(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error)
+	go func() { done <- ix.Run(ctx) }()
+	waitSynced(t, ix, a.DID().String())
+	if _, err := a.CreateRecord(post, testnet.Post(post, "seen")); err != nil {
+		t.Fatal(err)
+	}
+	assertConverged(t, ix, a)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
 }
