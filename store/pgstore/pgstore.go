@@ -167,6 +167,8 @@ type Store struct {
 	writer  string // this Store's row in cistern_writers
 	token   int64  // the last token written (under writeMu)
 
+	retries atomic.Uint64
+
 	closed  atomic.Bool
 	closing chan struct{} // closed by Close: retry waits end
 	once    sync.Once
@@ -274,8 +276,12 @@ func Redact(connString string) string {
 		}
 		return u.Redacted()
 	}
+	connString = urlPassword.ReplaceAllString(connString, "${1}xxxxx@")
 	return passwordParam.ReplaceAllString(connString, "${1}xxxxx")
 }
+
+// urlPassword matches the password of a URL that net/url cannot parse.
+var urlPassword = regexp.MustCompile(`(://[^:/@]*:)[^@/]*@`)
 
 // redactAll removes from msg the password of connString wherever it
 // appears.
@@ -389,6 +395,10 @@ func (s *Store) retry(ctx context.Context, what string, attempt func() (err erro
 		if time.Now().After(deadline) {
 			return fmt.Errorf("%w (gave up after %d attempts)", err, n)
 		}
+		s.retries.Add(1)
+		// A lost connection usually means the others are lost too (a
+		// restart, a failover): drop the idle ones rather than try each.
+		s.pool.Reset()
 		s.log.Warn("pgstore: connection failed; retrying", "op", what, "attempt", n, "wait", wait, "err", err)
 		select {
 		case <-time.After(wait):
@@ -477,6 +487,10 @@ func (s *Store) updateOnce(ctx context.Context, fn func(tx store.Tx) error, toke
 	}
 	return nil, cerr
 }
+
+// Retries returns how many times a transaction was begun or redone after
+// a connection failure or serialization failure, since Open.
+func (s *Store) Retries() uint64 { return s.retries.Load() }
 
 // Size returns the bytes the store's tables and indexes occupy, or 0 if
 // it cannot be read (PostgreSQL's pg_total_relation_size).
