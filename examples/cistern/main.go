@@ -34,6 +34,8 @@ import (
 // config is what the flags say.
 type config struct {
 	DB          string
+	Store       string // -store: a bbolt path or a postgres:// URL; wins over -db
+	ReadOnly    bool
 	Listen      string
 	Relay       string
 	PLC         string
@@ -49,7 +51,7 @@ type config struct {
 	LogLevel    slog.Level
 	Demo        bool
 
-	dbSet bool // -db was given (the demo uses a temporary store otherwise)
+	dbSet bool // -db or -store was given (the demo uses a temporary store otherwise)
 }
 
 // listFlag is a comma-separated list.
@@ -77,7 +79,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	c := &config{}
 	fs := flag.NewFlagSet("cistern", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store")
+	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store (see -store)")
+	fs.StringVar(&c.Store, "store", "", "the store: a bbolt file path, or a PostgreSQL URL postgres://user:pass@host/db[?search_path=schema] (default: -db)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:2470", "HTTP listen address")
 	fs.StringVar(&c.Relay, "relay", "wss://bsky.network", "firehose relay (or PDS) URL")
 	fs.StringVar(&c.PLC, "plc", "https://plc.directory", "PLC directory URL")
@@ -100,7 +103,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 			if e := f.Value.Set(v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, e)
 			}
-			if f.Name == "db" {
+			if f.Name == "db" || f.Name == "store" {
 				c.dbSet = true
 			}
 		}
@@ -115,7 +118,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "db" {
+		if f.Name == "db" || f.Name == "store" {
 			c.dbSet = true
 		}
 	})
@@ -164,7 +167,7 @@ func main() {
 func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	icfg := cistern.Config{
-		Path:     cfg.DB,
+		Path:     cfg.storeLocation(),
 		RelayURL: cfg.Relay,
 		PLCURL:   cfg.PLC,
 		Filter:   cfg.spec(),
@@ -183,6 +186,16 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		defer demo.Close()
 	}
 
+	pg, where, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if pg != nil {
+		defer pg.Close()
+		icfg.Store = pg
+	} else {
+		where = icfg.Path
+	}
 	ix, err := cistern.Open(icfg)
 	if err != nil {
 		return err
@@ -202,7 +215,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "cistern: tracking %s; store %s; listening on %s (status page %s/)\n",
-		describe(ix.Filter().Spec()), icfg.Path, base, base)
+		describe(ix.Filter().Spec()), where, base, base)
 	if demo != nil {
 		demo.printHelp(stdout, base)
 	}
