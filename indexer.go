@@ -117,6 +117,9 @@ func Open(cfg Config) (*Indexer, error) {
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
+	if cfg.ReadOnly && !isZeroSpec(cfg.Filter) {
+		return nil, fmt.Errorf("%w: Config.ReadOnly with a Filter: the indexing process owns the filter", ErrInvalidArgument)
+	}
 	ix.st = cfg.Store
 	if ix.st == nil {
 		db, err := boltstore.Open(cfg.Path, nil)
@@ -124,6 +127,9 @@ func Open(cfg Config) (*Indexer, error) {
 			return nil, fmt.Errorf("cistern: open %s: %w", cfg.Path, err)
 		}
 		ix.st, ix.ownStore = db, true
+	}
+	if cfg.ReadOnly {
+		ix.st = readOnlyStore{ix.st}
 	}
 	ix.res = cfg.Resolver
 	if ix.res == nil {
@@ -231,6 +237,12 @@ func (ix *Indexer) Run(ctx context.Context) error {
 			}
 		}()
 	}
+	if ix.cfg.ReadOnly {
+		start("follow store", ix.followStore)
+		wg.Wait()
+		close(errc)
+		return <-errc
+	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
 	if !ix.cfg.NoFirehose {
@@ -297,6 +309,9 @@ func (ix *Indexer) lockLive(did string) func() {
 // writer stops, at the end of Close, so that Run can save its cursors while
 // Close waits for it.
 func (ix *Indexer) write(ctx context.Context, fn func(tx store.Tx) error) error {
+	if ix.cfg.ReadOnly {
+		return ErrReadOnly
+	}
 	err := ix.w.Write(ctx, fn)
 	if errors.Is(err, writer.ErrClosed) {
 		return ErrClosed

@@ -9,6 +9,8 @@
 //
 //	cistern -signal xyz.statusphere.status -collections xyz.statusphere.status
 //	cistern -demo     # an in-process test network; no internet needed
+//	cistern -store postgres://cistern@db/cistern -signal ...              # the indexer, on PostgreSQL
+//	cistern -store postgres://cistern@db/cistern -read-only -listen :2471 # a read replica of it
 package main
 
 import (
@@ -94,6 +96,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 
 	var err error
@@ -130,6 +133,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	if c.Retention < 0 {
 		return nil, fmt.Errorf("-retention must not be negative")
+	}
+	if c.ReadOnly && c.Demo {
+		return nil, fmt.Errorf("-read-only and -demo cannot be combined: a replica serves a store another process indexes")
 	}
 	if c.Concurrency < 1 {
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
@@ -174,6 +180,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		Verify:   cfg.Verify,
 		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency},
 		Logger:   log,
+		ReadOnly: cfg.ReadOnly,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
 

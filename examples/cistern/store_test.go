@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/coder/websocket"
+
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/store/pgstore"
 	"github.com/cistern-dev/cistern/store/pgstore/pgtest"
@@ -183,5 +185,99 @@ func TestDemoOnPostgres(t *testing.T) {
 	})
 	if err != nil {
 		t.Fatal(err)
+	}
+}
+
+// A read replica serves the database the demo indexer writes: the same
+// answers, the stream's replay then its live tail, and a clear refusal of
+// management writes.
+func TestReadReplica(t *testing.T) {
+	url := pgtest.Schema(t)
+	indexer := startServer(t, "-demo", "-store", url)
+	var ist struct {
+		Records int64
+		Repos   map[string]int64
+	}
+	for deadline := time.Now().Add(90 * time.Second); ist.Repos["synced"] != 3; time.Sleep(200 * time.Millisecond) {
+		indexer.getJSON(t, "/stats", &ist)
+		if time.Now().After(deadline) {
+			t.Fatalf("demo not indexed; stats %+v", ist)
+		}
+	}
+	replica := startServer(t, "-store", url, "-read-only")
+
+	// The same records, read from the replica.
+	list := func(s *server) []string {
+		var page struct {
+			Records []struct{ URI, CID string }
+		}
+		if code := s.getJSON(t, "/xrpc/com.atproto.repo.listRecords?repo=bob.test&collection=app.bsky.feed.like&limit=100", &page); code != 200 {
+			t.Fatalf("listRecords: %d", code)
+		}
+		var out []string
+		for _, r := range page.Records {
+			out = append(out, r.URI+" "+r.CID)
+		}
+		return out
+	}
+	if a, b := list(indexer), list(replica); len(a) == 0 || strings.Join(a, "\n") != strings.Join(b, "\n") {
+		t.Errorf("listRecords: indexer %d records, replica %d; differ", len(a), len(b))
+	}
+	var rst struct {
+		NewestEvent uint64
+		Repos       map[string]int64
+	}
+	if code := replica.getJSON(t, "/stats", &rst); code != 200 || rst.Repos["synced"] != 3 || rst.NewestEvent == 0 {
+		t.Errorf("replica /stats: %d %+v", code, rst)
+	}
+	for _, path := range []string{"/", "/metrics", "/health"} {
+		if code := replica.getJSON(t, path, nil); code != 200 {
+			t.Errorf("replica GET %s: %d", path, code)
+		}
+	}
+
+	// Management writes are refused, saying why.
+	for _, req := range []struct{ method, path, body string }{
+		{"POST", "/repos/add", `{"dids":["did:plc:abcdefghijklmnopqrstuvwx"]}`},
+		{"PATCH", "/filter", `{"addSignals":["a.b.c"]}`},
+	} {
+		r, _ := http.NewRequest(req.method, replica.base+req.path, strings.NewReader(req.body))
+		r.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusForbidden || !strings.Contains(string(body), "read-only") {
+			t.Errorf("%s %s on the replica: %d %s; want 403 saying read-only", req.method, req.path, resp.StatusCode, body)
+		}
+	}
+
+	// The stream: replay from the start, then events the indexer commits
+	// later (the demo keeps writing), without gap or repeat.
+	ctx, cancel := context.WithTimeout(t.Context(), 60*time.Second)
+	defer cancel()
+	conn, _, err := websocket.Dial(ctx, strings.Replace(replica.base, "http", "ws", 1)+"/stream?cursor=0", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.CloseNow()
+	var last uint64
+	for last <= rst.NewestEvent+5 {
+		_, msg, err := conn.Read(ctx)
+		if err != nil {
+			t.Fatalf("stream after event %d (replica's newest at start %d): %v", last, rst.NewestEvent, err)
+		}
+		var ev struct {
+			ID uint64 `json:"id"`
+		}
+		if err := json.Unmarshal(msg, &ev); err != nil {
+			t.Fatalf("stream message %q: %v", msg, err)
+		}
+		if ev.ID != last+1 {
+			t.Fatalf("stream event %d after %d: want contiguous ids", ev.ID, last)
+		}
+		last = ev.ID
 	}
 }
