@@ -13,7 +13,7 @@ import (
 func TestMain(m *testing.M) { os.Exit(pgtest.Main(m)) }
 
 // openTemp opens a store on a schema of its own.
-func openTemp(t *testing.T) *pgstore.Store {
+func openTemp(t testing.TB) *pgstore.Store {
 	t.Helper()
 	s, err := pgstore.Open(t.Context(), pgtest.Schema(t), nil)
 	if err != nil {
