@@ -19,6 +19,7 @@ import (
 	"github.com/cistern-dev/cistern/firehose"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/verify"
 )
 
 // firehoseQueue sizes the dispatcher's global bound on messages accepted
@@ -306,7 +307,7 @@ func (ix *Indexer) handleCommit(ctx context.Context, src string, m *firehose.Mes
 	did := msg.Repo
 	if _, err := syntax.ParseDID(did); err != nil {
 		ix.metrics.rejected(RejectMalformed)
-		return reject(did, msg.Rev, RejectMalformed, "repo: %w", err)
+		return verify.Reject(did, msg.Rev, RejectMalformed, "repo: %w", err)
 	}
 	f := ix.Filter()
 	if f.Excluded(did) {
@@ -391,7 +392,7 @@ func (ix *Indexer) applyCommit(ctx context.Context, r *store.Repo, msg *comatpro
 		return false, err
 	}
 	if applied {
-		ix.metrics.applied(len(vc.ops))
+		ix.metrics.applied(len(vc.Ops))
 	}
 	return applied, nil
 }
@@ -410,7 +411,7 @@ func (ix *Indexer) applyLive(ctx context.Context, r *store.Repo, msg *comatproto
 	}
 	applied := false
 	did := r.DID
-	ix.pipe.queued(did, vc.advance(*r, time.Now()))
+	ix.pipe.queued(did, advance(vc, *r, time.Now()))
 	err = ix.w.Submit(ctx, ix.commitWrite(r, vc, bc, false, &applied), func(err error) {
 		// On the writer's goroutine: no blocking here.
 		if err != nil && !errors.Is(err, writer.ErrClosed) {
@@ -420,12 +421,12 @@ func (ix *Indexer) applyLive(ctx context.Context, r *store.Repo, msg *comatproto
 		switch {
 		case err == nil:
 			if applied {
-				ix.metrics.applied(len(vc.ops))
+				ix.metrics.applied(len(vc.Ops))
 			}
 		case errors.Is(err, writer.ErrClosed):
 			// Stopping: the cursor saved last is behind this commit.
 		default:
-			ix.liveWriteFailed(did, vc.rev, err)
+			ix.liveWriteFailed(did, vc.Rev, err)
 		}
 	})
 	if err != nil {
@@ -477,7 +478,7 @@ func (ix *Indexer) liveWriteFailed(did, rev string, err error) {
 // returns the verified commit, or nil with nil for a stale commit (removed
 // from the buffer if it came from there) or nil with the error; a rejected
 // commit marks the repo desynchronized.
-func (ix *Indexer) verifyLive(ctx context.Context, r *store.Repo, msg *comatproto.SyncSubscribeRepos_Commit, bc *store.BufferedCommit, fromBuffer bool) (*verifiedCommit, error) {
+func (ix *Indexer) verifyLive(ctx context.Context, r *store.Repo, msg *comatproto.SyncSubscribeRepos_Commit, bc *store.BufferedCommit, fromBuffer bool) (*verify.Commit, error) {
 	if r.Rev != "" && msg.Rev <= r.Rev {
 		ix.metrics.skipped()
 		if fromBuffer {
@@ -485,7 +486,7 @@ func (ix *Indexer) verifyLive(ctx context.Context, r *store.Repo, msg *comatprot
 		}
 		return nil, nil
 	}
-	vc, err := checkCommit(ctx, msg, r.Data, ix.keyFor(r), ix.cfg.Verify == VerifyFull, time.Now())
+	vc, err := verify.CheckCommit(ctx, msg, r.Data, ix.keyFor(r), ix.cfg.Verify == VerifyFull, time.Now())
 	if err != nil {
 		var ce *CommitError
 		if errors.As(err, &ce) {
@@ -505,7 +506,7 @@ func (ix *Indexer) verifyLive(ctx context.Context, r *store.Repo, msg *comatprot
 // the signing key if checking the commit resolved a new one. It
 // sets *applied to whether the commit was applied (rather than buffered
 // because the repo left the synced state r described).
-func (ix *Indexer) commitWrite(r *store.Repo, vc *verifiedCommit, bc *store.BufferedCommit, fromBuffer bool, applied *bool) func(tx store.Tx) error {
+func (ix *Indexer) commitWrite(r *store.Repo, vc *verify.Commit, bc *store.BufferedCommit, fromBuffer bool, applied *bool) func(tx store.Tx) error {
 	f := ix.Filter()
 	return func(tx store.Tx) error {
 		*applied = false
@@ -523,16 +524,16 @@ func (ix *Indexer) commitWrite(r *store.Repo, vc *verifiedCommit, bc *store.Buff
 			// hold the commit for after it.
 			return tx.PutBuffer(bc)
 		}
-		for _, op := range vc.ops {
-			if !f.Stores(op.collection) {
+		for _, op := range vc.Ops {
+			if !f.Stores(op.Collection) {
 				continue
 			}
-			ev := &store.Event{Kind: store.KindRecord, Live: true, DID: r.DID, Rev: vc.rev, Time: now,
-				Collection: op.collection, RKey: op.rkey}
-			switch op.action {
+			ev := &store.Event{Kind: store.KindRecord, Live: true, DID: r.DID, Rev: vc.Rev, Time: now,
+				Collection: op.Collection, RKey: op.RKey}
+			switch op.Action {
 			case "create", "update":
-				ev.Action, ev.CID, ev.Record = store.ActionUpdate, op.cid.Bytes(), op.value
-				old, err := tx.Record(r.DID, op.collection, op.rkey)
+				ev.Action, ev.CID, ev.Record = store.ActionUpdate, op.CID.Bytes(), op.Value
+				old, err := tx.Record(r.DID, op.Collection, op.RKey)
 				if errors.Is(err, store.ErrNotFound) {
 					ev.Action = store.ActionCreate
 				} else if err != nil {
@@ -544,7 +545,7 @@ func (ix *Indexer) commitWrite(r *store.Repo, vc *verifiedCommit, bc *store.Buff
 				if mutantDropDeletes {
 					continue
 				}
-				if _, err := tx.Record(r.DID, op.collection, op.rkey); errors.Is(err, store.ErrNotFound) {
+				if _, err := tx.Record(r.DID, op.Collection, op.RKey); errors.Is(err, store.ErrNotFound) {
 					continue
 				} else if err != nil {
 					return err
@@ -556,15 +557,15 @@ func (ix *Indexer) commitWrite(r *store.Repo, vc *verifiedCommit, bc *store.Buff
 			}
 		}
 		*applied = true
-		return tx.PutRepo(vc.advance(*cur, now))
+		return tx.PutRepo(advance(vc, *cur, now))
 	}
 }
 
 // keyFor returns the signing key lookup for a repo: the key cached on the
 // repo, or a fresh resolution when asked. A fresh key that verifies a
 // commit is saved on the repo by the commit's write (see
-// verifiedCommit.signingKey), so that the next commit finds it cached.
-func (ix *Indexer) keyFor(r *store.Repo) keyFunc {
+// verify.Commit.SigningKey), so that the next commit finds it cached.
+func (ix *Indexer) keyFor(r *store.Repo) verify.KeyFunc {
 	return func(ctx context.Context, refresh bool) (atcrypto.PublicKey, error) {
 		if !refresh && r.SigningKey != "" {
 			if k, err := ix.keys.parse(r.SigningKey); err == nil {
@@ -782,7 +783,7 @@ func (ix *Indexer) handleSync(ctx context.Context, msg *comatproto.SyncSubscribe
 			return tx.PutRepo(&next)
 		})
 	}
-	commit, err := checkSync(ctx, msg, ix.keyFor(r), ix.cfg.Verify == VerifyFull)
+	commit, err := verify.CheckSync(ctx, msg, ix.keyFor(r), ix.cfg.Verify == VerifyFull)
 	if err != nil {
 		var ce *CommitError
 		if errors.As(err, &ce) {
@@ -1036,4 +1037,14 @@ func (ix *Indexer) resyncAll(ctx context.Context) error {
 	})
 	ix.bf.Kick()
 	return err
+}
+
+// advance returns r moved to the verified commit: its rev, data and commit,
+// and the signing key if one was resolved afresh.
+func advance(vc *verify.Commit, r store.Repo, now time.Time) *store.Repo {
+	r.Rev, r.Data, r.Commit, r.Updated = vc.Rev, vc.Data.String(), vc.CID.String(), now
+	if vc.SigningKey != "" {
+		r.SigningKey = vc.SigningKey
+	}
+	return &r
 }

@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
@@ -16,6 +17,7 @@ import (
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/verify"
 )
 
 // ErrBusy is returned by Backfill when the same DID is already being
@@ -227,29 +229,34 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 	return nil
 }
 
-// verify checks the commit signature; on failure it purges the cached
-// identity and tries once more with a fresh one, which it returns.
+// verify checks the commit signature (verify.Signature): with the key of
+// ident, and on failure once more with a fresh identity, which it returns.
 func (s *Scheduler) verify(ctx context.Context, d syntax.DID, ident *resolver.Identity, commit *repo.Commit) (*resolver.Identity, error) {
-	if ident.SigningKey != nil && commit.VerifySignature(ident.SigningKey) == nil {
-		return ident, nil
+	var fresh *resolver.Identity
+	key := func(ctx context.Context, refresh bool) (atcrypto.PublicKey, error) {
+		if !refresh {
+			return ident.SigningKey, nil
+		}
+		if err := s.opts.Resolver.Purge(ctx, d); err != nil && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		id, err := s.opts.Resolver.Resolve(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("signature did not verify, and resolving again failed: %w", err)
+		}
+		fresh = id
+		return id.SigningKey, nil
 	}
-	if err := s.opts.Resolver.Purge(ctx, d); err != nil && ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	fresh, err := s.opts.Resolver.Resolve(ctx, d)
-	if err != nil {
+	if _, err := verify.Signature(ctx, commit, key); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fail(KindVerify, "signature did not verify, and resolving again failed: %w", err)
-	}
-	if fresh.SigningKey == nil {
-		return nil, fail(KindVerify, "identity has no signing key")
-	}
-	if err := commit.VerifySignature(fresh.SigningKey); err != nil {
 		return nil, fail(KindVerify, "commit %s: %w", commit.Rev, err)
 	}
-	return fresh, nil
+	if fresh != nil {
+		return fresh, nil
+	}
+	return ident, nil
 }
 
 // finalize returns the write that ends a successful backfill: rev and data
