@@ -38,6 +38,7 @@ import (
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
@@ -66,7 +67,6 @@ const (
 	metaFilterFrom   = "filter/changing-from"
 	metaCursorPrefix = "firehose/cursor/"
 	metaCrawlPrefix  = "crawl/"
-	metaRejectPrefix = "stats/rejected/"
 )
 
 // Indexer indexes part of the network into a store. It is safe for
@@ -78,14 +78,14 @@ type Indexer struct {
 	ownStore bool
 	res      resolver.Resolver
 
-	w       *writer.Writer
-	events  *stream.Log
-	bf      *backfill.Scheduler
-	filt    atomic.Pointer[filter.Filter]
-	filtMu  sync.Mutex // serialises filter changes
-	repoMus [256]sync.Mutex
-	pipe    *pipeline // live writes queued, per repo
-	keys    *keyCache // parsed signing keys
+	w      *writer.Writer
+	events *stream.Log
+	bf     *backfill.Scheduler
+	filt   atomic.Pointer[filter.Filter]
+	filtMu sync.Mutex   // serialises filter changes
+	repos  *repos.Table // per-repo lock and state transitions
+	pipe   *pipeline    // live writes queued, per repo
+	keys   *keyCache    // parsed signing keys
 
 	crawlKick chan struct{}
 
@@ -140,6 +140,8 @@ func Open(cfg Config) (*Indexer, error) {
 		Logger:    cfg.Logger,
 	})
 	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	ix.repos = repos.New(repos.Options{Store: ix.st, Writer: writeFunc(ix.write), Pending: ix.pipe,
+		Kick: func() { ix.bf.Kick() }})
 	ix.bg.Add(1)
 	go func() {
 		defer ix.bg.Done()
@@ -272,26 +274,8 @@ func (ix *Indexer) shutdown() error {
 	return nil
 }
 
-// lock serialises live processing, draining and state changes of one repo,
-// and waits for the repo's pipelined live writes to commit, so that what
-// the caller reads from the store is the repo's current state.
-func (ix *Indexer) lock(did string) func() {
-	unlock := ix.lockLive(did)
-	ix.pipe.settle(did)
-	return unlock
-}
-
-// lockLive is lock without the wait for pipelined writes: for live commits,
-// which read the pipelined state (see applyLive).
-func (ix *Indexer) lockLive(did string) func() {
-	h := uint32(2166136261)
-	for i := 0; i < len(did); i++ {
-		h = (h ^ uint32(did[i])) * 16777619
-	}
-	m := &ix.repoMus[h%uint32(len(ix.repoMus))]
-	m.Lock()
-	return m.Unlock
-}
+// lock takes the repo's lock (repos.Table.Lock).
+func (ix *Indexer) lock(did string) func() { return ix.repos.Lock(did) }
 
 // write runs fn through the group-commit writer. It works until the
 // writer stops, at the end of Close, so that Run can save its cursors while
@@ -303,6 +287,11 @@ func (ix *Indexer) write(ctx context.Context, fn func(tx store.Tx) error) error 
 	}
 	return err
 }
+
+// writeFunc adapts Indexer.write to repos.Writer.
+type writeFunc func(ctx context.Context, fn func(tx store.Tx) error) error
+
+func (f writeFunc) Write(ctx context.Context, fn func(tx store.Tx) error) error { return f(ctx, fn) }
 
 // Store returns the store the Indexer writes to, for read-only use by
 // tools; writing to it behind the Indexer's back breaks its invariants.

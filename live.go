@@ -2,7 +2,6 @@ package cistern
 
 import (
 	"context"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -17,6 +16,7 @@ import (
 
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/firehose"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/verify"
@@ -51,7 +51,7 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 		// No cursor: this source starts live. Repos synced before (in a run
 		// that saw no message of this source) may have missed commits made
 		// since: resync them. The diff emits only what changed.
-		if err := ix.resyncAll(ctx); err != nil {
+		if err := ix.repos.ResyncAll(ctx); err != nil {
 			return fmt.Errorf("resync before a first live start: %w", err)
 		}
 	}
@@ -68,7 +68,7 @@ func (ix *Indexer) follow(ctx context.Context, src string) error {
 				// commits, so each is resynced (the diff emits only what
 				// changed).
 				ix.log.Warn("firehose cursor is older than the source's history; resyncing every synced repo", "source", src, "cursor", cursor)
-				if err := ix.resyncAll(ctx); err != nil && ctx.Err() == nil {
+				if err := ix.repos.ResyncAll(ctx); err != nil && ctx.Err() == nil {
 					ix.log.Error("resync after outdated cursor", "source", src, "err", err)
 				}
 			}
@@ -262,29 +262,10 @@ func (ix *Indexer) handleMessage(ctx context.Context, src string, m *firehose.Me
 	ix.log.Warn("firehose message not applied", "source", src, "seq", m.Seq, "kind", m.Kind, "did", m.DID, "err", err)
 	var ce *CommitError
 	if !errors.As(err, &ce) && m.DID != "" && ctx.Err() == nil {
-		if rerr := ix.resyncTracked(ctx, m.DID); rerr != nil {
+		if rerr := ix.repos.ResyncTracked(ctx, m.DID); rerr != nil {
 			ix.log.Error("could not queue a resync after a failed firehose message", "did", m.DID, "err", rerr)
 		}
 	}
-	return err
-}
-
-// resyncTracked queues a resync of a tracked, active repo; untracked repos
-// are left alone.
-func (ix *Indexer) resyncTracked(ctx context.Context, did string) error {
-	unlock := ix.lock(did)
-	defer unlock()
-	err := ix.write(ctx, func(tx store.Tx) error {
-		r, err := tx.Repo(did)
-		if errors.Is(err, store.ErrNotFound) || err == nil && !r.State.Active() {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		return ix.requeue(tx, r)
-	})
-	ix.bf.Kick()
 	return err
 }
 
@@ -313,7 +294,7 @@ func (ix *Indexer) handleCommit(ctx context.Context, src string, m *firehose.Mes
 	if f.Excluded(did) {
 		return nil
 	}
-	unlock := ix.lockLive(did)
+	unlock := ix.repos.LockLive(did)
 	defer unlock()
 
 	if ix.pipe.broken(did) {
@@ -324,38 +305,22 @@ func (ix *Indexer) handleCommit(ctx context.Context, src string, m *firehose.Mes
 	r := ix.pipe.repo(did)
 	var err error
 	if r == nil {
-		r, err = ix.repo(ctx, did)
+		r, err = ix.repos.Get(ctx, did)
 	}
 	if errors.Is(err, store.ErrNotFound) {
 		reason := ""
 		switch {
 		case f.Explicit(did):
-			reason = reasonExplicit
+			reason = repos.ReasonExplicit
 		case f.FullNetwork():
-			reason = reasonNetwork
+			reason = repos.ReasonNetwork
 		case touchesSignal(f, msg):
-			reason = reasonSignal
+			reason = repos.ReasonSignal
 		default:
 			return nil
 		}
 		// Discovery: track it, holding this commit for after the backfill.
-		err := ix.write(ctx, func(tx store.Tx) error {
-			if _, err := tx.Repo(did); err == nil {
-				return tx.PutBuffer(bufferOf(src, m))
-			}
-			now := time.Now()
-			if err := tx.PutRepo(&store.Repo{DID: did, State: store.StatePending, Reason: reason, Updated: now}); err != nil {
-				return err
-			}
-			if err := tx.Enqueue(did, now); err != nil {
-				return err
-			}
-			return tx.PutBuffer(bufferOf(src, m))
-		})
-		if err == nil {
-			ix.bf.Kick()
-		}
-		return err
+		return ix.repos.Discover(ctx, did, reason, bufferOf(src, m))
 	}
 	if err != nil {
 		return err
@@ -456,7 +421,7 @@ func (ix *Indexer) liveWriteFailed(did, rev string, err error) {
 	go func() {
 		defer ix.bg.Done()
 		for {
-			rerr := ix.resyncTracked(ix.ctx, did)
+			rerr := ix.repos.ResyncTracked(ix.ctx, did)
 			if rerr == nil {
 				ix.pipe.recovered(did)
 				return
@@ -492,7 +457,7 @@ func (ix *Indexer) verifyLive(ctx context.Context, r *store.Repo, msg *comatprot
 		if errors.As(err, &ce) {
 			ix.metrics.rejected(ce.Reason)
 			ix.log.Warn("commit rejected; resyncing repo", "did", ce.DID, "rev", ce.Rev, "reason", ce.Reason, "err", ce.Err)
-			if werr := ix.markDesync(ctx, r.DID, ce); werr != nil {
+			if werr := ix.repos.MarkDesync(ctx, r.DID, ce); werr != nil {
 				return nil, werr
 			}
 		}
@@ -592,61 +557,6 @@ func (ix *Indexer) keyFor(r *store.Repo) verify.KeyFunc {
 	}
 }
 
-// markDesync records that a repo's live chain broke and queues a resync.
-func (ix *Indexer) markDesync(ctx context.Context, did string, ce *CommitError) error {
-	err := ix.write(ctx, func(tx store.Tx) error {
-		r, err := tx.Repo(did)
-		if err != nil {
-			return err
-		}
-		next := *r
-		next.State = store.StateDesynchronized
-		next.Resync = true
-		next.ErrorKind = string(ce.Reason)
-		next.LastError = ce.Error()
-		next.Updated = time.Now()
-		if err := tx.PutRepo(&next); err != nil {
-			return err
-		}
-		if err := countReject(tx, ce.Reason); err != nil {
-			return err
-		}
-		return tx.Enqueue(did, time.Now())
-	})
-	if err == nil {
-		ix.bf.Kick()
-	}
-	return err
-}
-
-// countReject adds one to the persisted count of rejections for reason.
-func countReject(tx store.Tx, reason RejectReason) error {
-	key := metaRejectPrefix + string(reason)
-	n := uint64(0)
-	if v, err := tx.Meta(key); err == nil && len(v) == 8 {
-		n = binary.BigEndian.Uint64(v)
-	}
-	return tx.PutMeta(key, binary.BigEndian.AppendUint64(nil, n+1))
-}
-
-// rejectCounts reads the persisted rejection counts.
-func rejectCounts(tx store.ReadTx) (map[RejectReason]int64, error) {
-	out := map[RejectReason]int64{}
-	for _, r := range RejectReasons {
-		v, err := tx.Meta(metaRejectPrefix + string(r))
-		if errors.Is(err, store.ErrNotFound) {
-			continue
-		}
-		if err != nil {
-			return nil, err
-		}
-		if len(v) == 8 {
-			out[r] = int64(binary.BigEndian.Uint64(v))
-		}
-	}
-	return out, nil
-}
-
 // drain is the backfill's OnBackfilled hook: it applies the live commits
 // buffered while the repo backfilled, in rev order, skipping those at or
 // below the backfilled rev, then marks the repo synced and dequeues it, all
@@ -669,7 +579,7 @@ func (ix *Indexer) drain(ctx context.Context, did string, rev string, data cid.C
 			break
 		}
 		for _, bc := range page {
-			r, err := ix.repo(ctx, did)
+			r, err := ix.repos.Get(ctx, did)
 			if errors.Is(err, store.ErrNotFound) || err == nil && r.State != store.StateBackfilling {
 				return nil // untracked, deleted or made inactive meanwhile: not ours to finish
 			}
@@ -698,44 +608,7 @@ func (ix *Indexer) drain(ctx context.Context, did string, rev string, data cid.C
 			}
 		}
 	}
-	requeued := false
-	err := ix.write(ctx, func(tx store.Tx) error {
-		requeued = false
-		r, err := tx.Repo(did)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // untracked meanwhile
-		}
-		if err != nil {
-			return err
-		}
-		if r.State != store.StateBackfilling {
-			return nil // something else (a rejection, an account event) decided
-		}
-		next := *r
-		if next.SyncRev != "" && next.SyncRev > next.Rev {
-			// A #sync announced a newer state than the backfill found:
-			// fetch again.
-			next.State, next.Resync, next.SyncRev, next.Updated = store.StatePending, true, "", time.Now()
-			requeued = true
-			if err := tx.PutRepo(&next); err != nil {
-				return err
-			}
-			return tx.Enqueue(did, time.Now())
-		}
-		next.SyncRev = ""
-		next.State = store.StateSynced
-		next.Resync = false
-		next.ErrorKind, next.LastError, next.Retries, next.NextAttempt = "", "", 0, time.Time{}
-		next.Updated = time.Now()
-		if err := tx.PutRepo(&next); err != nil {
-			return err
-		}
-		return tx.Dequeue(did)
-	})
-	if err == nil && requeued {
-		ix.bf.Kick()
-	}
-	return err
+	return ix.repos.FinishBackfill(ctx, did)
 }
 
 func (ix *Indexer) handleSync(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Sync) error {
@@ -749,14 +622,14 @@ func (ix *Indexer) handleSync(ctx context.Context, msg *comatproto.SyncSubscribe
 	}
 	unlock := ix.lock(did)
 	defer unlock()
-	r, err := ix.repo(ctx, did)
+	r, err := ix.repos.Get(ctx, did)
 	if errors.Is(err, store.ErrNotFound) {
 		if f.FullNetwork() || f.Explicit(did) {
-			reason := reasonNetwork
+			reason := repos.ReasonNetwork
 			if f.Explicit(did) {
-				reason = reasonExplicit
+				reason = repos.ReasonExplicit
 			}
-			return ix.trackLocked(ctx, did, reason)
+			return ix.repos.Track(ctx, did, reason)
 		}
 		return nil
 	}
@@ -773,39 +646,23 @@ func (ix *Indexer) handleSync(ctx context.Context, msg *comatproto.SyncSubscribe
 		// Queued or backfilling: the CAR being fetched may predate this
 		// state. Remember the rev, so that a backfill ending below it is
 		// done again (see drain).
-		return ix.write(ctx, func(tx store.Tx) error {
-			cur, err := tx.Repo(did)
-			if err != nil || cur.SyncRev >= msg.Rev {
-				return err
-			}
-			next := *cur
-			next.SyncRev = msg.Rev
-			return tx.PutRepo(&next)
-		})
+		return ix.repos.NoteSyncRev(ctx, did, msg.Rev)
 	}
 	commit, err := verify.CheckSync(ctx, msg, ix.keyFor(r), ix.cfg.Verify == VerifyFull)
 	if err != nil {
 		var ce *CommitError
 		if errors.As(err, &ce) {
 			ix.metrics.rejected(ce.Reason)
-			if werr := ix.markDesync(ctx, did, ce); werr != nil {
+			if werr := ix.repos.MarkDesync(ctx, did, ce); werr != nil {
 				return werr
 			}
 		}
 		return err
 	}
 	if commit.Data.String() == r.Data {
-		return ix.write(ctx, func(tx store.Tx) error {
-			cur, err := tx.Repo(did)
-			if err != nil || cur.Rev != r.Rev {
-				return err
-			}
-			next := *cur
-			next.Rev = commit.Rev
-			return tx.PutRepo(&next)
-		})
+		return ix.repos.AdvanceRev(ctx, did, r.Rev, commit.Rev)
 	}
-	return ix.markDesync(ctx, did, &CommitError{DID: did, Rev: msg.Rev, Reason: RejectBrokenChain,
+	return ix.repos.MarkDesync(ctx, did, &CommitError{DID: did, Rev: msg.Rev, Reason: RejectBrokenChain,
 		Err: fmt.Errorf("#sync data %s differs from stored %s", commit.Data, r.Data)})
 }
 
@@ -819,7 +676,7 @@ func (ix *Indexer) handleIdentity(ctx context.Context, msg *comatproto.SyncSubsc
 	if err := ix.res.Purge(ctx, did); err != nil {
 		return err
 	}
-	r, err := ix.repo(ctx, msg.Did)
+	r, err := ix.repos.Get(ctx, msg.Did)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -830,39 +687,11 @@ func (ix *Indexer) handleIdentity(ctx context.Context, msg *comatproto.SyncSubsc
 	if err != nil {
 		return fmt.Errorf("resolve %s after #identity: %w", did, err)
 	}
-	return ix.write(ctx, func(tx store.Tx) error {
-		cur, err := tx.Repo(r.DID)
-		if err != nil {
-			return err
-		}
-		next := *cur
-		next.Handle, next.PDS = id.Handle.String(), id.PDS
-		if id.SigningKey != nil {
-			next.SigningKey = id.SigningKey.Multibase()
-		}
-		if err := tx.PutRepo(&next); err != nil {
-			return err
-		}
-		if cur.Handle == next.Handle {
-			return nil
-		}
-		return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, Live: true, DID: r.DID, Time: time.Now(), Handle: next.Handle})
-	})
-}
-
-// inactiveState maps a host's account status to a repo state.
-func inactiveState(status string) (store.RepoState, bool) {
-	switch status {
-	case "deactivated":
-		return store.StateDeactivated, true
-	case "takendown":
-		return store.StateTakendown, true
-	case "suspended":
-		return store.StateSuspended, true
-	case "deleted":
-		return store.StateDeleted, true
+	key := ""
+	if id.SigningKey != nil {
+		key = id.SigningKey.Multibase()
 	}
-	return 0, false
+	return ix.repos.SetIdentity(ctx, r.DID, id.Handle.String(), id.PDS, key)
 }
 
 func (ix *Indexer) handleAccount(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Account) error {
@@ -872,7 +701,7 @@ func (ix *Indexer) handleAccount(ctx context.Context, msg *comatproto.SyncSubscr
 	}
 	unlock := ix.lock(did)
 	defer unlock()
-	r, err := ix.repo(ctx, did)
+	r, err := ix.repos.Get(ctx, did)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
 	}
@@ -892,151 +721,27 @@ func (ix *Indexer) handleAccount(ctx context.Context, msg *comatproto.SyncSubscr
 			return nil
 		}
 		// Reactivated: emit, and resync in case the repo changed meanwhile.
-		err := ix.write(ctx, func(tx store.Tx) error {
-			cur, err := tx.Repo(did)
-			if err != nil {
-				return err
-			}
-			next := *cur
-			next.State, next.Status, next.Resync, next.Updated = store.StatePending, "", true, now
-			if err := tx.PutRepo(&next); err != nil {
-				return err
-			}
-			if err := tx.Enqueue(did, now); err != nil {
-				return err
-			}
-			return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Active: true})
-		})
-		if err == nil {
-			ix.bf.Kick()
-		}
-		return err
+		return ix.repos.Reactivate(ctx, did, now)
 	}
-	state, known := inactiveState(status)
+	state, known := repos.InactiveState(status)
 	if !known {
 		// desynchronized, throttled and unknown statuses: the host's
 		// problem, not the account's; say so without changing state.
-		return ix.write(ctx, func(tx store.Tx) error {
-			return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Status: status})
-		})
+		return ix.repos.AccountStatus(ctx, did, status, now)
 	}
 	if r.State == state && r.Status == status {
 		return nil
 	}
 	if state == store.StateDeleted {
-		// State first, without the status: a backfill in flight sees it
-		// and stops before its next batch, instead of writing records
-		// behind the deletion. If the process stops before the end, the
-		// message comes again (the cursor is behind it) and, the status
-		// not being set yet, the deletion is finished.
-		if err := ix.write(ctx, func(tx store.Tx) error {
-			cur, err := tx.Repo(did)
-			if err != nil {
-				return err
-			}
-			next := *cur
-			next.State, next.Status, next.Updated = store.StateDeleted, "", now
-			if err := tx.PutRepo(&next); err != nil {
-				return err
-			}
-			if err := tx.Dequeue(did); err != nil {
-				return err
-			}
-			return tx.DeleteBuffer(did, "")
-		}); err != nil {
+		// State first, without the status (see repos.Table.BeginDelete).
+		if err := ix.repos.BeginDelete(ctx, did, now); err != nil {
 			return err
 		}
-		if err := ix.deleteRecords(ctx, did, func(string) bool { return true }, true); err != nil {
+		if _, err := repos.DeleteRecords(ctx, ix.st, writeFunc(ix.write), did, repos.DeleteOptions{Live: true}); err != nil {
 			return err
 		}
 	}
-	return ix.write(ctx, func(tx store.Tx) error {
-		cur, err := tx.Repo(did)
-		if err != nil {
-			return err
-		}
-		next := *cur
-		next.State, next.Status, next.Updated = state, status, now
-		if err := tx.PutRepo(&next); err != nil {
-			return err
-		}
-		if err := tx.Dequeue(did); err != nil {
-			return err
-		}
-		if err := tx.DeleteBuffer(did, ""); err != nil {
-			return err
-		}
-		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Status: status})
-	})
-}
-
-// deleteRecords removes a repo's records of the collections selected by
-// which, each with a delete event, in batches.
-func (ix *Indexer) deleteRecords(ctx context.Context, did string, which func(collection string) bool, live bool) error {
-	const batch = 1000
-	after := ""
-	for {
-		var page []*store.Record
-		err := ix.st.View(ctx, func(tx store.ReadTx) error {
-			return tx.ScanRecords(store.RecordScan{DID: did, After: after}, func(r *store.Record) (bool, error) {
-				page = append(page, r)
-				return len(page) < batch, nil
-			})
-		})
-		if err != nil {
-			return err
-		}
-		if len(page) == 0 {
-			return nil
-		}
-		after = page[len(page)-1].Collection + "/" + page[len(page)-1].RKey
-		now := time.Now()
-		err = ix.write(ctx, func(tx store.Tx) error {
-			rev := ""
-			if repo, err := tx.Repo(did); err == nil {
-				rev = repo.Rev // deletes belong to the repo's current rev
-			}
-			for _, r := range page {
-				if !which(r.Collection) {
-					continue
-				}
-				if _, err := tx.Record(did, r.Collection, r.RKey); errors.Is(err, store.ErrNotFound) {
-					continue
-				}
-				if rev == "" {
-					rev = r.Rev
-				}
-				if err := store.WriteRecordChange(tx, &store.Event{Kind: store.KindRecord, Live: live, DID: did, Rev: rev,
-					Time: now, Collection: r.Collection, RKey: r.RKey, Action: store.ActionDelete}); err != nil {
-					return err
-				}
-			}
-			return nil
-		})
-		if err != nil {
-			return err
-		}
-	}
-}
-
-// resyncAll queues a resync of every synced repo.
-func (ix *Indexer) resyncAll(ctx context.Context) error {
-	err := ix.forEachRepo(ctx, func(r *store.Repo) error {
-		if r.State != store.StateSynced {
-			return nil
-		}
-		unlock := ix.lock(r.DID)
-		defer unlock()
-		return ix.write(ctx, func(tx store.Tx) error {
-			cur, err := tx.Repo(r.DID)
-			if err != nil || cur.State != store.StateSynced {
-				return err
-			}
-			return ix.requeue(tx, cur)
-		})
-	})
-	ix.bf.Kick()
-	return err
+	return ix.repos.SetInactive(ctx, did, state, status, now)
 }
 
 // advance returns r moved to the verified commit: its rev, data and commit,

@@ -43,7 +43,7 @@ func TestHandleSync(t *testing.T) {
 		return m
 	}
 	state := func() *store.Repo {
-		r, err := ix.repo(ctx, did)
+		r, err := ix.repos.Get(ctx, did)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -92,7 +92,7 @@ func TestHandleSyncDuringBackfill(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		r, err := ix.repo(ctx, did)
+		r, err := ix.repos.Get(ctx, did)
 		if err == nil && r.State == store.StateBackfilling && net.Host(0).Requests("com.atproto.sync.getRepo") > 0 {
 			break
 		}
@@ -117,7 +117,7 @@ func TestHandleSyncDuringBackfill(t *testing.T) {
 	net.Host(0).SlowGetRepo(0, 0)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		r, err := ix.repo(ctx, did)
+		r, err := ix.repos.Get(ctx, did)
 		if err == nil && r.State == store.StateSynced && r.Rev == a.Rev() {
 			break
 		}
@@ -274,7 +274,7 @@ func TestLive_FailedPipelinedWriteResyncs(t *testing.T) {
 	}
 	// The failure is noticed: a resync is under way.
 	waitFor(t, 30*time.Second, func() string {
-		if r, err := ix.repo(ctx, did); err != nil || r.State == store.StateSynced {
+		if r, err := ix.repos.Get(ctx, did); err != nil || r.State == store.StateSynced {
 			return fmt.Sprintf("repo still synced after a failed write (%v)", err)
 		}
 		return ""
@@ -343,7 +343,7 @@ func TestAccountDeletion_FinishedWhenTheMessageComesAgain(t *testing.T) {
 	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 0 {
 		t.Fatalf("%d records left after the deletion came again (err %v)", n, err)
 	}
-	r, err := ix.repo(ctx, did)
+	r, err := ix.repos.Get(ctx, did)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -535,7 +535,7 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 		last = c.Seq
 	}
 	waitFor(t, 10*time.Second, func() string {
-		if r, err := ix.repo(ctx, b.DID().String()); err != nil || r.Rev != b.Rev() {
+		if r, err := ix.repos.Get(ctx, b.DID().String()); err != nil || r.Rev != b.Rev() {
 			return fmt.Sprintf("the other repo's commits were not applied (%v)", err)
 		}
 		if !ix.pipe.broken(a.DID().String()) {

@@ -105,9 +105,9 @@ func (p *pipeline) done(did string) {
 	}
 }
 
-// settle waits until no write of did is queued. The writer reports every
+// Settle waits until no write of did is queued. The writer reports every
 // queued write (committed, failed or closed), so the wait ends.
-func (p *pipeline) settle(did string) {
+func (p *pipeline) Settle(did string) {
 	p.mu.Lock()
 	e := p.repos[did]
 	p.mu.Unlock()

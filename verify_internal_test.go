@@ -101,7 +101,7 @@ func TestLive_RejectsCommitsOnlyVerificationCatches(t *testing.T) {
 					t.Fatalf("handleMessage = %v; want the commit applied", err)
 				}
 				unlock := ix.lock(did) // waits for the pipelined write
-				r, err := ix.repo(ctx, did)
+				r, err := ix.repos.Get(ctx, did)
 				unlock()
 				if err != nil || r.Rev != c.Rev {
 					t.Fatalf("repo %+v (%v), want it at rev %s", r, err, c.Rev)
@@ -180,7 +180,7 @@ func TestLive_KeyRotationResolvesOnce(t *testing.T) {
 		t.Fatalf("three commits after the rotation made %d PLC requests, want 1: the new key was not kept", n)
 	}
 	unlock := ix.lock(did) // waits for the pipelined writes
-	r, err := ix.repo(ctx, did)
+	r, err := ix.repos.Get(ctx, did)
 	unlock()
 	if err != nil {
 		t.Fatal(err)

@@ -15,6 +15,7 @@ import (
 	"github.com/multiformats/go-multihash"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/verify"
@@ -204,7 +205,7 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 		}
 	}
 
-	explicit := f.Explicit(did) || (cur != nil && cur.Reason == "explicit")
+	explicit := f.Explicit(did) || (cur != nil && cur.Reason == repos.ReasonExplicit)
 	if !f.FullNetwork() && !explicit {
 		ok, err := hasSignal(rp, f)
 		if err != nil {
@@ -280,15 +281,11 @@ func (s *Scheduler) finalize(did string, ident *resolver.Identity, commit *repo.
 		if err := setIdentity(tx, r, ident, now); err != nil {
 			return err
 		}
-		clearError(r)
+		repos.ClearError(r)
 		r.Status = ""
 		r.Updated = now
 		if !hook {
-			r.State = store.StateSynced
-			r.Resync = false
-			if err := tx.Dequeue(did); err != nil {
-				return err
-			}
+			return repos.MarkSynced(tx, r, now)
 		}
 		return tx.PutRepo(r)
 	}
@@ -307,7 +304,7 @@ func (s *Scheduler) deleted(ctx context.Context, did string, known bool) error {
 		}
 		emit := r.Status != "deleted"
 		r.State, r.Status = store.StateDeleted, "deleted"
-		clearError(r)
+		repos.ClearError(r)
 		r.Updated = now
 		if err := tx.PutRepo(r); err != nil {
 			return err
@@ -329,12 +326,6 @@ func (s *Scheduler) deleted(ctx context.Context, did string, known bool) error {
 	return ErrRepoNotFound
 }
 
-var inactiveStates = map[string]store.RepoState{
-	"deactivated": store.StateDeactivated,
-	"takendown":   store.StateTakendown,
-	"suspended":   store.StateSuspended,
-}
-
 // inactive records an inactive account: state and status set, dequeued, an
 // account event emitted unless the status was already recorded. Records
 // are kept.
@@ -349,8 +340,9 @@ func (s *Scheduler) inactive(ctx context.Context, did, status string) error {
 			return tx.Dequeue(did) // untracked meanwhile: not to be brought back
 		}
 		emit := r.Status != status
-		r.State, r.Status = inactiveStates[status], status
-		clearError(r)
+		state, _ := repos.InactiveState(status)
+		r.State, r.Status = state, status
+		repos.ClearError(r)
 		r.Updated = now
 		if err := tx.PutRepo(r); err != nil {
 			return err
@@ -478,10 +470,6 @@ func setIdentity(tx store.Tx, r *store.Repo, ident *resolver.Identity, now time.
 		return nil
 	}
 	return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, DID: r.DID, Time: now, Handle: r.Handle})
-}
-
-func clearError(r *store.Repo) {
-	r.ErrorKind, r.LastError, r.Retries, r.NextAttempt = "", "", 0, time.Time{}
 }
 
 // hasSignal reports whether the repo holds a key in a signal collection.
