@@ -38,6 +38,7 @@ import (
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/ingest"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/resolver"
@@ -63,10 +64,9 @@ var (
 
 // meta keys.
 const (
-	metaFilter       = "filter"
-	metaFilterFrom   = "filter/changing-from"
-	metaCursorPrefix = "firehose/cursor/"
-	metaCrawlPrefix  = "crawl/"
+	metaFilter      = "filter"
+	metaFilterFrom  = "filter/changing-from"
+	metaCrawlPrefix = "crawl/"
 )
 
 // Indexer indexes part of the network into a store. It is safe for
@@ -82,17 +82,15 @@ type Indexer struct {
 	events *stream.Log
 	bf     *backfill.Scheduler
 	filt   atomic.Pointer[filter.Filter]
-	filtMu sync.Mutex   // serialises filter changes
-	repos  *repos.Table // per-repo lock and state transitions
-	pipe   *pipeline    // live writes queued, per repo
-	keys   *keyCache    // parsed signing keys
+	filtMu sync.Mutex       // serialises filter changes
+	repos  *repos.Table     // per-repo lock and state transitions
+	pipe   *ingest.Pipeline // live writes queued, per repo
+	ing    *ingest.Ingest   // firehose sources, live commits
 
 	crawlKick chan struct{}
 
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced after each commit
-
-	metrics *metrics
 
 	ctx       context.Context // ends when the writer must stop
 	cancel    context.CancelFunc
@@ -112,8 +110,8 @@ func Open(cfg Config) (*Indexer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), metrics: newMetrics(),
-		crawlKick: make(chan struct{}, 1), pipe: newPipeline(), keys: newKeyCache()}
+	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}),
+		crawlKick: make(chan struct{}, 1), pipe: ingest.NewPipeline()}
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
@@ -142,6 +140,21 @@ func Open(cfg Config) (*Indexer, error) {
 	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
 	ix.repos = repos.New(repos.Options{Store: ix.st, Writer: writeFunc(ix.write), Pending: ix.pipe,
 		Kick: func() { ix.bf.Kick() }})
+	ix.ing = ingest.New(ingest.Config{
+		Store:          ix.st,
+		Writer:         ix.w,
+		Write:          writeFunc(ix.write),
+		Repos:          ix.repos,
+		Pipeline:       ix.pipe,
+		Resolver:       ix.res,
+		Filter:         ix.Filter,
+		FullVerify:     cfg.Verify == VerifyFull,
+		HTTPClient:     cfg.HTTPClient,
+		Workers:        cfg.FirehoseWorkers,
+		MaxFrameSize:   cfg.FirehoseMaxFrameSize,
+		CursorInterval: cfg.CursorInterval,
+		Logger:         cfg.Logger,
+	})
 	ix.bg.Add(1)
 	go func() {
 		defer ix.bg.Done()
@@ -166,7 +179,7 @@ func Open(cfg Config) (*Indexer, error) {
 		MaxBackoff:   bcfg.MaxBackoff,
 		BatchSize:    bcfg.BatchSize,
 		Logger:       cfg.Logger,
-		OnBackfilled: ix.drain,
+		OnBackfilled: ix.ing.Drain,
 	})
 	if err != nil {
 		ix.shutdown()
@@ -237,7 +250,7 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	start("retention", ix.events.Run)
 	if !ix.cfg.NoFirehose {
 		for _, src := range ix.cfg.Sources {
-			start("firehose "+src, func(ctx context.Context) error { return ix.followSource(ctx, src) })
+			start("firehose "+src, func(ctx context.Context) error { return ix.ing.Follow(ctx, src) })
 		}
 	}
 	if !ix.cfg.NoCrawl {
@@ -265,6 +278,7 @@ func (ix *Indexer) Close() error {
 
 func (ix *Indexer) shutdown() error {
 	ix.cancelRun()
+	ix.ing.Close()
 	ix.cancel()
 	ix.bg.Wait()
 	ix.events.Close()

@@ -95,7 +95,7 @@ func TestLive_RejectsCommitsOnlyVerificationCatches(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = ix.handleMessage(ctx, "test", frameAt(t, net, c.Seq))
+			err = ix.ing.HandleMessage(ctx, "test", frameAt(t, net, c.Seq))
 			if tc.reason == "" {
 				if err != nil {
 					t.Fatalf("handleMessage = %v; want the commit applied", err)
@@ -142,7 +142,7 @@ func TestHandleSync_RejectsBadCommits(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			err = ix.handleMessage(ctx, "test", frameAt(t, net, seq))
+			err = ix.ing.HandleMessage(ctx, "test", frameAt(t, net, seq))
 			assertRejected(t, ctx, ix, a, err, tc.reason, before)
 		})
 	}
@@ -165,14 +165,14 @@ func TestLive_KeyRotationResolvesOnce(t *testing.T) {
 	}
 	msgs := commitFrames(t, net, a, 3, func(int) string { return "" })
 	plc := net.PLCRequests()
-	if err := ix.handleMessage(ctx, "test", msgs[0]); err != nil {
+	if err := ix.ing.HandleMessage(ctx, "test", msgs[0]); err != nil {
 		t.Fatalf("first commit after the rotation: %v", err)
 	}
 	if n := net.PLCRequests() - plc; n != 1 {
 		t.Fatalf("first commit after the rotation made %d PLC requests, want 1", n)
 	}
 	for _, m := range msgs[1:] {
-		if err := ix.handleMessage(ctx, "test", m); err != nil {
+		if err := ix.ing.HandleMessage(ctx, "test", m); err != nil {
 			t.Fatalf("commit after the rotation: %v", err)
 		}
 	}
