@@ -25,7 +25,6 @@ import (
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/store"
-	"github.com/cistern-dev/cistern/store/boltstore"
 	"github.com/cistern-dev/cistern/stream"
 )
 
@@ -123,9 +122,14 @@ func childBackfill(a childArgs) (*BackfillResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	st0, err := openStore(a.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer st0.Close()
 	start := time.Now()
 	ix, err := cistern.Open(cistern.Config{
-		Path:                   a.DB,
+		Store:                  st0,
 		Filter:                 filter.Spec{DIDs: dids},
 		NoFirehose:             true,
 		NoCrawl:                true,
@@ -178,9 +182,7 @@ func childBackfill(a childArgs) (*BackfillResult, error) {
 	if err := ix.Close(); err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(a.DB); err == nil {
-		res.DiskBytes = fi.Size()
-	}
+	res.DiskBytes = st0.Size()
 	return res, nil
 }
 
@@ -226,22 +228,20 @@ func childLive(a childArgs) (*LiveResult, error) {
 		return nil, err
 	}
 	// Place the firehose cursor just before the backlog.
-	db, err := boltstore.Open(a.DB, nil)
+	db, err := openStore(a.DB)
 	if err != nil {
 		return nil, err
 	}
+	defer db.Close()
 	err = db.Update(context.Background(), func(tx store.Tx) error {
 		return tx.PutMeta(cursorMetaPrefix+a.Relay, []byte(strconv.FormatInt(a.Cursor, 10)))
 	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
 	if err != nil {
 		return nil, err
 	}
 
 	ix, err := cistern.Open(cistern.Config{
-		Path:                   a.DB,
+		Store:                  db,
 		RelayURL:               a.Relay,
 		NoCrawl:                true,
 		PLCURL:                 a.PLC,
@@ -386,7 +386,12 @@ type StreamResult struct {
 }
 
 func childStream(a childArgs) (*StreamResult, error) {
-	ix, err := cistern.Open(cistern.Config{Path: a.DB, NoFirehose: true, NoCrawl: true, PLCURL: a.PLC, Logger: childLogger()})
+	db, err := openStore(a.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	ix, err := cistern.Open(cistern.Config{Store: db, NoFirehose: true, NoCrawl: true, PLCURL: a.PLC, Logger: childLogger()})
 	if err != nil {
 		return nil, err
 	}

@@ -34,9 +34,15 @@ type tx struct {
 	// database refuses the rest of the transaction).
 	connErr, sqlErr error
 
-	// queued holds writes not sent yet; they go out, in order, ahead of
-	// the next statement that needs an answer, or at the end.
-	queued *pgx.Batch
+	// queued holds writes not sent yet, and handlers what reads their
+	// answers (nil: none to read); they go out, in order, ahead of the
+	// next statement that needs an answer, or at the end.
+	queued   *pgx.Batch
+	handlers []func(pgx.BatchResults) error
+	// ops are the changes to block references and counters of record
+	// writes and events, in order; those of a queued write wait for its
+	// answer (the CID it replaced). resolve applies them.
+	ops []*refOp
 	// blocks holds the blocks this transaction read or changed; dirty ones
 	// are written before blocks are read by SQL and at the end.
 	blocks map[blockKey]*blockEntry
@@ -77,35 +83,55 @@ func (t *tx) note(err error) error {
 }
 
 // queue adds a write to be sent with the next round trip.
-func (t *tx) queue(sql string, args ...any) {
+func (t *tx) queue(sql string, args ...any) { t.queueWith(nil, sql, args...) }
+
+// queueWith adds a statement whose answer h reads when it is sent.
+func (t *tx) queueWith(h func(pgx.BatchResults) error, sql string, args ...any) {
 	if t.queued == nil {
 		t.queued = &pgx.Batch{}
 	}
 	t.queued.Queue(sql, args...)
+	t.handlers = append(t.handlers, h)
 }
 
-// batch returns a batch holding the queued writes (and, with derived, the
-// writes of dirty blocks and collection counts), to which the caller adds
-// its own queries; send sends it.
-func (t *tx) batch(derived bool) *pgx.Batch {
+// pending is a batch holding the queued statements, to which a caller
+// adds its own.
+type pending struct {
+	b        *pgx.Batch
+	handlers []func(pgx.BatchResults) error
+}
+
+// take returns the queued statements as a batch (with derived: after
+// applying the pending reference changes, with the writes of dirty blocks
+// and collection counts), leaving the queue empty.
+func (t *tx) take(derived bool) (pending, error) {
 	if derived {
+		if err := t.resolve(); err != nil {
+			return pending{}, err
+		}
 		t.queueDerived()
 	}
-	b := t.queued
-	if b == nil {
-		b = &pgx.Batch{}
+	p := pending{b: t.queued, handlers: t.handlers}
+	if p.b == nil {
+		p.b = &pgx.Batch{}
 	}
-	t.queued = nil
-	return b
+	t.queued, t.handlers = nil, nil
+	return p, nil
 }
 
-// send sends b, consumes the results of its first skip statements (the
-// queued writes), and returns the results of the rest. The caller must
-// Close them.
-func (t *tx) send(b *pgx.Batch, skip int) (pgx.BatchResults, error) {
-	br := t.ptx.SendBatch(t.ctx, b)
-	for i := 0; i < skip; i++ {
-		if _, err := br.Exec(); err != nil {
+// send sends p, reads the answers of its queued statements, and returns
+// the results of the statements the caller added. The caller must Close
+// them.
+func (t *tx) send(p pending) (pgx.BatchResults, error) {
+	br := t.ptx.SendBatch(t.ctx, p.b)
+	for _, h := range p.handlers {
+		var err error
+		if h == nil {
+			_, err = br.Exec()
+		} else {
+			err = h(br)
+		}
+		if err != nil {
 			br.Close()
 			return nil, t.note(fmt.Errorf("pgstore: queued write: %w", err))
 		}
@@ -113,14 +139,17 @@ func (t *tx) send(b *pgx.Batch, skip int) (pgx.BatchResults, error) {
 	return br, nil
 }
 
-// flush sends the queued writes (and, with derived, dirty blocks and
-// collection counts), if any.
+// flush sends the queued statements (and, with derived, the pending
+// reference changes, dirty blocks and collection counts), if any.
 func (t *tx) flush(derived bool) error {
-	b := t.batch(derived)
-	if b.Len() == 0 {
+	p, err := t.take(derived)
+	if err != nil {
+		return err
+	}
+	if p.b.Len() == 0 {
 		return nil
 	}
-	br, err := t.send(b, b.Len())
+	br, err := t.send(p)
 	if err != nil {
 		return err
 	}
@@ -130,10 +159,12 @@ func (t *tx) flush(derived bool) error {
 // queryRow runs one query after the queued writes, in one round trip, and
 // scans its row.
 func (t *tx) queryRow(derived bool, sql string, args []any, dest ...any) error {
-	b := t.batch(derived)
-	skip := b.Len()
-	b.Queue(sql, args...)
-	br, err := t.send(b, skip)
+	p, err := t.take(derived)
+	if err != nil {
+		return err
+	}
+	p.b.Queue(sql, args...)
+	br, err := t.send(p)
 	if err != nil {
 		return err
 	}
@@ -148,10 +179,12 @@ func (t *tx) queryRow(derived bool, sql string, args []any, dest ...any) error {
 // query runs one query after the queued writes and calls row for each
 // row, while the rows are open: row must not run other statements.
 func (t *tx) query(derived bool, sql string, args []any, row func(pgx.Rows) error) error {
-	b := t.batch(derived)
-	skip := b.Len()
-	b.Queue(sql, args...)
-	br, err := t.send(b, skip)
+	p, err := t.take(derived)
+	if err != nil {
+		return err
+	}
+	p.b.Queue(sql, args...)
+	br, err := t.send(p)
 	if err != nil {
 		return err
 	}
@@ -430,6 +463,9 @@ func (t *tx) Collections(did string) ([]string, error) {
 }
 
 func (t *tx) Block(did string, cid []byte) ([]byte, error) {
+	if err := t.resolve(); err != nil {
+		return nil, err
+	}
 	if e, ok := t.blocks[blockKey{did, string(cid)}]; ok {
 		if !e.has {
 			return nil, store.ErrNotFound
@@ -456,6 +492,9 @@ func (t *tx) Block(did string, cid []byte) ([]byte, error) {
 func (t *tx) BlockRefs(did string, cid []byte) (uint64, error) {
 	if len(cid) == 0 {
 		return 0, nil
+	}
+	if err := t.resolve(); err != nil {
+		return 0, err
 	}
 	if e, ok := t.blocks[blockKey{did, string(cid)}]; ok {
 		return uint64(e.refs), nil
@@ -649,6 +688,9 @@ func (t *tx) Counts() (store.Counts, error) {
 	c := store.Counts{ReposByState: make(map[store.RepoState]int64)}
 	var base sysCounts
 	if t.writable {
+		if err := t.resolve(); err != nil {
+			return c, err
+		}
 		base = t.base
 	} else if err := t.queryRow(false, `SELECT repos, records, events, blocks, block_bytes FROM cistern_sys WHERE id = 1`, nil,
 		&base.repos, &base.records, &base.events, &base.blocks, &base.blockBytes); err != nil {

@@ -55,31 +55,6 @@ func scanBlock(row pgx.Row) (*blockEntry, error) {
 	return e, err
 }
 
-// block returns the transaction's entry for a block, reading it the first
-// time.
-func (t *tx) block(did string, cid []byte) (*blockEntry, error) {
-	k := blockKey{did, string(cid)}
-	if e, ok := t.blocks[k]; ok {
-		return e, nil
-	}
-	b := t.batch(false)
-	skip := b.Len()
-	b.Queue(blockSelect, did, cid)
-	br, err := t.send(b, skip)
-	if err != nil {
-		return nil, err
-	}
-	e, err := scanBlock(br.QueryRow())
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, t.note(fmt.Errorf("pgstore: block %s %x: %w", did, cid, err))
-	}
-	t.setBlock(k, e)
-	return e, nil
-}
-
 func (t *tx) setBlock(k blockKey, e *blockEntry) {
 	if t.blocks == nil {
 		t.blocks = make(map[blockKey]*blockEntry)
@@ -98,28 +73,32 @@ func (t *tx) setValue(e *blockEntry, value []byte) {
 }
 
 // addRef adds a reference to a block, storing value if it has none.
-func (t *tx) addRef(did string, cid, value []byte) error {
-	e, err := t.block(did, cid)
-	if err != nil {
-		return err
-	}
+func (t *tx) addRef(did string, cid, value []byte) {
+	e := t.entry(did, cid)
 	t.setValue(e, value)
 	e.refs++
 	e.dirty = true
-	return nil
+}
+
+// entry returns the cached entry of a block, which resolve loaded.
+func (t *tx) entry(did string, cid []byte) *blockEntry {
+	k := blockKey{did, string(cid)}
+	e, ok := t.blocks[k]
+	if !ok { // not reached: resolve loads every block its ops touch
+		e = new(blockEntry)
+		t.setBlock(k, e)
+	}
+	return e
 }
 
 // dropRefs drops n references to a block, dropping its value with the
 // last.
-func (t *tx) dropRefs(did string, cid []byte, n int64) error {
-	e, err := t.block(did, cid)
-	if err != nil {
-		return err
-	}
+func (t *tx) dropRefs(did string, cid []byte, n int64) {
+	e := t.entry(did, cid)
 	e.dirty = true
 	if e.refs > n {
 		e.refs -= n
-		return nil
+		return
 	}
 	if e.refs < n {
 		t.s.log.Warn("pgstore: dropping more references than a block has", "did", did, "cid", fmt.Sprintf("%x", cid), "refs", e.refs, "drop", n)
@@ -129,6 +108,94 @@ func (t *tx) dropRefs(did string, cid []byte, n int64) error {
 		t.counts.blocks--
 		t.counts.blockBytes -= e.size
 		e.value, e.has, e.size, e.changed = nil, false, 0, true
+	}
+}
+
+// opKind says what a refOp does.
+type opKind uint8
+
+const (
+	opPut    opKind = iota + 1 // a record written: cid replaced old
+	opDelete                   // a record deleted: old was its CID
+	opAdd                      // an event's reference to cid
+	opDrop                     // n references to cid dropped (events pruned)
+)
+
+// refOp is a change to block references and counters. For opPut and
+// opDelete, old is read from the answer of the queued write (answered
+// tells it was).
+type refOp struct {
+	kind       opKind
+	did, coll  string
+	cid, value []byte
+	n          int64
+	old        []byte
+	answered   bool
+}
+
+// keys returns the blocks op touches.
+func (op *refOp) keys() []blockKey {
+	var out []blockKey
+	if len(op.cid) > 0 {
+		out = append(out, blockKey{op.did, string(op.cid)})
+	}
+	if op.old != nil && string(op.old) != string(op.cid) {
+		out = append(out, blockKey{op.did, string(op.old)})
+	}
+	return out
+}
+
+// resolve sends the queued writes whose answers pending ops wait for,
+// reads the blocks the ops touch that are not known yet (one round trip
+// each), and applies the ops in order.
+func (t *tx) resolve() error {
+	if len(t.ops) == 0 {
+		return nil
+	}
+	if t.queued != nil && t.queued.Len() > 0 {
+		if err := t.flush(false); err != nil {
+			return err
+		}
+	}
+	var keys []blockKey
+	for _, op := range t.ops {
+		if (op.kind == opPut || op.kind == opDelete) && !op.answered {
+			return fmt.Errorf("pgstore: internal error: a record write was not answered")
+		}
+		keys = append(keys, op.keys()...)
+	}
+	if err := t.loadBlocks(keys); err != nil {
+		return err
+	}
+	ops := t.ops
+	t.ops = nil
+	for _, op := range ops {
+		switch op.kind {
+		case opPut:
+			switch {
+			case op.old == nil:
+				t.addRef(op.did, op.cid, op.value)
+				t.addColl(op.did, op.coll, 1)
+				t.counts.records++
+			case string(op.old) == string(op.cid):
+				// Same value: the record keeps its one reference; store
+				// the value only if it went missing.
+				t.setValue(t.blocks[blockKey{op.did, string(op.cid)}], op.value)
+			default:
+				t.addRef(op.did, op.cid, op.value)
+				t.dropRefs(op.did, op.old, 1)
+			}
+		case opDelete:
+			if op.old != nil {
+				t.dropRefs(op.did, op.old, 1)
+				t.addColl(op.did, op.coll, -1)
+				t.counts.records--
+			}
+		case opAdd:
+			t.addRef(op.did, op.cid, op.value)
+		case opDrop:
+			t.dropRefs(op.did, op.cid, op.n)
+		}
 	}
 	return nil
 }
@@ -175,6 +242,9 @@ func (t *tx) addColl(did, collection string, n int64) {
 // finish writes what the transaction kept in memory: queued writes, blocks,
 // collection counts, counters, ids, and this Update's token.
 func (t *tx) finish(token int64) error {
+	if err := t.resolve(); err != nil {
+		return err
+	}
 	t.queueDerived()
 	d := &t.counts
 	t.queue(`UPDATE cistern_sys SET last_event = $1, last_seq = $2, repos = repos + $3, records = records + $4,
@@ -269,61 +339,25 @@ func (t *tx) PutRecord(r *store.Record) error {
 	}
 	t.lastSeq++
 	seq := t.lastSeq
-	// One round trip: the queued writes, the upsert (answering the old
-	// CID), and the new value's block if not known yet.
-	b := t.batch(false)
-	skip := b.Len()
-	b.Queue(`WITH old AS (SELECT cid FROM cistern_records WHERE did = $1 AND path = $2),
+	// Queued: the upsert answers the CID it replaced, from which resolve
+	// derives the reference and counter changes.
+	op := &refOp{kind: opPut, did: r.DID, coll: r.Collection, cid: r.CID, value: r.Value}
+	t.queueWith(op.readOld, `WITH old AS (SELECT cid FROM cistern_records WHERE did = $1 AND path = $2),
 		up AS (INSERT INTO cistern_records (did, path, collection, cid, rev, seq) VALUES ($1, $2, $3, $4, $5, $6)
 			ON CONFLICT (did, path) DO UPDATE SET cid = excluded.cid, rev = excluded.rev, seq = excluded.seq)
 		SELECT (SELECT cid FROM old)`, r.DID, r.Collection+"/"+r.RKey, r.Collection, r.CID, r.Rev, seq)
-	k := blockKey{r.DID, string(r.CID)}
-	_, known := t.blocks[k]
-	if !known {
-		b.Queue(blockSelect, r.DID, r.CID)
-	}
-	br, err := t.send(b, skip)
-	if err != nil {
-		return fmt.Errorf("pgstore: put record %s/%s/%s: %w", r.DID, r.Collection, r.RKey, err)
-	}
-	var oldCID []byte
-	err = br.QueryRow().Scan(&oldCID)
-	if err == nil && !known {
-		var e *blockEntry
-		if e, err = scanBlock(br.QueryRow()); err == nil {
-			t.setBlock(k, e)
-		}
-	}
-	if cerr := br.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return fmt.Errorf("pgstore: put record %s/%s/%s: %w", r.DID, r.Collection, r.RKey, t.note(err))
-	}
-	switch {
-	case oldCID == nil:
-		if err := t.addRef(r.DID, r.CID, r.Value); err != nil {
-			return err
-		}
-		t.addColl(r.DID, r.Collection, 1)
-		t.counts.records++
-	case string(oldCID) == string(r.CID):
-		// Same value: the record keeps its one reference; store the value
-		// only if it went missing.
-		e, err := t.block(r.DID, r.CID)
-		if err != nil {
-			return err
-		}
-		t.setValue(e, r.Value)
-	default:
-		if err := t.addRef(r.DID, r.CID, r.Value); err != nil {
-			return err
-		}
-		if err := t.dropRefs(r.DID, oldCID, 1); err != nil {
-			return err
-		}
-	}
+	t.ops = append(t.ops, op)
 	r.Seq = uint64(seq)
+	return nil
+}
+
+// readOld reads the answer of a queued record write: the CID the record
+// had, or NULL.
+func (op *refOp) readOld(br pgx.BatchResults) error {
+	if err := br.QueryRow().Scan(&op.old); err != nil {
+		return fmt.Errorf("record %s %s: %w", op.did, op.coll, err)
+	}
+	op.answered = true
 	return nil
 }
 
@@ -331,20 +365,10 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 	if err := t.checkWritable(); err != nil {
 		return err
 	}
-	var oldCID []byte
-	err := t.queryRow(false, `WITH del AS (DELETE FROM cistern_records WHERE did = $1 AND path = $2 AND collection = $3 RETURNING cid)
-		SELECT (SELECT cid FROM del)`, []any{did, collection + "/" + rkey, collection}, &oldCID)
-	if err != nil {
-		return fmt.Errorf("pgstore: delete record %s/%s/%s: %w", did, collection, rkey, err)
-	}
-	if oldCID == nil {
-		return nil
-	}
-	if err := t.dropRefs(did, oldCID, 1); err != nil {
-		return err
-	}
-	t.addColl(did, collection, -1)
-	t.counts.records--
+	op := &refOp{kind: opDelete, did: did, coll: collection}
+	t.queueWith(op.readOld, `WITH del AS (DELETE FROM cistern_records WHERE did = $1 AND path = $2 AND collection = $3 RETURNING cid)
+		SELECT (SELECT cid FROM del)`, did, collection+"/"+rkey, collection)
+	t.ops = append(t.ops, op)
 	return nil
 }
 
@@ -356,9 +380,7 @@ func (t *tx) AppendEvent(ev *store.Event) error {
 		if ev.DID == "" {
 			return fmt.Errorf("pgstore: append event: record event without a DID")
 		}
-		if err := t.addRef(ev.DID, ev.CID, ev.Record); err != nil {
-			return err
-		}
+		t.ops = append(t.ops, &refOp{kind: opAdd, did: ev.DID, cid: ev.CID, value: ev.Record})
 	}
 	t.lastEvent++
 	var cid []byte
@@ -415,42 +437,38 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: prune events through %d: %w", through, err)
 	}
-	if err := loadBlocksOf(t, groups, func(g group) blockKey { return blockKey{g.did, string(g.cid)} }); err != nil {
-		return 0, err
-	}
 	for _, g := range groups {
-		if err := t.dropRefs(g.did, g.cid, g.n); err != nil {
-			return 0, err
-		}
+		t.ops = append(t.ops, &refOp{kind: opDrop, did: g.did, cid: g.cid, n: g.n})
 	}
 	t.counts.events -= int64(total)
 	return total, nil
 }
 
-// loadBlocks reads the entries of the blocks of items not known yet, in
-// one round trip.
-func loadBlocksOf[T any](t *tx, items []T, key func(T) blockKey) error {
-	b := t.batch(false)
-	skip := b.Len()
-	var keys []blockKey
+// loadBlocks reads the entries of the blocks not known yet, after the
+// queued statements, in one round trip.
+func (t *tx) loadBlocks(keys []blockKey) error {
+	p, err := t.take(false)
+	if err != nil {
+		return err
+	}
+	var load []blockKey
 	seen := map[blockKey]bool{}
-	for _, it := range items {
-		k := key(it)
+	for _, k := range keys {
 		if _, ok := t.blocks[k]; ok || seen[k] {
 			continue
 		}
 		seen[k] = true
-		keys = append(keys, k)
-		b.Queue(blockSelect, k.did, []byte(k.cid))
+		load = append(load, k)
+		p.b.Queue(blockSelect, k.did, []byte(k.cid))
 	}
-	if b.Len() == 0 {
+	if p.b.Len() == 0 {
 		return nil
 	}
-	br, err := t.send(b, skip)
+	br, err := t.send(p)
 	if err != nil {
 		return err
 	}
-	for _, k := range keys {
+	for _, k := range load {
 		e, err := scanBlock(br.QueryRow())
 		if err != nil {
 			br.Close()

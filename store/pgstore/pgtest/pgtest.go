@@ -5,7 +5,8 @@
 // port from the PostgreSQL binaries installed on the machine (Debian's
 // postgresql package puts them in /usr/lib/postgresql/N/bin; initdb and
 // postgres in PATH are used too): initdb into a temporary directory, then
-// postgres with fsync off (tests only: nothing here is durable). When the
+// postgres with fsync off (tests only: nothing here is durable; Start can
+// keep the durable settings, for benchmarks). When the
 // process runs as root the server runs as the "postgres" user, since
 // initdb refuses root.
 //
@@ -88,10 +89,19 @@ func isExec(p string) bool {
 	return err == nil && !fi.IsDir() && fi.Mode()&0o111 != 0
 }
 
+// StartOptions configure Start. A nil *StartOptions gives the defaults.
+type StartOptions struct {
+	// Durable keeps PostgreSQL's durable settings (fsync, synchronous
+	// commit, full page writes), for benchmarks that compare with stores
+	// that fsync. Default false: off, for speed in tests.
+	Durable bool
+}
+
 // Start initialises a data directory under a new temporary directory and
 // starts a server on a free loopback port. Stop stops it and removes the
 // directory.
-func Start(ctx context.Context) (*Server, error) {
+func Start(ctx context.Context, opts *StartOptions) (*Server, error) {
+	durable := opts != nil && opts.Durable
 	bin, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -120,7 +130,7 @@ func Start(ctx context.Context) (*Server, error) {
 			os.RemoveAll(dir)
 			return nil, err
 		}
-		err = s.run(ctx, bin, data, port, cred)
+		err = s.run(ctx, bin, data, port, cred, durable)
 		if err == nil {
 			return s, nil
 		}
@@ -160,7 +170,7 @@ func freePort() (int, error) {
 }
 
 // run starts postgres on port and waits until it accepts connections.
-func (s *Server) run(ctx context.Context, bin, data string, port int, cred *syscall.Credential) error {
+func (s *Server) run(ctx context.Context, bin, data string, port int, cred *syscall.Credential, durable bool) error {
 	logf, err := os.OpenFile(s.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return fmt.Errorf("pgtest: %w", err)
@@ -170,10 +180,12 @@ func (s *Server) run(ctx context.Context, bin, data string, port int, cred *sysc
 		os.Chown(s.log, int(cred.Uid), int(cred.Gid))
 	}
 	// Not CommandContext: the server outlives Start's context.
-	cmd := exec.Command(filepath.Join(bin, "postgres"), "-D", data, "-p", strconv.Itoa(port),
-		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories="+s.dir,
-		"-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off",
-		"-c", "max_connections=200")
+	args := []string{"-D", data, "-p", strconv.Itoa(port),
+		"-c", "listen_addresses=127.0.0.1", "-c", "unix_socket_directories=" + s.dir, "-c", "max_connections=200"}
+	if !durable {
+		args = append(args, "-c", "fsync=off", "-c", "synchronous_commit=off", "-c", "full_page_writes=off")
+	}
+	cmd := exec.Command(filepath.Join(bin, "postgres"), args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGKILL}
 	if err := cmd.Start(); err != nil {
@@ -255,7 +267,7 @@ func URL(t testing.TB) string {
 			shared.url = u
 		} else {
 			ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-			shared.srv, shared.err = Start(ctx)
+			shared.srv, shared.err = Start(ctx, nil)
 			cancel()
 			if shared.err == nil {
 				shared.url = shared.srv.URL
