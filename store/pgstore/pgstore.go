@@ -331,10 +331,8 @@ func (s *Store) View(ctx context.Context, fn func(tx store.ReadTx) error) error 
 	if err != nil {
 		return s.wrapClosed(fmt.Errorf("pgstore: view: begin: %w", err))
 	}
-	t := s.newTx(ctx, ptx, false)
-	ferr := fn(t)
-	ptx.Rollback(context.WithoutCancel(ctx))
-	return ferr
+	defer ptx.Rollback(context.WithoutCancel(ctx))
+	return fn(s.newTx(ctx, ptx, false))
 }
 
 // Update runs fn in a read-write transaction and commits it if fn returns
@@ -423,6 +421,7 @@ func (s *Store) updateOnce(ctx context.Context, fn func(tx store.Tx) error, toke
 		return fmt.Errorf("pgstore: update: begin: %w", err), nil
 	}
 	rollback := func() { ptx.Rollback(ctx) }
+	defer rollback() // after Commit, a no-op; if fn panics, the connection goes back clean
 	t := s.newTx(ctx, ptx, true)
 	if err := ptx.QueryRow(ctx, `SELECT last_event, last_seq, repos, records, events, blocks, block_bytes
 		FROM cistern_sys WHERE id = 1 FOR UPDATE`).Scan(&t.lastEvent, &t.lastSeq,
