@@ -423,9 +423,9 @@ func (s *Store) updateOnce(ctx context.Context, fn func(tx store.Tx) error, toke
 	rollback := func() { ptx.Rollback(ctx) }
 	defer rollback() // after Commit, a no-op; if fn panics, the connection goes back clean
 	t := s.newTx(ctx, ptx, true)
-	if err := ptx.QueryRow(ctx, `SELECT last_event, last_seq, repos, records, events, blocks, block_bytes
+	if err := ptx.QueryRow(ctx, `SELECT last_event, last_seq, repos, records, events, blocks, block_bytes, max_sec, max_nsec
 		FROM cistern_sys WHERE id = 1 FOR UPDATE`).Scan(&t.lastEvent, &t.lastSeq,
-		&t.base.repos, &t.base.records, &t.base.events, &t.base.blocks, &t.base.blockBytes); err != nil {
+		&t.base.repos, &t.base.records, &t.base.events, &t.base.blocks, &t.base.blockBytes, &t.maxSec, &t.maxNsec); err != nil {
 		rollback()
 		if retryable(err, ptx) {
 			return nil, err

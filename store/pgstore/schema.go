@@ -26,6 +26,13 @@ const SchemaVersion = 1
 // sorting by (collection, rkey) would not give ("a.b.c/x" comes before
 // "a.b/x"). Times are (seconds, nanoseconds) pairs: timestamptz holds
 // microseconds, and Unix nanoseconds in a bigint overflow past year 2262.
+//
+// cistern_event_times is the time index of the event log: an entry for
+// each event whose time raised the running maximum of event times (kept in
+// cistern_sys), so that times and ids both increase along it and
+// EventAtTime is one index lookup. Pruning removes the entries whose
+// events are all gone, but the newest of them, so that a time before the
+// retained log still resolves below its oldest id.
 const SchemaSQL = `
 CREATE TABLE cistern_sys (
 	id             integer PRIMARY KEY,
@@ -36,9 +43,11 @@ CREATE TABLE cistern_sys (
 	records        bigint  NOT NULL,
 	events         bigint  NOT NULL,
 	blocks         bigint  NOT NULL,
-	block_bytes    bigint  NOT NULL
+	block_bytes    bigint  NOT NULL,
+	max_sec        bigint,
+	max_nsec       integer
 );
-INSERT INTO cistern_sys VALUES (1, 1, 0, 0, 0, 0, 0, 0, 0);
+INSERT INTO cistern_sys VALUES (1, 1, 0, 0, 0, 0, 0, 0, 0, NULL, NULL);
 
 CREATE TABLE cistern_state_counts (
 	state smallint PRIMARY KEY,
@@ -95,6 +104,13 @@ CREATE TABLE cistern_events (
 	handle     text     NOT NULL,
 	active     boolean  NOT NULL,
 	status     text     NOT NULL
+);
+
+CREATE TABLE cistern_event_times (
+	sec  bigint  NOT NULL,
+	nsec integer NOT NULL,
+	id   bigint  NOT NULL,
+	PRIMARY KEY (sec, nsec)
 );
 
 CREATE TABLE cistern_queue (

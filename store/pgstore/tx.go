@@ -28,6 +28,11 @@ type tx struct {
 	// this transaction assigned since.
 	lastEvent, lastSeq int64
 	base               sysCounts
+	// maxSec, maxNsec are the running maximum of event times (nil: no
+	// event yet); timeRaised says this transaction raised it.
+	maxSec     *int64
+	maxNsec    *int32
+	timeRaised bool
 
 	// connErr is the first failure that calls for the transaction to be
 	// redone; sqlErr the first other failed statement (after which the
@@ -600,6 +605,22 @@ func (t *tx) EventBounds() (oldest, newest uint64, err error) {
 		oldest = uint64(*o)
 	}
 	return oldest, uint64(n), nil
+}
+
+// EventAtTime returns the id of the first event whose time is at or after
+// tm, taking times as their running maximum in id order; 0 when no event at
+// or after tm was ever appended. See cistern_event_times in SchemaSQL.
+func (t *tx) EventAtTime(tm time.Time) (uint64, error) {
+	var id int64
+	err := t.queryRow(false, `SELECT id FROM cistern_event_times WHERE (sec, nsec) >= ($1, $2)
+		ORDER BY sec, nsec LIMIT 1`, []any{tm.Unix(), int32(tm.Nanosecond())}, &id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("pgstore: event at time %s: %w", tm.UTC().Format(time.RFC3339Nano), err)
+	}
+	return uint64(id), nil
 }
 
 func (t *tx) ScanQueue(fn func(did string, due time.Time) (bool, error)) error {

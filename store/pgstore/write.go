@@ -250,6 +250,9 @@ func (t *tx) finish(token int64) error {
 	t.queue(`UPDATE cistern_sys SET last_event = $1, last_seq = $2, repos = repos + $3, records = records + $4,
 		events = events + $5, blocks = blocks + $6, block_bytes = block_bytes + $7 WHERE id = 1`,
 		t.lastEvent, t.lastSeq, d.repos, d.records, d.events, d.blocks, d.blockBytes)
+	if t.timeRaised {
+		t.queue(`UPDATE cistern_sys SET max_sec = $1, max_nsec = $2 WHERE id = 1`, *t.maxSec, *t.maxNsec)
+	}
 	for s, n := range d.states {
 		if n != 0 {
 			t.queue(`INSERT INTO cistern_state_counts (state, n) VALUES ($1, $2)
@@ -393,6 +396,11 @@ func (t *tx) AppendEvent(ev *store.Event) error {
 		ev.Collection, ev.RKey, int16(ev.Action), cid, ev.Handle, ev.Active, ev.Status)
 	ev.ID = uint64(t.lastEvent)
 	t.counts.events++
+	sec, nsec := ev.Time.Unix(), int32(ev.Time.Nanosecond())
+	if t.maxSec == nil || sec > *t.maxSec || sec == *t.maxSec && nsec > *t.maxNsec {
+		t.maxSec, t.maxNsec, t.timeRaised = &sec, &nsec, true
+		t.queue(`INSERT INTO cistern_event_times (sec, nsec, id) VALUES ($1, $2, $3)`, sec, nsec, t.lastEvent)
+	}
 	return nil
 }
 
@@ -439,6 +447,13 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 	}
 	for _, g := range groups {
 		t.ops = append(t.ops, &refOp{kind: opDrop, did: g.did, cid: g.cid, n: g.n})
+	}
+	if total > 0 {
+		// The time index entries whose events are all gone, but the newest
+		// of them (see SchemaSQL).
+		t.queue(`DELETE FROM cistern_event_times WHERE id < (SELECT max(id) FROM cistern_event_times WHERE id <
+			(SELECT max(id) FROM cistern_event_times WHERE id <= coalesce((SELECT min(id) FROM cistern_events), $1)))`,
+			t.lastEvent+1)
 	}
 	t.counts.events -= int64(total)
 	return total, nil
