@@ -231,7 +231,8 @@ func (ix *Indexer) changes() <-chan struct{} {
 // Run follows the network until ctx ends: the firehose sources, discovery
 // crawlers, the backfill scheduler and event retention. It returns nil when
 // ctx ends (after saving cursors), or the first fatal error. Run may be
-// called again after it returned.
+// called again after it returned. With Config.ReadOnly it follows the store
+// instead (see followStore): nothing is fetched or written.
 func (ix *Indexer) Run(ctx context.Context) error {
 	// runMu orders this start against Close: either Close sees this Run
 	// in runWG and waits for it, or this Run sees closed.
