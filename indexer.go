@@ -139,12 +139,18 @@ func Open(cfg Config) (*Indexer, error) {
 			Logger:                 cfg.Logger,
 		})
 	}
+	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
 	ix.events = stream.New(ix.st, stream.Options{
 		MaxAge:    cfg.Retention.MaxAge,
 		MaxEvents: cfg.Retention.MaxEvents,
 		Logger:    cfg.Logger,
+		Writer:    ix.w, // acks and prunes share the one write path
 	})
-	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	ix.bg.Add(1)
+	go func() {
+		defer ix.bg.Done()
+		ix.w.Run(ix.ctx)
+	}()
 	ix.repos = repos.New(repos.Options{Store: ix.st, Writer: writeFunc(ix.write), Pending: ix.pipe,
 		Kick: func() { ix.bf.Kick() }})
 	ix.ing = ingest.New(ingest.Config{
@@ -162,11 +168,6 @@ func Open(cfg Config) (*Indexer, error) {
 		CursorInterval: cfg.CursorInterval,
 		Logger:         cfg.Logger,
 	})
-	ix.bg.Add(1)
-	go func() {
-		defer ix.bg.Done()
-		ix.w.Run(ix.ctx)
-	}()
 
 	bcfg := cfg.Backfill
 	ix.bf, err = backfill.New(backfill.Options{
