@@ -144,7 +144,7 @@ func Open(cfg Config) (*Indexer, error) {
 		MaxAge:    cfg.Retention.MaxAge,
 		MaxEvents: cfg.Retention.MaxEvents,
 		Logger:    cfg.Logger,
-		Writer:    ix.w, // acks and prunes share the one write path
+		Writer:    ix.streamWriter(), // acks and prunes share the one write path
 	})
 	ix.bg.Add(1)
 	go func() {

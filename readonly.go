@@ -9,6 +9,7 @@ import (
 
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/stream"
 )
 
 // ErrReadOnly is returned by every method that would write (Track,
@@ -100,3 +101,17 @@ func (ix *Indexer) adoptFilter(encoded []byte) error {
 
 // ReadOnly reports whether the Indexer was opened with Config.ReadOnly.
 func (ix *Indexer) ReadOnly() bool { return ix.cfg.ReadOnly }
+
+// streamWriter is the stream's write path: the group-commit writer, or,
+// read-only, one that refuses every write without a failed transaction
+// logged.
+func (ix *Indexer) streamWriter() stream.Writer {
+	if ix.cfg.ReadOnly {
+		return refusingWriter{}
+	}
+	return ix.w
+}
+
+type refusingWriter struct{}
+
+func (refusingWriter) Write(context.Context, func(tx store.Tx) error) error { return ErrReadOnly }
