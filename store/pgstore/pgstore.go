@@ -63,9 +63,13 @@
 // UPDATE. PostgreSQL-only: Size (pg_total_relation_size, where YugabyteDB
 // reports nothing useful) and the creation of the tables in one transaction
 // (YugabyteDB runs DDL outside transactions: run SchemaSQL once by hand
-// there). On Citus every table but cistern_sys, cistern_state_counts,
-// cistern_meta, cistern_writers and cistern_events would be distributed by
-// did; the first four are small reference tables.
+// there). On Citus the per-repo tables (repos, records, collections,
+// blocks, buffer, queue) would be distributed by did; cistern_sys,
+// cistern_state_counts, cistern_meta and cistern_writers are a few rows
+// each; the log (cistern_events, cistern_event_times) is read by id and
+// stays on one node, or is range-distributed by id. Citus has no
+// distributed snapshot isolation by default, which View relies on;
+// YugabyteDB's is the closer fit.
 //
 // Two things do not shard, and a partitioned deployment would change them
 // as follows (docs/scaling.md has the design and the numbers):
