@@ -167,19 +167,6 @@ func blockState(t *testing.T, s store.Store, did string, cid []byte) ([]byte, ui
 	return v, n
 }
 
-// eventIDs lists the ids of the retained events.
-func eventIDs(t *testing.T, s store.Store) []uint64 {
-	t.Helper()
-	var ids []uint64
-	view(t, s, func(tx store.ReadTx) error {
-		return tx.ScanEvents(0, func(ev *store.Event) (bool, error) {
-			ids = append(ids, ev.ID)
-			return true, nil
-		})
-	})
-	return ids
-}
-
 // dump renders everything the store holds that the suite can enumerate, so
 // two states can be compared. dids are the repos whose records and buffers
 // are included; collections those scanned with ScanCollection.
