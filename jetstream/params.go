@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 
@@ -152,8 +153,16 @@ type Request struct {
 // ParseRequest reads the parameters of a /subscribe request. A bad value
 // returns a *ParamError naming the parameter.
 func ParseRequest(r *http.Request) (Request, error) {
-	q := r.URL.Query()
 	var req Request
+	q, err := url.ParseQuery(r.URL.RawQuery)
+	if err != nil {
+		// Go refuses queries of more than 10,000 parameters
+		// (GODEBUG urlmaxqueryparams): name the list that overflows.
+		if strings.Count(r.URL.RawQuery, "wantedDids=") > MaxWantedDIDs {
+			return req, &ParamError{"wantedDids", fmt.Sprintf("more than %d DIDs", MaxWantedDIDs)}
+		}
+		return req, &ParamError{"query", err.Error()}
+	}
 	maxSize := 0
 	if v := q.Get("maxMessageSizeBytes"); v != "" {
 		n, err := strconv.ParseInt(v, 10, 64)
