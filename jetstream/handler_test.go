@@ -130,9 +130,13 @@ func TestSubscribe_Filters(t *testing.T) {
 		keep func(ev *store.Event) bool
 	}{
 		{"one collection", url.Values{"wantedCollections": {"app.bsky.feed.like"}},
-			func(ev *store.Event) bool { return ev.Kind != store.KindRecord || ev.Collection == "app.bsky.feed.like" }},
+			func(ev *store.Event) bool {
+				return ev.Kind != store.KindRecord || ev.Collection == "app.bsky.feed.like"
+			}},
 		{"prefix", url.Values{"wantedCollections": {"app.bsky.*"}},
-			func(ev *store.Event) bool { return ev.Kind != store.KindRecord || strings.HasPrefix(ev.Collection, "app.bsky.") }},
+			func(ev *store.Event) bool {
+				return ev.Kind != store.KindRecord || strings.HasPrefix(ev.Collection, "app.bsky.")
+			}},
 		{"DIDs", url.Values{"wantedDids": {did("bob"), did("carol")}},
 			func(ev *store.Event) bool { return ev.DID != did("alice") }},
 		{"both", url.Values{"wantedDids": {did("alice")}, "wantedCollections": {"xyz.statusphere.status", "app.bsky.feed.post"}},

@@ -99,7 +99,7 @@ func testEventAtTime(t *testing.T, s store.Store) {
 	if got := eventAt(t, s, at(31)); got != 6 {
 		t.Errorf("after pruning 1-4: EventAtTime(31) = %d, want 6", got)
 	}
-	prune(6) // nothing retained; the running maximum (40) is remembered
+	prune(6)               // nothing retained; the running maximum (40) is remembered
 	appendAt(t, s, 35, 50) // ids 7, 8
 	if got := eventAt(t, s, at(36)); got == 0 || got >= 7 {
 		t.Errorf("after pruning all: EventAtTime(36) = %d, want an id below 7 (event 6 at 40 was pruned)", got)
