@@ -65,8 +65,16 @@ type Handler struct {
 	opts    Options
 	comp    *Compressor
 	compErr error
+	frames  *frameCache
 	m       *metrics
 }
+
+// The frame cache holds the messages of the newest events, shared by the
+// connections that send them: 4,096 events, 16 MiB at most.
+const (
+	cacheEntries = 4096
+	cacheBytes   = 16 << 20
+)
 
 var _ http.Handler = (*Handler)(nil)
 
@@ -74,7 +82,8 @@ var _ http.Handler = (*Handler)(nil)
 // Indexer) and resolving cursors in st, the store src reads (the
 // Indexer's Store()). It starts no goroutine.
 func New(src Subscriber, st store.Store, opts Options) *Handler {
-	h := &Handler{src: src, st: st, opts: opts.withDefaults(), m: newMetrics()}
+	h := &Handler{src: src, st: st, opts: opts.withDefaults(), m: newMetrics(),
+		frames: newFrameCache(cacheEntries, cacheBytes)}
 	h.comp, h.compErr = NewCompressor()
 	return h
 }
@@ -328,42 +337,55 @@ func (h *Handler) ended(ctx context.Context, err error) (websocket.StatusCode, s
 
 // writer renders and sends the events of one connection.
 type writer struct {
-	h         *Handler
-	conn      *websocket.Conn
-	compress  bool
-	buf, zbuf []byte
+	h        *Handler
+	conn     *websocket.Conn
+	compress bool
 }
 
-// event sends ev unless it is larger than maxSize (when positive), and
-// reports whether the connection is still usable.
+// event sends ev unless its JSON is larger than maxSize (when positive),
+// and reports whether the connection is still usable. The messages come
+// from the handler's frame cache, or are rendered (and compressed) and put
+// there.
 func (w *writer) event(ctx context.Context, ev *store.Event, maxSize int) bool {
 	h := w.h
-	msg, err := AppendEvent(w.buf[:0], ev)
-	if err != nil {
-		if !errors.Is(err, stream.ErrInvalidRecord) {
-			h.opts.Logger.Warn("jetstream: event not rendered; skipped", "id", ev.ID, "err", err)
-			return true
+	f := h.frames.get(ev.ID)
+	if f == nil {
+		msg, err := AppendEvent(nil, ev)
+		if err != nil {
+			if !errors.Is(err, stream.ErrInvalidRecord) {
+				h.opts.Logger.Warn("jetstream: event not rendered; skipped", "id", ev.ID, "err", err)
+				return true
+			}
+			// The event without its value, so that the client misses no
+			// event; the value stays available through getRecord.
+			h.opts.Logger.Warn("jetstream: record value not rendered; sending the event without it", "id", ev.ID, "err", err)
 		}
-		// The event without its value, so that the client misses no
-		// event; the value stays available through getRecord.
-		h.opts.Logger.Warn("jetstream: record value not rendered; sending the event without it", "id", ev.ID, "err", err)
+		f = &frame{json: msg}
+		if !w.compress {
+			h.frames.put(ev.ID, f)
+		}
 	}
-	w.buf = msg
-	if maxSize > 0 && len(msg) > maxSize {
+	if maxSize > 0 && len(f.json) > maxSize {
 		return true
 	}
-	typ := websocket.MessageText
+	msg, typ := f.json, websocket.MessageText
 	if w.compress {
-		w.zbuf = h.comp.Append(w.zbuf[:0], msg)
-		msg, typ = w.zbuf, websocket.MessageBinary
+		if f.zstd == nil {
+			f = &frame{json: f.json, zstd: h.comp.Append(nil, f.json)}
+			h.frames.put(ev.ID, f)
+		}
+		msg, typ = f.zstd, websocket.MessageBinary
 	}
-	wctx, cancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
+	deadline := time.Now().Add(h.opts.WriteTimeout)
+	wctx, cancel := context.WithDeadline(ctx, deadline)
 	defer cancel()
 	if err := w.conn.Write(wctx, typ, msg); err != nil {
-		if ctx.Err() == nil {
-			if errors.Is(err, context.DeadlineExceeded) {
-				h.m.slow.Inc()
-			}
+		// A write that outlived its deadline is a slow client, even when
+		// the reader saw the connection close first and ended ctx.
+		if !time.Now().Before(deadline) {
+			h.m.slow.Inc()
+			h.opts.Logger.Info("jetstream: client too slow, disconnecting", "err", err)
+		} else if ctx.Err() == nil {
 			h.opts.Logger.Info("jetstream: write failed, disconnecting", "err", err)
 		}
 		return false

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -38,7 +39,9 @@ type fixture struct {
 	n   int // events written so far, for unique values
 }
 
-func newFixture(t testing.TB, opts jetstream.Options, logOpts stream.Options) *fixture {
+// newFixture starts a fixture; sndBuf, when given, is the send buffer of
+// the server's connections (SO_SNDBUF), to make a slow reader felt sooner.
+func newFixture(t testing.TB, opts jetstream.Options, logOpts stream.Options, sndBuf ...int) *fixture {
 	t.Helper()
 	st, err := boltstore.Open(filepath.Join(t.TempDir(), "c.db"), &boltstore.Options{NoSync: true})
 	if err != nil {
@@ -54,7 +57,11 @@ func newFixture(t testing.TB, opts jetstream.Options, logOpts stream.Options) *f
 	mux := http.NewServeMux()
 	mux.Handle("GET /subscribe", f.h)
 	mux.Handle("GET /stream", httpapi.StreamHandler(f.log, httpapi.StreamOptions{}))
-	f.srv = httptest.NewServer(mux)
+	f.srv = httptest.NewUnstartedServer(mux)
+	if len(sndBuf) > 0 {
+		f.srv.Listener = bufListener{f.srv.Listener, sndBuf[0]}
+	}
+	f.srv.Start()
 	t.Cleanup(func() {
 		f.srv.CloseClientConnections()
 		f.srv.Close()
@@ -314,4 +321,18 @@ func metricValue(t testing.TB, h *jetstream.Handler, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// bufListener sets the send buffer of the connections it accepts.
+type bufListener struct {
+	net.Listener
+	size int
+}
+
+func (l bufListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if tc, ok := c.(*net.TCPConn); ok {
+		tc.SetWriteBuffer(l.size)
+	}
+	return c, err
 }
