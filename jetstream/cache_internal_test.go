@@ -1,37 +1,61 @@
 package jetstream
 
 import (
-	"bytes"
+	"sync"
+	"sync/atomic"
 	"testing"
 )
 
 func TestFrameCache_BoundedOldestOut(t *testing.T) {
 	c := newFrameCache(4, 100)
-	msg := func(n int) []byte { return bytes.Repeat([]byte{'x'}, n) }
 	for id := uint64(1); id <= 6; id++ {
-		c.put(id, &frame{json: msg(10)})
+		c.frame(id)
+		c.grew(id, 10)
 	}
 	for id := uint64(1); id <= 6; id++ {
-		if got := c.get(id) != nil; got != (id >= 3) {
-			t.Errorf("after 6 puts into 4 entries: id %d cached = %v", id, got)
+		c.mu.Lock()
+		_, got := c.entries[id]
+		c.mu.Unlock()
+		if got != (id >= 3) {
+			t.Errorf("after 6 frames in 4 entries: id %d cached = %v", id, got)
 		}
 	}
-	// Replacing an entry keeps its place and counts its new size.
-	c.put(3, &frame{json: msg(10), zstd: msg(5)})
-	if f := c.get(3); f == nil || len(f.zstd) != 5 || c.bytes != 45 {
-		t.Errorf("replaced entry %v, bytes %d, want the new frame and 45 bytes", f, c.bytes)
+	if c.bytes != 40 {
+		t.Errorf("bytes = %d, want 40", c.bytes)
 	}
-	// Bytes bound: a 25-byte frame needs room.
-	c.put(7, &frame{json: msg(25)})
-	if c.bytes > 100 || len(c.entries) > 4 {
-		t.Errorf("cache holds %d bytes in %d entries, bounds 100 and 4", c.bytes, len(c.entries))
+	// The bytes bound: 70 more bytes for id 6 push the oldest out.
+	c.grew(6, 70)
+	if c.bytes > 100 || c.entries[3] != nil || c.entries[6] == nil {
+		t.Errorf("after growing: %d bytes, entries %v", c.bytes, c.entries)
 	}
-	if c.get(7) == nil || c.get(3) != nil {
-		t.Errorf("the newest frame should be in and the oldest out")
+	// A frame evicted while being made stays usable; its bytes are not counted.
+	f := c.frame(9)
+	for id := uint64(10); id < 20; id++ {
+		c.frame(id)
 	}
-	// Too large for the cache: not stored.
-	c.put(8, &frame{json: msg(26)})
-	if c.get(8) != nil {
-		t.Error("a frame over a quarter of the cache was stored")
+	c.grew(9, 1000)
+	if c.bytes > 100 || f == nil {
+		t.Errorf("bytes %d after growing an evicted frame", c.bytes)
+	}
+}
+
+func TestFrameCache_MadeOnce(t *testing.T) {
+	c := newFrameCache(16, 1<<20)
+	var made atomic.Int32
+	var wg sync.WaitGroup
+	for i := 0; i < 50; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			f := c.frame(7)
+			f.jsonOnce.Do(func() { made.Add(1); f.json, f.ok = []byte("{}"), true })
+			if string(f.json) != "{}" {
+				t.Error("a waiter saw no message")
+			}
+		}()
+	}
+	wg.Wait()
+	if made.Load() != 1 {
+		t.Errorf("message made %d times by 50 connections, want once", made.Load())
 	}
 }

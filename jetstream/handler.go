@@ -348,32 +348,31 @@ type writer struct {
 // there.
 func (w *writer) event(ctx context.Context, ev *store.Event, maxSize int) bool {
 	h := w.h
-	f := h.frames.get(ev.ID)
-	if f == nil {
+	f := h.frames.frame(ev.ID)
+	f.jsonOnce.Do(func() {
 		msg, err := AppendEvent(nil, ev)
-		if err != nil {
-			if !errors.Is(err, stream.ErrInvalidRecord) {
-				h.opts.Logger.Warn("jetstream: event not rendered; skipped", "id", ev.ID, "err", err)
-				return true
-			}
+		switch {
+		case err == nil:
+		case errors.Is(err, stream.ErrInvalidRecord):
 			// The event without its value, so that the client misses no
 			// event; the value stays available through getRecord.
 			h.opts.Logger.Warn("jetstream: record value not rendered; sending the event without it", "id", ev.ID, "err", err)
+		default:
+			h.opts.Logger.Warn("jetstream: event not rendered; skipped", "id", ev.ID, "err", err)
+			return
 		}
-		f = &frame{json: msg}
-		if !w.compress {
-			h.frames.put(ev.ID, f)
-		}
-	}
-	if maxSize > 0 && len(f.json) > maxSize {
+		f.json, f.ok = msg, true
+		h.frames.grew(ev.ID, len(msg))
+	})
+	if !f.ok || (maxSize > 0 && len(f.json) > maxSize) {
 		return true
 	}
 	msg, typ := f.json, websocket.MessageText
 	if w.compress {
-		if f.zstd == nil {
-			f = &frame{json: f.json, zstd: h.comp.Append(nil, f.json)}
-			h.frames.put(ev.ID, f)
-		}
+		f.zstdOnce.Do(func() {
+			f.zstd = h.comp.Append(nil, f.json)
+			h.frames.grew(ev.ID, len(f.zstd))
+		})
 		msg, typ = f.zstd, websocket.MessageBinary
 	}
 	deadline := time.Now().Add(h.opts.WriteTimeout)

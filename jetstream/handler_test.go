@@ -9,10 +9,10 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"syscall"
 	"net/url"
 	"reflect"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
