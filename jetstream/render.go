@@ -75,26 +75,33 @@ func AppendEvent(dst []byte, ev *store.Event) ([]byte, error) {
 			dst = append(dst, `,"handle":`...)
 			dst = stream.AppendJSONString(dst, ev.Handle)
 		}
-		dst = appendSeqTime(dst, ev)
+		dst = appendSeq(dst, ev)
+		dst = appendTime(dst, ev)
 	case store.KindAccount:
 		dst = append(dst, `,"kind":"account","account":{"active":`...)
 		dst = strconv.AppendBool(dst, ev.Active)
 		dst = append(dst, `,"did":`...)
 		dst = stream.AppendJSONString(dst, ev.DID)
+		dst = appendSeq(dst, ev)
 		if ev.Status != "" {
 			dst = append(dst, `,"status":`...)
 			dst = stream.AppendJSONString(dst, ev.Status)
 		}
-		dst = appendSeqTime(dst, ev)
+		dst = appendTime(dst, ev)
 	default:
 		return dst[:orig], fmt.Errorf("jetstream: event %d: unknown kind %v", ev.ID, ev.Kind)
 	}
 	return append(dst, "}}"...), nil
 }
 
-func appendSeqTime(dst []byte, ev *store.Event) []byte {
+// Fields of identity and account objects come in key order, as
+// Jetstream's do.
+func appendSeq(dst []byte, ev *store.Event) []byte {
 	dst = append(dst, `,"seq":`...)
-	dst = strconv.AppendUint(dst, ev.ID, 10)
+	return strconv.AppendUint(dst, ev.ID, 10)
+}
+
+func appendTime(dst []byte, ev *store.Event) []byte {
 	dst = append(dst, `,"time":"`...)
 	dst = ev.Time.UTC().AppendFormat(dst, timeLayout)
 	return append(dst, '"')
