@@ -2,6 +2,7 @@ package cistern_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -183,11 +184,16 @@ func ExampleIndexer_SetFilter() {
 	}
 	show()
 
-	// Narrow: the posts are removed, each with a delete event.
-	if _, err := ix.PatchFilter(ctx, filter.Patch{
+	// Narrow: refused until the deletion is confirmed; then the posts are
+	// removed, each with a delete event.
+	narrow := filter.Patch{
 		AddCollections:    []string{"app.bsky.feed.like"},
 		RemoveCollections: []string{"app.bsky.feed.*"},
-	}); err != nil {
+	}
+	_, err = ix.PatchFilter(ctx, narrow)
+	fmt.Println(errors.Is(err, filter.ErrDeleteNotConfirmed))
+	narrow.ConfirmDelete = true
+	if _, err := ix.PatchFilter(ctx, narrow); err != nil {
 		panic(err)
 	}
 	show()
@@ -199,6 +205,7 @@ func ExampleIndexer_SetFilter() {
 	// Output:
 	// [app.bsky.feed.post] map[app.bsky.feed.post:3]
 	// [app.bsky.feed.*] map[app.bsky.feed.like:1 app.bsky.feed.post:3]
+	// true
 	// [app.bsky.feed.like] map[app.bsky.feed.like:1]
 	// filter: collections[0] "app.*.post": filter: invalid collection pattern "app.*.post": a wildcard is allowed only as a whole last segment (".*") or as "*" alone
 	// [app.bsky.feed.like] map[app.bsky.feed.like:1]

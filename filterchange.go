@@ -84,7 +84,11 @@ func (ix *Indexer) SetFilter(ctx context.Context, spec filter.Spec) error {
 	return ix.setFilterLocked(ctx, spec.Normalize())
 }
 
-// PatchFilter applies a patch to the filter in force, as SetFilter.
+// PatchFilter applies a patch to the filter in force, as SetFilter, and
+// returns the spec now in force. Adding collections to a filter that stores
+// every collection changes nothing; a patch that would delete stored
+// records (narrowed collections, new excludes) is refused with a
+// *filter.DeleteError unless p.ConfirmDelete is set (see filter.Spec.Apply).
 func (ix *Indexer) PatchFilter(ctx context.Context, p filter.Patch) (filter.Spec, error) {
 	if err := p.Validate(); err != nil {
 		return filter.Spec{}, err

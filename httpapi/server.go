@@ -71,8 +71,8 @@ func (o Options) withDefaults() Options {
 //	POST  /repos/remove   {"dids":[...],"deleteData":bool}
 //	POST  /repos/resync   {"dids":[...]}
 //	GET   /filter
-//	PUT   /filter         a filter.Spec
-//	PATCH /filter         a filter.Patch
+//	PUT   /filter         a FilterRequest (a filter.Spec and confirmDelete)
+//	PATCH /filter         a filter.Patch (confirmDelete for a change that deletes records)
 //	GET   /stats
 //	GET   /metrics        Prometheus text format
 //
