@@ -195,6 +195,18 @@ func isLoopback(remote string) bool {
 	return ip != nil && ip.IsLoopback()
 }
 
+// CloseStreams ends every plain-HTTP /stream response (NDJSON, server-sent
+// events), each with a last {"type":"error","error":"Unavailable"} object,
+// and answers later ones with 503. Those responses last as long as the
+// client reads, so http.Server.Shutdown would wait for them: register it
+// with http.Server.RegisterOnShutdown. WebSocket streams are not affected
+// (Shutdown does not wait for them; they end when the Indexer closes).
+func (s *Server) CloseStreams() {
+	if h, ok := s.stream.(*streamHandler); ok {
+		h.closePlain()
+	}
+}
+
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	s.subscribers.Add(1)
 	defer s.subscribers.Add(-1)

@@ -105,12 +105,15 @@ func (o StreamOptions) withDefaults() StreamOptions {
 // client that reads too slowly is disconnected when a write takes longer
 // than WriteTimeout.
 func StreamHandler(src Subscriber, opts StreamOptions) http.Handler {
-	return &streamHandler{src: src, opts: opts.withDefaults()}
+	return &streamHandler{src: src, opts: opts.withDefaults(), closing: make(chan struct{})}
 }
 
 type streamHandler struct {
 	src  Subscriber
 	opts StreamOptions
+
+	closing   chan struct{} // closed by closePlain
+	closeOnce sync.Once
 }
 
 // streamError answers a request before the upgrade.

@@ -61,6 +61,12 @@ type plainStream struct {
 // the subscription was made (sub) or refused with an error frame
 // (frameErr, frameMsg).
 func (h *streamHandler) servePlain(ctx context.Context, w http.ResponseWriter, r *http.Request, sub *stream.Subscription, frameErr, frameMsg string) {
+	select {
+	case <-h.closing:
+		streamError(w, http.StatusServiceUnavailable, "Unavailable", "the server is shutting down")
+		return
+	default:
+	}
 	if frameErr != "" {
 		streamError(w, http.StatusBadRequest, frameErr, frameMsg)
 		return
@@ -89,6 +95,9 @@ func (p *plainStream) serve(ctx context.Context, sub *stream.Subscription) {
 	for {
 		select {
 		case <-ctx.Done():
+			return
+		case <-p.h.closing:
+			p.send(0, stream.AppendErrorJSON(nil, "Unavailable", "the server is shutting down"), true)
 			return
 		case <-idle.C:
 			if !p.heartbeat() {
@@ -193,4 +202,9 @@ func (p *plainStream) ended(ctx context.Context, err error) {
 		p.h.opts.Logger.Error("stream: subscription failed", "err", err)
 		p.send(0, stream.AppendErrorJSON(nil, "InternalServerError", "the stream failed"), true)
 	}
+}
+
+// closePlain ends every plain-HTTP stream, and refuses new ones with 503.
+func (h *streamHandler) closePlain() {
+	h.closeOnce.Do(func() { close(h.closing) })
 }

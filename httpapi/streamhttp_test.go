@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
+	"net/http/httptest"
 	"slices"
 	"strconv"
 	"strings"
@@ -232,5 +233,34 @@ func TestServer_StreamPlainHTTP(t *testing.T) {
 		if f.Type != "record" || f.Record.DID != alice.DID().String() || f.Record.Collection != posts {
 			t.Fatalf("line %d: %+v, want one of alice's posts", i, f)
 		}
+	}
+}
+
+// http.Server.Shutdown does not wait for plain-HTTP streams when the
+// Server's CloseStreams is registered: they end with an Unavailable line.
+func TestServer_CloseStreamsOnShutdown(t *testing.T) {
+	net := testnet.New(t)
+	alice := net.Account(t, "alice.test", testnet.Records(posts, 2))
+	ix := openIndexer(t, net, filter.Spec{DIDs: []string{alice.DID().String()}})
+	waitSynced(t, ix, alice.DID().String())
+	api := httpapi.New(ix, httpapi.Options{})
+	srv := httptest.NewUnstartedServer(api)
+	srv.Config.RegisterOnShutdown(api.CloseStreams)
+	srv.Start()
+	defer srv.Close()
+
+	c := (&streamEnv{srv: srv}).openPlain(t, "?cursor=0&kinds=record", nil)
+	if got := c.ids(t, 2); len(got) != 2 {
+		t.Fatalf("replay %v", got)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	shut := make(chan error, 1)
+	go func() { shut <- srv.Config.Shutdown(ctx) }()
+	if f, _ := c.next(t); f.Type != "error" || f.Error != "Unavailable" {
+		t.Fatalf("last line %+v, want an Unavailable error", f)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v (it waited for the stream)", err)
 	}
 }
