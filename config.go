@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/cistern-dev/cistern/filter"
@@ -190,15 +193,72 @@ func (c Config) ignoredSettings() []string {
 	return out
 }
 
+// Production endpoints, the defaults of RelayURL and PLCURL.
+const (
+	defaultRelayURL = "wss://bsky.network"
+	defaultPLCURL   = "https://plc.directory"
+)
+
+// mixedNetworks returns a warning when c points one service at a local
+// network (a loopback or private address, or a .test, .local, .localhost
+// or .internal name) and leaves another to its production default: the
+// indexer would then follow a local relay and resolve its DIDs at the
+// production PLC directory, or the reverse. It is "" otherwise.
+func (c Config) mixedNetworks() string {
+	if c.Resolver != nil {
+		return "" // PLCURL is not used
+	}
+	relayUsed := !(c.NoFirehose && c.NoCrawl)
+	var local string
+	for _, u := range append(append([]string{c.RelayURL, c.CrawlURL}, c.Sources...), c.PLCURL) {
+		if isLocalURL(u) {
+			local = u
+			break
+		}
+	}
+	relaySet := c.RelayURL != "" || len(c.Sources) > 0 || c.CrawlURL != ""
+	switch {
+	case local == "":
+		return ""
+	case c.PLCURL == "":
+		return fmt.Sprintf("PLCURL is unset, so DIDs are resolved at the production directory %s, while %s is a local service: set PLCURL to the network's directory", defaultPLCURL, local)
+	case relayUsed && !relaySet:
+		return fmt.Sprintf("RelayURL is unset, so the production relay %s is followed, while %s is a local service: set RelayURL to the network's relay (or NoFirehose and NoCrawl)", defaultRelayURL, local)
+	}
+	return ""
+}
+
+// isLocalURL reports whether u names a loopback or private address, or a
+// name reserved for local use.
+func isLocalURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		return false
+	}
+	host := strings.ToLower(p.Hostname())
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()
+	}
+	if host == "localhost" {
+		return true
+	}
+	for _, suffix := range []string{".test", ".local", ".localhost", ".internal"} {
+		if strings.HasSuffix(host, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c Config) withDefaults() (Config, error) {
 	if c.Path == "" {
 		c.Path = "cistern.db"
 	}
 	if c.RelayURL == "" {
-		c.RelayURL = "wss://bsky.network"
+		c.RelayURL = defaultRelayURL
 	}
 	if c.PLCURL == "" {
-		c.PLCURL = "https://plc.directory"
+		c.PLCURL = defaultPLCURL
 	}
 	if c.FirehoseWorkers <= 0 {
 		c.FirehoseWorkers = 128

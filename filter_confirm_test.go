@@ -1,8 +1,12 @@
 package cistern_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
+	"log/slog"
+	"strings"
+	"sync"
 	"testing"
 
 	"github.com/cistern-dev/cistern/filter"
@@ -22,6 +26,8 @@ func TestIndexer_PatchFilterNeverDeletesUnasked(t *testing.T) {
 
 	cfg := testConfig(t, net, filter.Spec{DIDs: []string{ad, bd}}) // every collection
 	cfg.NoFirehose = true
+	logs := &syncBuffer{}
+	cfg.Logger = slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	ix := runIndexer(t, cfg)
 	waitSynced(t, ix, ad, bd)
 	assertConverged(t, ix, alice, bob)
@@ -68,6 +74,9 @@ func TestIndexer_PatchFilterNeverDeletesUnasked(t *testing.T) {
 	if n := count(); n != 12 || !ix.Filter().Stores(post) || ix.Filter().Excluded(bd) {
 		t.Fatalf("refused patches changed something: %d records, filter %+v", n, ix.Filter().Spec())
 	}
+	if strings.Contains(logs.String(), "deleted") {
+		t.Fatalf("a deletion was logged while nothing was deleted:\n%s", logs)
+	}
 
 	// Confirmed, the narrowing goes through.
 	if _, err := ix.PatchFilter(ctx, filter.Patch{RemoveCollections: []string{"*"}, AddCollections: []string{"app.bsky.graph.*"}, ConfirmDelete: true}); err != nil {
@@ -77,4 +86,36 @@ func TestIndexer_PatchFilterNeverDeletesUnasked(t *testing.T) {
 		t.Fatalf("after the confirmed narrowing %d records are stored, want alice's 3 follows", n)
 	}
 	assertConverged(t, ix, alice, bob)
+	// The deletion is logged with its counts: 7 + 2 posts of 2 repos.
+	for _, w := range []string{"filter change deleted stored records", "records=9", "repos=2", `collectionsRemoved=[*]`, "collectionsKept=[app.bsky.graph.*]"} {
+		if !strings.Contains(logs.String(), w) {
+			t.Errorf("the log does not say %q:\n%s", w, logs)
+		}
+	}
+
+	// A confirmed exclusion logs what it removed too.
+	if _, err := ix.PatchFilter(ctx, filter.Patch{AddExcludes: []string{ad}, ConfirmDelete: true}); err != nil {
+		t.Fatal(err)
+	}
+	if w := "excludedRecords=3"; !strings.Contains(logs.String(), w) || !strings.Contains(logs.String(), ad) {
+		t.Errorf("the log does not say %q for %s:\n%s", w, ad, logs)
+	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the indexer's goroutines.
+type syncBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *syncBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *syncBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
 }

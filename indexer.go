@@ -48,7 +48,8 @@ import (
 )
 
 var (
-	// ErrClosed is returned by methods of an Indexer after Close.
+	// ErrClosed is returned (or wrapped) by every method of an Indexer
+	// after Close.
 	ErrClosed = errors.New("cistern: indexer closed")
 	// ErrNotTracked is returned for a repo the indexer does not track.
 	ErrNotTracked = errors.New("cistern: repo not tracked")
@@ -106,12 +107,14 @@ type Indexer struct {
 // Open opens (or creates) the store and returns an Indexer ready to answer
 // queries. Nothing is fetched until Run.
 func Open(cfg Config) (*Indexer, error) {
+	ignored, mixed, plcDefault := cfg.ignoredSettings(), cfg.mixedNetworks(), cfg.PLCURL == ""
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}),
 		crawlKick: make(chan struct{}, 1), pipe: ingest.NewPipeline()}
+	ix.logSettings(ignored, mixed, plcDefault)
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 

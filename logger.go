@@ -3,6 +3,7 @@ package cistern
 import (
 	"context"
 	"log/slog"
+	"strings"
 )
 
 // DefaultLogLevel is the level below which the Indexer does not log when
@@ -34,4 +35,40 @@ func (m minLevel) WithAttrs(attrs []slog.Attr) slog.Handler {
 
 func (m minLevel) WithGroup(name string) slog.Handler {
 	return minLevel{min: m.min, h: m.h.WithGroup(name)}
+}
+
+// logSettings says at Open where the Indexer will connect, and warns about
+// settings that do nothing or that mix a local network with production
+// defaults.
+func (ix *Indexer) logSettings(ignored []string, mixed string, plcDefault bool) {
+	cfg := ix.cfg
+	plc := cfg.PLCURL
+	switch {
+	case cfg.Resolver != nil:
+		plc = "(Config.Resolver)"
+	case plcDefault:
+		plc += " (default: production)"
+	}
+	sources := "(NoFirehose)"
+	if !cfg.NoFirehose {
+		sources = strings.Join(cfg.Sources, ",")
+		if cfg.RelayURL == defaultRelayURL && len(cfg.Sources) == 1 && cfg.Sources[0] == defaultRelayURL {
+			sources += " (default: production)"
+		}
+	}
+	crawl := cfg.CrawlURL
+	if cfg.NoCrawl {
+		crawl = "(NoCrawl)"
+	}
+	path := cfg.Path
+	if cfg.Store != nil {
+		path = "(Config.Store)"
+	}
+	ix.log.Info("cistern: open", "path", path, "firehose", sources, "crawl", crawl, "plc", plc, "verify", cfg.Verify)
+	if len(ignored) > 0 {
+		ix.log.Warn("cistern: settings ignored: Config.Resolver replaces the default resolver that would use them", "settings", ignored)
+	}
+	if mixed != "" {
+		ix.log.Warn("cistern: " + mixed)
+	}
 }

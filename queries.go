@@ -17,11 +17,25 @@ func (ix *Indexer) view(ctx context.Context, fn func(tx store.ReadTx) error) err
 	if ix.closed.Load() {
 		return ErrClosed
 	}
-	err := ix.st.View(ctx, fn)
+	return ix.closedErr(ix.st.View(ctx, fn))
+}
+
+// closedErr returns err, wrapped with ErrClosed when the Indexer was closed
+// (a store, log or writer that stopped under a call says so in its own
+// words).
+func (ix *Indexer) closedErr(err error) error {
 	if err != nil && ix.closed.Load() && !errors.Is(err, ErrClosed) {
 		return fmt.Errorf("%w: %w", ErrClosed, err)
 	}
 	return err
+}
+
+// checkOpen returns ErrClosed after Close.
+func (ix *Indexer) checkOpen() error {
+	if ix.closed.Load() {
+		return ErrClosed
+	}
+	return nil
 }
 
 // repoDID turns the repo argument of a query into a DID: a DID as it is

@@ -45,6 +45,9 @@ func TestIndexer_QueryErrors(t *testing.T) {
 	})
 
 	t.Run("handles", func(t *testing.T) {
+		if r, err := ix.Repo(ctx, "alice.test"); err != nil || r.DID != ad {
+			t.Errorf("Repo by handle = %v, %v", r, err)
+		}
 		page, err := ix.ListRecords(ctx, "alice.test", post, cistern.ListOptions{})
 		if err != nil || len(page.Records) != 3 || page.Records[0].DID != ad {
 			t.Fatalf("ListRecords by handle = %v, %v", page, err)
@@ -82,6 +85,16 @@ func TestIndexer_QueryErrors(t *testing.T) {
 			"ListCollection":   func() error { _, err := ix.ListCollection(ctx, post, 0, 10); return err }(),
 			"LookupHandle":     func() error { _, err := ix.LookupHandle(ctx, "alice.test"); return err }(),
 			"Stats":            func() error { _, err := ix.Stats(ctx); return err }(),
+			"Repo":             func() error { _, err := ix.Repo(ctx, ad); return err }(),
+			"ListRepos":        func() error { _, err := ix.ListRepos(ctx, cistern.ListReposOptions{}); return err }(),
+			"WaitSynced":       ix.WaitSynced(ctx, ad),
+			"Track":            ix.Track(ctx, sd),
+			"Untrack":          ix.Untrack(ctx, ad, true),
+			"Resync":           ix.Resync(ctx, ad),
+			"SetFilter":        ix.SetFilter(ctx, filter.Spec{DIDs: []string{sd}}),
+			"PatchFilter":      func() error { _, err := ix.PatchFilter(ctx, filter.Patch{AddDIDs: []string{sd}}); return err }(),
+			"Consumers":        func() error { _, err := ix.Consumers(ctx); return err }(),
+			"Prune":            func() error { _, err := ix.Prune(ctx); return err }(),
 		} {
 			if !errors.Is(err, cistern.ErrClosed) {
 				t.Errorf("%s after Close = %v; want ErrClosed", name, err)
