@@ -15,6 +15,15 @@
 //	sub, err := ix.Subscribe(ctx, stream.SubscribeOptions{Cursor: 0})
 //	for ev := range sub.Events() { ... }
 //
+// Unset, Config.RelayURL and Config.PLCURL are the production network
+// (wss://bsky.network, https://plc.directory); package cisterntest
+// configures an Indexer for a simulated one (package testnet) in one call.
+// With no Config.Logger, only warnings and errors are logged (to
+// slog.Default's handler). Errors a caller can branch on: ErrClosed after
+// Close, ErrNotTracked for a repo the indexer does not know, and
+// ErrInvalidArgument for input that does not parse; queries take a DID or
+// the handle of a tracked repo, as the HTTP API does.
+//
 // Underneath, every change goes through one group-commit writer
 // (internal/writer) into a store.Store (store/boltstore by default), with its
 // event in the same transaction; backfill brings repos in from their PDS,
