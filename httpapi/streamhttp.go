@@ -54,7 +54,8 @@ type plainStream struct {
 	w   http.ResponseWriter
 	rc  *http.ResponseController
 	sse bool
-	buf []byte
+	buf []byte // an event's JSON
+	out []byte // the bytes written for one object
 }
 
 // servePlain answers a non-WebSocket GET with the streamed response, once
@@ -140,7 +141,7 @@ func (p *plainStream) serve(ctx context.Context, sub *stream.Subscription) {
 // WriteTimeout, and flushes if asked.
 func (p *plainStream) send(id uint64, obj []byte, flush bool) bool {
 	_ = p.rc.SetWriteDeadline(time.Now().Add(p.h.opts.WriteTimeout))
-	var out []byte
+	out := p.out[:0]
 	if p.sse {
 		if id > 0 {
 			out = append(out, "id: "...)
@@ -155,6 +156,7 @@ func (p *plainStream) send(id uint64, obj []byte, flush bool) bool {
 	} else {
 		out = append(append(out, bytes.TrimSpace(obj)...), '\n')
 	}
+	p.out = out
 	if _, err := p.w.Write(out); err != nil {
 		p.failed(err)
 		return false
