@@ -75,8 +75,8 @@ func (o Options) withDefaults() Options {
 //	POST  /repos/remove   {"dids":[...],"deleteData":bool}
 //	POST  /repos/resync   {"dids":[...]}
 //	GET   /filter
-//	PUT   /filter         a filter.Spec
-//	PATCH /filter         a filter.Patch
+//	PUT   /filter         a FilterRequest (a filter.Spec and confirmDelete)
+//	PATCH /filter         a filter.Patch (confirmDelete for a change that deletes records)
 //	GET   /stats
 //	GET   /metrics        Prometheus text format
 //
@@ -200,6 +200,18 @@ func isLoopback(remote string) bool {
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
+}
+
+// CloseStreams ends every plain-HTTP /stream response (NDJSON, server-sent
+// events), each with a last {"type":"error","error":"Unavailable"} object,
+// and answers later ones with 503. Those responses last as long as the
+// client reads, so http.Server.Shutdown would wait for them: register it
+// with http.Server.RegisterOnShutdown. WebSocket streams are not affected
+// (Shutdown does not wait for them; they end when the Indexer closes).
+func (s *Server) CloseStreams() {
+	if h, ok := s.stream.(*streamHandler); ok {
+		h.closePlain()
+	}
 }
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {

@@ -170,9 +170,31 @@ var (
 	keySchema = []byte("schema")
 )
 
+// ErrLocked is wrapped by the *LockedError Open returns when another
+// process (or another Open in this one) holds the file.
+var ErrLocked = errors.New("boltstore: file is locked by another process")
+
+// LockedError says that Open gave up waiting for the file's lock: a bbolt
+// file is opened by one process at a time. It wraps ErrLocked and bbolt's
+// own error.
+type LockedError struct {
+	Path   string
+	Waited time.Duration // Options.Timeout
+	Err    error
+}
+
+// Error names the file and says what holds it.
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("boltstore: open %s: the file is locked by another process (another cistern on the same file?); gave up after %s (Options.Timeout)", e.Path, e.Waited)
+}
+
+// Unwrap returns ErrLocked and bbolt's error.
+func (e *LockedError) Unwrap() []error { return []error{ErrLocked, e.Err} }
+
 // Open opens the store at path, creating the file if it does not exist. A
 // file written by another schema version is refused with an error wrapping
-// store.ErrSchemaVersion.
+// store.ErrSchemaVersion; a file another process holds, after Options.Timeout,
+// with a *LockedError (wrapping ErrLocked).
 func Open(path string, opts *Options) (*DB, error) {
 	o := opts.withDefaults()
 	enc, dec, err := codecs()
@@ -186,6 +208,9 @@ func Open(path string, opts *Options) (*DB, error) {
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: o.MmapSize,
 	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, &LockedError{Path: path, Waited: o.Timeout, Err: err}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
