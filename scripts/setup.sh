@@ -2,10 +2,10 @@
 # Installs everything the tests need on a fresh machine: Go modules, Debian's
 # postgresql package (only when PostgreSQL is missing; the store/pgstore tests
 # start throwaway servers from it), and the reference network (Node.js +
-# @atproto/dev-env, through npm) from ../shared/refnet when it is present. Safe to run again. A failed refnet
-# install is reported but does not stop the set-up: the library, the server
-# and the unit tests need only Go; scripts/test.sh then fails loudly on the
-# end-to-end suite.
+# @atproto/dev-env, through npm) from ../shared/refnet when it is present.
+# Safe to run again. A failed refnet install is reported but does not stop
+# the set-up: the library, the server and the unit tests need only Go;
+# scripts/test.sh then fails loudly on the end-to-end suite.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go mod download
@@ -21,6 +21,15 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
   else
     echo "setup: no apt-get; install PostgreSQL (initdb, postgres) for the PostgreSQL store tests" >&2
   fi
+fi
+# The Jetstream clients from npm that jetstream/node_test.go drives.
+if command -v npm >/dev/null; then
+  if [ ! -d jetstream/testdata/node/node_modules ] || [ jetstream/testdata/node/package-lock.json -nt jetstream/testdata/node/node_modules ]; then
+    (cd jetstream/testdata/node && npm ci --no-audit --no-fund --loglevel=error) ||
+      echo "setup: npm ci in jetstream/testdata/node failed; the Jetstream client tests cannot run" >&2
+  fi
+else
+  echo "setup: npm not found; the Jetstream client tests will be skipped" >&2
 fi
 if [ -x ../shared/refnet/setup.sh ]; then
   if ! ../shared/refnet/setup.sh >/dev/null; then
