@@ -10,6 +10,7 @@ import (
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/tapcompat"
 )
 
 // MaxDIDsPerRequest bounds the "dids" list of one management request.
@@ -227,6 +228,16 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 	out := struct {
 		*cistern.Stats
 		Subscribers int64 `json:"subscribers"`
-	}{st, s.subscribers.Load()}
+		// Tap is the tap delivery's outbox, when served.
+		Tap *tapcompat.OutboxStats `json:"tap,omitempty"`
+	}{Stats: st, Subscribers: s.subscribers.Load()}
+	if s.opts.Tap != nil {
+		ts, err := s.opts.Tap.Stats(r.Context())
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		out.Tap = &ts
+	}
 	writeJSON(w, http.StatusOK, out)
 }
