@@ -8,6 +8,14 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go mod download
+# npm's @atproto/tap client, which the tapcompat tests run (Node 22 from refnet).
+if command -v npm >/dev/null; then
+  if ! (cd tapcompat/testdata/node && npm ci --no-audit --no-fund --loglevel=error >&2); then
+    echo "setup: installing @atproto/tap failed; the tapcompat client tests cannot run" >&2
+  fi
+else
+  echo "setup: npm not found; the tapcompat client tests will be skipped" >&2
+fi
 if [ -x ../shared/refnet/setup.sh ]; then
   if ! ../shared/refnet/setup.sh >/dev/null; then
     echo "setup: installing the reference network failed; the end-to-end suite cannot run" >&2
