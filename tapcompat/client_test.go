@@ -1,12 +1,17 @@
 package tapcompat_test
 
 import (
+	"bufio"
 	"encoding/json"
 	"fmt"
 	"net/http"
+	"os"
+	"os/exec"
 	"slices"
+	"sync"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/cistern-dev/cistern/tapcompat"
 	"github.com/cistern-dev/cistern/testnet"
@@ -213,4 +218,118 @@ func TestTapClient_SurvivesRestarts(t *testing.T) {
 		return buf["outbox_buffer"] == 0
 	})
 	_ = events
+}
+
+// TestTapWebhook_NodeReceiver posts to a webhook built on @atproto/tap's
+// own helpers (assureAdminAuth, parseTapEvent): every event parses, the
+// admin password comes as Basic auth, and the posts it fails at first are
+// retried.
+func TestTapWebhook_NodeReceiver(t *testing.T) {
+	node := findNode(t)
+	const password = "w3bh00k"
+	cmd := exec.Command(node, "webhook.mjs")
+	cmd.Dir = nodeDir
+	cmd.Env = append(os.Environ(), "TAP_PASSWORD="+password, "FAIL_FIRST=5")
+	cmd.Stderr = os.Stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var got receipts
+	var errs []string
+	var mu sync.Mutex
+	port := make(chan int, 1)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(stdout)
+		for sc.Scan() {
+			var l struct {
+				Port  int        `json:"port"`
+				Event *nodeEvent `json:"event"`
+				Error string     `json:"error"`
+			}
+			if err := json.Unmarshal(sc.Bytes(), &l); err != nil {
+				t.Errorf("webhook printed %q", sc.Text())
+				continue
+			}
+			switch {
+			case l.Port != 0:
+				port <- l.Port
+			case l.Event != nil:
+				got.add(l.Event.tapEvent())
+			case l.Error != "":
+				mu.Lock()
+				errs = append(errs, l.Error)
+				mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		_ = stdin.Close()
+		<-done
+		_ = cmd.Wait()
+	})
+	var p int
+	select {
+	case p = <-port:
+	case <-time.After(30 * time.Second):
+		t.Fatal("the webhook did not start")
+	}
+
+	tn := testnet.New(t)
+	alice := tn.Account(t, "alice.test", testnet.Records(post, 4))
+	bob := tn.Account(t, "bob.test", testnet.Records(post, 2))
+	srv := startChild(t, tn, childOptions{Password: password, Webhook: fmt.Sprintf("http://127.0.0.1:%d/", p)})
+	if code := request(t, http.MethodPost, srv.URL()+"/repos/add", password,
+		map[string]any{"dids": []string{alice.DID().String(), bob.DID().String()}}, nil); code != http.StatusOK {
+		t.Fatalf("/repos/add answered %d", code)
+	}
+	waitIndexed(t, srv.URL(), password, []*testnet.Account{alice, bob})
+	writePosts(t, []*testnet.Account{alice, bob}, 2, "live")
+	if _, err := bob.SetHandle("robert.test"); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := alice.Deactivate(); err != nil {
+		t.Fatal(err)
+	}
+	waitUntilT(t, "alice deactivated", func() bool {
+		var info tapcompat.RepoInfo
+		request(t, http.MethodGet, srv.URL()+"/info/"+alice.DID().String(), password, nil, &info)
+		return info.State == "deactivated"
+	})
+	waitIndexed(t, srv.URL(), password, []*testnet.Account{bob})
+	events := waitAll(t, &got, srv.URL(), password)
+	mu.Lock()
+	defer mu.Unlock()
+	if len(errs) > 0 {
+		t.Fatalf("the webhook could not take some posts: %v", errs)
+	}
+	kinds, seen := map[string]int{}, map[uint64]bool{}
+	for _, e := range events {
+		if seen[e.ID] {
+			continue
+		}
+		seen[e.ID] = true
+		switch {
+		case e.Identity != nil && e.Identity.Status == "deactivated":
+			kinds["deactivated"]++
+		case e.Identity != nil:
+			kinds["identity"]++
+		case e.Record.Live:
+			kinds["live"]++
+		default:
+			kinds["backfill"]++
+		}
+	}
+	if kinds["backfill"] != 6 || kinds["live"] != 4 || kinds["identity"] == 0 || kinds["deactivated"] != 1 {
+		t.Fatalf("webhook took %v; want 6 backfill and 4 live records, a handle change and a deactivation", kinds)
+	}
 }
