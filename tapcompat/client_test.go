@@ -8,6 +8,7 @@ import (
 	"os"
 	"os/exec"
 	"slices"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -332,4 +333,34 @@ func TestTapWebhook_NodeReceiver(t *testing.T) {
 	if kinds["backfill"] != 6 || kinds["live"] != 4 || kinds["identity"] == 0 || kinds["deactivated"] != 1 {
 		t.Fatalf("webhook took %v; want 6 backfill and 4 live records, a handle change and a deactivation", kinds)
 	}
+}
+
+// TestTapClient_SeesAFailedResync: a repo whose backfill fails reaches the
+// @atproto/tap client as an identity event of the repo (which it parses
+// and acks), and its getRepoInfo then says "error" and why; once the host
+// answers, the records follow.
+func TestTapClient_SeesAFailedResync(t *testing.T) {
+	node := findNode(t)
+	tn := testnet.New(t)
+	alice := tn.Account(t, "alice.test", testnet.Records(post, 3))
+	tn.Host(0).FailNext("com.atproto.sync.getRepo", 1000, http.StatusBadGateway)
+	srv := startChild(t, tn, childOptions{})
+	c := startClient(t, node, srv.URL(), "")
+	c.do(map[string]any{"cmd": "add", "dids": []string{alice.DID().String()}})
+	c.waitEvents("alice's failed sync", func(ls []clientLine) bool {
+		return count(ls, func(l clientLine) bool {
+			return l.Acked && l.Event.Type == "identity" && l.Event.DID == alice.DID().String() && l.Event.Status == "active"
+		}) > 0
+	})
+	var info tapcompat.RepoInfo
+	if err := json.Unmarshal(c.do(map[string]any{"cmd": "info", "did": alice.DID().String()}).Info, &info); err != nil {
+		t.Fatal(err)
+	}
+	if info.Retries == 0 || !strings.Contains(info.Error, "502") {
+		t.Fatalf("getRepoInfo = %+v, want the failing repo with its reason", info)
+	}
+	tn.Host(0).ClearFaults()
+	c.waitEvents("alice's records", func(ls []clientLine) bool {
+		return count(ls, func(l clientLine) bool { return l.Acked && l.Event.Type == "record" }) == 3
+	})
 }

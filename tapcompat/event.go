@@ -20,6 +20,13 @@ type IdentityEvent struct {
 	// Status is one of tap's account statuses: active, takendown,
 	// suspended, deactivated, deleted.
 	Status string `json:"status"`
+	// State and Error are cistern's additions, set only on the identity
+	// event that carries a failed sync (a repo event of the log): the
+	// repo's state, "error", and why. tap sends nothing when a resync
+	// fails; clients that ignore unknown fields (such as @atproto/tap) see
+	// an identity event of the repo, and /info/{did} says the rest.
+	State string `json:"state,omitempty"`
+	Error string `json:"error,omitempty"`
 }
 
 type identityMessage struct {
@@ -97,6 +104,19 @@ func (s *Service) translate(ctx context.Context, ev *store.Event) ([]byte, error
 			stored = r.Handle
 		}
 		id.Handle = handleOf(stored)
+		return json.Marshal(identityMessage{ID: ev.ID, Type: "identity", Identity: id})
+	case store.KindRepo:
+		r, err := s.repo(ctx, ev.DID)
+		if err != nil {
+			return nil, err
+		}
+		id := &IdentityEvent{DID: ev.DID, State: ev.Status, Error: ev.Error}
+		var stored string
+		if r != nil {
+			stored = r.Handle
+		}
+		id.Handle = handleOf(stored)
+		id.IsActive, id.Status = accountStatus(r)
 		return json.Marshal(identityMessage{ID: ev.ID, Type: "identity", Identity: id})
 	}
 	return nil, nil

@@ -145,8 +145,8 @@ func (s *Service) serveInfo(w http.ResponseWriter, r *http.Request) {
 		Records: repo.Records,
 		Retries: repo.Retries,
 	}
-	if repo.State == store.StateError || repo.State == store.StateDesynchronized {
-		info.Error = repo.LastError
+	if repo.LastError != "" {
+		info.Error = repo.ErrorKind + ": " + repo.LastError
 	}
 	writeJSON(w, http.StatusOK, info)
 }
