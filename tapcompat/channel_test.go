@@ -36,7 +36,7 @@ func serveTap(t *testing.T, tn *testnet.Network, password string) (*httptest.Ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	tap, err := tapcompat.New(ix, tapcompat.Options{SaveInterval: 20 * time.Millisecond, Logger: quiet})
+	tap, err := tapcompat.New(ix, tapcompat.Options{SaveInterval: 20 * time.Millisecond, Sources: []string{tn.RelayURL()}, Logger: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -172,4 +172,39 @@ func TestChannel_FailedSyncReachesConsumers(t *testing.T) {
 		request(t, http.MethodGet, srv.URL+"/info/"+alice.DID().String(), password, nil, &info)
 		return info.State == "active" && info.Error == "" && info.Retries == 0 && info.Records == 2
 	})
+
+	// The stats endpoints, once a live commit has gone through.
+	if _, err := alice.CreateRecord(post, testnet.Post(post, "live")); err != nil {
+		t.Fatal(err)
+	}
+	if e := readAck(t, c); e.Record == nil || !e.Record.Live {
+		t.Fatalf("event %+v, want the live record", e)
+	}
+	for _, tt := range []struct {
+		path string
+		key  string
+		want func(int64) bool
+	}{
+		{"/stats/repo-count", "repo_count", func(n int64) bool { return n == 1 }},
+		{"/stats/record-count", "record_count", func(n int64) bool { return n == 3 }},
+		{"/stats/resync-buffer", "resync_buffer", func(n int64) bool { return n == 0 }},
+		{"/stats/outbox-buffer", "outbox_buffer", func(n int64) bool { return n == 0 }},
+		{"/stats/cursors", "firehose", func(n int64) bool { return n > 0 }},
+	} {
+		waitUntilT(t, tt.path, func() bool {
+			var m map[string]int64
+			code := request(t, http.MethodGet, srv.URL+tt.path, password, nil, &m)
+			v, ok := m[tt.key]
+			return code == http.StatusOK && ok && tt.want(v)
+		})
+	}
+	if code := request(t, http.MethodGet, srv.URL+"/info/did:plc:nobodyhere", password, nil, nil); code != http.StatusNotFound {
+		t.Fatalf("/info of an unknown DID answered %d, want 404", code)
+	}
+	if code := request(t, http.MethodGet, srv.URL+"/info/not-a-did", password, nil, nil); code != http.StatusBadRequest {
+		t.Fatalf("/info of a bad DID answered %d, want 400", code)
+	}
+	if code := request(t, http.MethodGet, srv.URL+"/stats/repo-count", "wrong", nil, nil); code != http.StatusUnauthorized {
+		t.Fatalf("a wrong password answered %d, want 401", code)
+	}
 }

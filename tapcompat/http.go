@@ -247,28 +247,24 @@ const firehoseCursorKey = "firehose/cursor/"
 
 func (s *Service) serveCursors(w http.ResponseWriter, r *http.Request) {
 	out := map[string]any{}
-	err := s.ix.Store().View(r.Context(), func(tx store.ReadTx) error {
-		for i, src := range s.opts.Sources {
-			v, err := tx.Meta(firehoseCursorKey + src)
+	if len(s.opts.Sources) > 0 {
+		err := s.ix.Store().View(r.Context(), func(tx store.ReadTx) error {
+			v, err := tx.Meta(firehoseCursorKey + s.opts.Sources[0])
 			if errors.Is(err, store.ErrNotFound) {
-				continue
+				return nil
 			}
 			if err != nil {
 				return err
 			}
-			seq, err := strconv.ParseInt(string(v), 10, 64)
-			if err != nil {
-				continue
-			}
-			if i == 0 {
+			if seq, err := strconv.ParseInt(string(v), 10, 64); err == nil {
 				out["firehose"] = seq
 			}
+			return nil
+		})
+		if err != nil {
+			s.internal(w, r, err)
+			return
 		}
-		return nil
-	})
-	if err != nil {
-		s.internal(w, r, err)
-		return
 	}
 	writeJSON(w, http.StatusOK, out)
 }

@@ -76,8 +76,8 @@ type Options struct {
 	// WriteTimeout bounds writing one frame to a /channel client. Default
 	// 10s.
 	WriteTimeout time.Duration
-	// Sources are the firehose sources whose cursors /stats/cursors
-	// reports (the indexer's Config.Sources or RelayURL).
+	// Sources are the indexer's firehose sources (Config.Sources, or
+	// RelayURL); /stats/cursors reports the cursor of the first.
 	Sources []string
 	// Logger receives delivery failures. Default: discard.
 	Logger *slog.Logger
