@@ -403,24 +403,22 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 			if r.State == store.StateBackfilling {
 				r.State = store.StatePending
 			}
+			r.NextAttempt = next
+			if err := tx.PutRepo(r); err != nil {
+				return err
+			}
+			return tx.Enqueue(did, next)
 		case KindTooLarge, KindInvalid:
 			r.Retries++
-			r.State = store.StateError
 			next = now.Add(backoff(s.opts.MaxBackoff, s.opts.MaxBackoff, 1, jitter))
 		default:
 			r.Retries++
-			r.State = store.StateError
 			next = now.Add(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, r.Retries, jitter))
 		}
 		r.NextAttempt = next
-		if err := tx.PutRepo(r); err != nil {
+		// Consumers see the failed sync in the log: a repo event.
+		if err := repos.MarkFailed(tx, r, now); err != nil {
 			return err
-		}
-		if r.State == store.StateError {
-			// Consumers see a failed sync in the log: a repo event.
-			if err := tx.AppendEvent(failureEvent(r, now)); err != nil {
-				return err
-			}
 		}
 		return tx.Enqueue(did, next)
 	})
@@ -437,13 +435,6 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 		s.opts.Logger.Warn("backfill failed", "did", did, "kind", fl.kind, "err", fl.err, "retry", next)
 	}
 	return &Error{DID: did, Kind: fl.kind, Retry: next, Err: fl.err}
-}
-
-// failureEvent is the repo event that tells consumers a repo's backfill
-// failed: its state ("error") and why ("<kind>: <message>").
-func failureEvent(r *store.Repo, now time.Time) *store.Event {
-	return &store.Event{Kind: store.KindRepo, DID: r.DID, Rev: r.Rev, Time: now,
-		Status: r.State.String(), Error: r.ErrorKind + ": " + r.LastError}
 }
 
 // trackedRepo returns a copy of the repo's state, or nil if the repo is not
