@@ -11,7 +11,8 @@
 //   {"cmd":"reconnect"}             destroy the channel and open a new one
 //   {"cmd":"exit"}
 //
-// Output: {"event":{...},"acked":bool} per event handled, {"ok":cmd,...} per
+// Output: {"event":{...},"acked":bool} per event handled (acked: the ack was
+// sent or is buffered until the channel reconnects), {"ok":cmd,...} per
 // command done, {"error":"..."} for errors the client reports.
 import { createInterface } from 'node:readline'
 import { Tap } from '@atproto/tap'
@@ -43,8 +44,14 @@ function open() {
         out({ event: summary(evt), acked: false })
         return
       }
-      await opts.ack()
+      // Not awaited: in @atproto/tap 0.3.12 an ack sent while the socket
+      // is down waits for the reconnect, which waits for this handler to
+      // return (the channel reads and reconnects in one loop), so awaiting
+      // it hangs the client when cistern is killed mid-ack. The channel
+      // sends buffered acks once it has reconnected; cistern takes an ack
+      // from any connection.
       out({ event: summary(evt), acked: true })
+      opts.ack().catch((err) => out({ error: 'ack ' + evt.id + ': ' + String(err) }))
     },
     onError: (err) => out({ error: String(err && err.stack ? err.stack : err) + (err && err.cause ? ' cause: ' + String(err.cause) : '') }),
   })
