@@ -139,7 +139,12 @@ func TestTapClient_ReconnectRedeliversUnacked(t *testing.T) {
 
 	c.do(map[string]any{"cmd": "hold", "n": 3})
 	c.do(map[string]any{"cmd": "add", "dids": []string{alice.DID().String()}})
-	ls := c.waitEvents("6 events", func(ls []clientLine) bool { return len(ls) == 6 })
+	waitIndexed(t, srv.URL(), "", []*testnet.Account{alice})
+	n := int(newestEvent(t, srv.URL(), "")) // the 6 records and the handle
+	ls := c.waitEvents("every event once", func(ls []clientLine) bool { return len(ls) >= n })
+	if len(ls) != n {
+		t.Fatalf("%d events delivered, want %d", len(ls), n)
+	}
 	var held []uint64
 	for _, l := range ls {
 		if !l.Acked {
@@ -150,9 +155,9 @@ func TestTapClient_ReconnectRedeliversUnacked(t *testing.T) {
 		t.Fatalf("held %v, want 3 events", held)
 	}
 	c.do(map[string]any{"cmd": "reconnect"})
-	ls = c.waitEvents("the held events again", func(ls []clientLine) bool { return len(ls) >= 9 })
+	ls = c.waitEvents("the held events again", func(ls []clientLine) bool { return len(ls) >= n+3 })
 	var again []uint64
-	for _, l := range ls[6:] {
+	for _, l := range ls[n:] {
 		if !l.Acked {
 			t.Fatalf("event %d not acked after the reconnect", l.Event.ID)
 		}
