@@ -39,6 +39,8 @@ func (s *Service) serveChannel(w http.ResponseWriter, r *http.Request) {
 		return // Accept answered the request
 	}
 	c.SetReadLimit(maxClientMessage)
+	s.clients.Add(1)
+	defer s.clients.Add(-1)
 	conn := &channelConn{remote: r.RemoteAddr}
 	ctx, cancel := context.WithCancel(r.Context())
 	readDone := make(chan struct{})

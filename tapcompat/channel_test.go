@@ -22,7 +22,7 @@ import (
 
 // serveTap runs an indexer following tn, a tapcompat Service in ack mode
 // and the HTTP API with the admin password, until the test ends.
-func serveTap(t *testing.T, tn *testnet.Network, password string) (*httptest.Server, *tapcompat.Service) {
+func serveTap(t *testing.T, tn *testnet.Network, password string, mods ...func(*tapcompat.Options)) (*httptest.Server, *tapcompat.Service) {
 	t.Helper()
 	quiet := slog.New(slog.NewTextHandler(io.Discard, nil))
 	ix, err := cistern.Open(cistern.Config{
@@ -36,7 +36,11 @@ func serveTap(t *testing.T, tn *testnet.Network, password string) (*httptest.Ser
 	if err != nil {
 		t.Fatal(err)
 	}
-	tap, err := tapcompat.New(ix, tapcompat.Options{SaveInterval: 20 * time.Millisecond, Sources: []string{tn.RelayURL()}, Logger: quiet})
+	opts := tapcompat.Options{SaveInterval: 20 * time.Millisecond, Sources: []string{tn.RelayURL()}, Logger: quiet}
+	for _, m := range mods {
+		m(&opts)
+	}
+	tap, err := tapcompat.New(ix, opts)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -206,5 +210,59 @@ func TestChannel_FailedSyncReachesConsumers(t *testing.T) {
 	}
 	if code := request(t, http.MethodGet, srv.URL+"/stats/repo-count", "wrong", nil, nil); code != http.StatusUnauthorized {
 		t.Fatalf("a wrong password answered %d, want 401", code)
+	}
+}
+
+// TestChannel_FireAndForget: with acks disabled an event counts as
+// delivered once written, so a client that never acks still moves the
+// position, and its next connection gets only new events.
+func TestChannel_FireAndForget(t *testing.T) {
+	tn := testnet.New(t)
+	alice := tn.Account(t, "alice.test", testnet.Records(post, 3))
+	srv, tap := serveTap(t, tn, "", func(o *tapcompat.Options) { o.DisableAcks = true })
+	if tap.Mode() != tapcompat.ModeFireAndForget {
+		t.Fatalf("mode %s", tap.Mode())
+	}
+	c := dialChannel(t, srv.URL, "")
+	if code := request(t, http.MethodPost, srv.URL+"/repos/add", "", map[string]any{"dids": []string{alice.DID().String()}}, nil); code != http.StatusOK {
+		t.Fatalf("/repos/add answered %d", code)
+	}
+	waitIndexed(t, srv.URL, "", []*testnet.Account{alice})
+	n := newestEvent(t, srv.URL, "")
+	read := func(c *websocket.Conn) rawEvent {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		_, data, err := c.Read(ctx)
+		if err != nil {
+			t.Fatalf("read /channel: %v", err)
+		}
+		var e rawEvent
+		if err := json.Unmarshal(data, &e); err != nil {
+			t.Fatal(err)
+		}
+		return e
+	}
+	for i := uint64(1); i <= n; i++ {
+		if e := read(c); e.ID != i {
+			t.Fatalf("event %d, want %d", e.ID, i)
+		}
+	}
+	waitUntilT(t, "the position at the newest event", func() bool {
+		st, err := tap.Stats(context.Background())
+		return err == nil && st.Acked == n && st.Lag == 0 && st.Pending == 0
+	})
+	c.CloseNow()
+	waitUntilT(t, "the server to see the client go", func() bool {
+		st, err := tap.Stats(context.Background())
+		return err == nil && st.Clients == 0
+	})
+	rec, err := alice.CreateRecord(post, testnet.Post(post, "after"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2 := dialChannel(t, srv.URL, "")
+	if e := read(c2); e.ID != n+1 || e.Record == nil || !e.Record.Live {
+		t.Fatalf("next connection got %+v, want only the new live record %s (id %d)", e, rec.RKey, n+1)
 	}
 }

@@ -205,7 +205,7 @@ func (s *Service) Lag(ctx context.Context) (uint64, error) {
 func (s *Service) Stats(ctx context.Context) (OutboxStats, error) {
 	st := s.outbox.Stats()
 	lag, err := s.Lag(ctx)
-	st.Lag = lag
+	st.Lag, st.Clients = lag, s.clients.Load()
 	return st, err
 }
 

@@ -109,6 +109,9 @@ type OutboxStats struct {
 	// Lag is how many events of the log are not acknowledged yet (filled
 	// by Service.Stats).
 	Lag uint64 `json:"lag"`
+	// Clients is the number of /channel connections (filled by
+	// Service.Stats).
+	Clients int64 `json:"clients"`
 	// Read is the id of the last event read from the log.
 	Read uint64 `json:"read"`
 	// Pending counts events read and not acknowledged (ready, held back by

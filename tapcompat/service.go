@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/cistern-dev/cistern"
@@ -129,8 +130,9 @@ type Service struct {
 	outbox *Outbox
 	log    *slog.Logger
 
-	mu   sync.Mutex
-	runs int // Run calls under way
+	mu      sync.Mutex
+	runs    int // Run calls under way
+	clients atomic.Int64
 }
 
 // New returns a Service over ix. It starts nothing: call Run.
