@@ -8,13 +8,17 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go mod download
-# npm's @atproto/tap client, which the tapcompat tests run (Node 22 from refnet).
+# The npm clients the Go tests drive: Jetstream's (jetstream/node_test.go)
+# and tap's @atproto/tap (tapcompat; it needs Node 22, which refnet brings).
 if command -v npm >/dev/null; then
-  if ! (cd tapcompat/testdata/node && npm ci --no-audit --no-fund --loglevel=error >&2); then
-    echo "setup: installing @atproto/tap failed; the tapcompat client tests cannot run" >&2
-  fi
+  for dir in jetstream/testdata/node tapcompat/testdata/node; do
+    if [ ! -d $dir/node_modules ] || [ $dir/package-lock.json -nt $dir/node_modules ]; then
+      (cd $dir && npm ci --no-audit --no-fund --loglevel=error) ||
+        echo "setup: npm ci in $dir failed; the tests that run its client cannot run" >&2
+    fi
+  done
 else
-  echo "setup: npm not found; the tapcompat client tests will be skipped" >&2
+  echo "setup: npm not found; the Jetstream and tap client tests will be skipped" >&2
 fi
 if [ -x ../shared/refnet/setup.sh ]; then
   if ! ../shared/refnet/setup.sh >/dev/null; then
