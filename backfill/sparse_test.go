@@ -7,12 +7,14 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ipfs/go-cid"
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/internal/logcheck"
+	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/testnet"
 )
@@ -424,4 +426,54 @@ func TestBackfill_AutoChoosesByWhatTheRepoHolds(t *testing.T) {
 			}
 		})
 	}
+}
+
+func TestBackfill_SparseRequestsAreRateLimitedAndVerified(t *testing.T) {
+	net := testnet.New(t)
+	alice := mixedAccount(t, net, "alice.test", 100)
+	bob := net.Account(t, "bob.test")
+	host := alice.Host()
+	spec := filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{collOther}}
+
+	t.Run("429 pauses the host", func(t *testing.T) {
+		e := newEnv(t, net, spec)
+		e.track("explicit", alice.DID())
+		s := e.scheduler(func(o *backfill.Options) { o.Strategy = backfill.StrategySparse })
+		host.RateLimitNext(nsidGetBlocks, 1, 30*time.Second)
+		host.ResetRequests()
+		err := s.Backfill(e.ctx, alice.DID().String())
+		var be *backfill.Error
+		if !errors.As(err, &be) || be.Kind != backfill.KindRateLimited || !errors.Is(err, backfill.ErrRateLimited) {
+			t.Fatalf("err = %v, want a rate limit", err)
+		}
+		if wait := time.Until(be.Retry); wait < 25*time.Second || wait > 35*time.Second {
+			t.Fatalf("retry in %v, want about 30s", wait)
+		}
+		if r := e.repo(alice.DID()); r.Retries != 0 || len(e.stored(alice.DID())) != 0 {
+			t.Fatalf("rate limit counted as a retry or stored records: %+v", r)
+		}
+		// The host is paused: the next attempt makes no request.
+		before := host.Requests("")
+		if err := s.Backfill(e.ctx, alice.DID().String()); !errors.Is(err, backfill.ErrRateLimited) {
+			t.Fatalf("second attempt: err = %v, want a rate limit", err)
+		}
+		if n := host.Requests(""); n != before {
+			t.Fatalf("paused host got %d more requests", n-before)
+		}
+	})
+
+	t.Run("a commit signed by another key is refused", func(t *testing.T) {
+		e := newEnv(t, net, spec)
+		e.track("explicit", alice.DID())
+		e.res.Put(&resolver.Identity{DID: alice.DID(), Handle: alice.Handle(), PDS: host.URL(), SigningKey: bob.PublicKey()})
+		s := e.scheduler(func(o *backfill.Options) { o.Strategy = backfill.StrategySparse })
+		host.ResetRequests()
+		var be *backfill.Error
+		if err := s.Backfill(e.ctx, alice.DID().String()); !errors.As(err, &be) || be.Kind != backfill.KindVerify {
+			t.Fatalf("err = %v, want kind verify", err)
+		}
+		if n := len(e.stored(alice.DID())); n != 0 || host.Requests(nsidGetRepo) != 0 {
+			t.Fatalf("%d records stored, requests %v", n, host.RequestCounts())
+		}
+	})
 }
