@@ -77,6 +77,9 @@ func New(opts Options) (*Scheduler, error) {
 	case opts.Filter == nil:
 		return nil, errors.New("backfill: Options.Filter is required")
 	}
+	if _, err := ParseStrategy(string(opts.Strategy)); err != nil {
+		return nil, err
+	}
 	return &Scheduler{
 		opts:     opts,
 		budget:   newBudget(opts.ByteBudget),

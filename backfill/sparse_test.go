@@ -477,3 +477,20 @@ func TestBackfill_SparseRequestsAreRateLimitedAndVerified(t *testing.T) {
 		}
 	})
 }
+
+func TestParseStrategy(t *testing.T) {
+	for in, want := range map[string]backfill.Strategy{"": backfill.StrategyAuto, "auto": backfill.StrategyAuto,
+		"full": backfill.StrategyFull, "sparse": backfill.StrategySparse} {
+		if got, err := backfill.ParseStrategy(in); err != nil || got != want {
+			t.Errorf("ParseStrategy(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+	if _, err := backfill.ParseStrategy("Sparse"); err == nil || !strings.Contains(err.Error(), `unknown strategy "Sparse"`) {
+		t.Errorf("ParseStrategy(Sparse): err = %v", err)
+	}
+	e := newEnv(t, testnet.New(t), filter.Spec{})
+	if _, err := backfill.New(e.options(func(o *backfill.Options) { o.Strategy = "partial" })); err == nil ||
+		!strings.Contains(err.Error(), `unknown strategy "partial"`) {
+		t.Errorf("New with an unknown strategy: err = %v", err)
+	}
+}

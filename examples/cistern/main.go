@@ -27,6 +27,7 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/httpapi"
 )
@@ -44,6 +45,7 @@ type config struct {
 	Exclude     []string
 	AdminToken  string
 	Concurrency int
+	Strategy    backfill.Strategy
 	Verify      cistern.VerifyMode
 	Retention   time.Duration
 	LogLevel    slog.Level
@@ -89,6 +91,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for the management API (default: loopback clients only)")
 	fs.IntVar(&c.Concurrency, "backfill-concurrency", 16, "repos backfilled at once")
 	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
+	strategy := fs.String("backfill-strategy", "auto", "how repos are fetched: full (getRepo), sparse (getBlocks, stored collections only) or auto")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
@@ -121,6 +124,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	})
 	if c.Verify, err = cistern.ParseVerifyMode(*verify); err != nil {
 		return nil, err
+	}
+	if c.Strategy, err = backfill.ParseStrategy(*strategy); err != nil {
+		return nil, fmt.Errorf("-backfill-strategy: %w", err)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
@@ -169,7 +175,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		PLCURL:   cfg.PLC,
 		Filter:   cfg.spec(),
 		Verify:   cfg.Verify,
-		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency},
+		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency, Strategy: cfg.Strategy},
 		Logger:   log,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
