@@ -110,22 +110,20 @@ func (s *Scheduler) sparse(ctx context.Context, d syntax.DID, ident *resolver.Id
 		}
 	}
 
-	var last cid.Cid
+	commitCID, err := c.latestCommit(ctx)
+	if err != nil {
+		return nil, err
+	}
 	for attempt := 0; ; attempt++ {
-		commitCID, err := c.latestCommit(ctx)
-		if err != nil {
-			return nil, err
-		}
 		sr, err := s.sparseAt(ctx, c, d, ident, commitCID, plan)
-		if err == nil || !errors.Is(err, ErrBlockMissing) || attempt >= sparseRestarts || commitCID == last {
-			if errors.Is(err, errNoGetBlocks) {
-				s.noBlocks.mark(c.host)
-			}
+		if errors.Is(err, errNoGetBlocks) {
+			s.noBlocks.mark(c.host)
+		}
+		if err == nil || !errors.Is(err, ErrBlockMissing) || attempt >= sparseRestarts {
 			return sr, err
 		}
 		// A block of this commit is gone: if the repo moved on, walk the new
 		// commit; if it did not, the host is at fault.
-		last = commitCID
 		now, lerr := c.latestCommit(ctx)
 		if lerr != nil {
 			return nil, lerr
@@ -133,6 +131,7 @@ func (s *Scheduler) sparse(ctx context.Context, d syntax.DID, ident *resolver.Id
 		if now == commitCID {
 			return nil, err
 		}
+		commitCID = now
 	}
 }
 

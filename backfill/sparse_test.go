@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"errors"
 	"fmt"
+	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -25,6 +27,8 @@ const (
 
 	nsidGetRepo   = "com.atproto.sync.getRepo"
 	nsidGetBlocks = "com.atproto.sync.getBlocks"
+
+	nsidGetLatestCommit = "com.atproto.sync.getLatestCommit"
 )
 
 var strategies = []backfill.Strategy{backfill.StrategyFull, backfill.StrategySparse, backfill.StrategyAuto}
@@ -492,5 +496,56 @@ func TestParseStrategy(t *testing.T) {
 	if _, err := backfill.New(e.options(func(o *backfill.Options) { o.Strategy = "partial" })); err == nil ||
 		!strings.Contains(err.Error(), `unknown strategy "partial"`) {
 		t.Errorf("New with an unknown strategy: err = %v", err)
+	}
+}
+
+// moveOnTransport runs fn before the first request whose query names
+// target: a write that happens while a sparse walk is under way.
+type moveOnTransport struct {
+	target string
+	once   sync.Once
+	fn     func()
+}
+
+func (m *moveOnTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	if strings.Contains(req.URL.RawQuery, m.target) {
+		m.once.Do(m.fn)
+	}
+	return http.DefaultTransport.RoundTrip(req)
+}
+
+func TestBackfill_SparseWalkStartsAgainWhenTheRepoMovesOn(t *testing.T) {
+	net := testnet.New(t)
+	alice := net.Account(t, "alice.test", testnet.Records(collPost, 200), testnet.Records(collOther, 3))
+	host := alice.Host()
+	oldRoot := alice.DataCID()
+	// When the walk asks for the MST root, alice writes a status and the
+	// host drops the old root, as a PDS collecting an old commit's blocks.
+	mover := &moveOnTransport{target: oldRoot.String(), fn: func() {
+		if _, err := alice.CreateRecord(collOther, testnet.Post(collOther, "written mid-walk")); err != nil {
+			t.Error(err)
+		}
+		host.OmitBlock(oldRoot)
+	}}
+	t.Cleanup(host.ClearFaults)
+	e := newEnv(t, net, filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{collOther}})
+	e.track("explicit", alice.DID())
+	s := e.scheduler(func(o *backfill.Options) {
+		o.Strategy = backfill.StrategySparse
+		o.HTTPClient = &http.Client{Transport: mover}
+	})
+	host.ResetRequests()
+	if err := s.Backfill(e.ctx, alice.DID().String()); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffMaps(e.stored(alice.DID()), want(alice, collOther)); d != "" || len(e.stored(alice.DID())) != 4 {
+		t.Fatalf("stored records differ from the PDS after it moved on: %s", d)
+	}
+	if r := e.repo(alice.DID()); r.Rev != alice.Rev() {
+		t.Fatalf("synced at rev %s, want the new %s", r.Rev, alice.Rev())
+	}
+	// getLatestCommit twice: at the start, and to see the repo moved on.
+	if n := host.Requests(nsidGetLatestCommit); n != 2 || host.Requests(nsidGetRepo) != 0 {
+		t.Fatalf("requests %v", host.RequestCounts())
 	}
 }

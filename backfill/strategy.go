@@ -27,7 +27,12 @@ const (
 	// by signal), then the record blocks that differ from what is stored,
 	// all with com.atproto.sync.getBlocks in batches of BlocksPerRequest.
 	// Every block is checked against the CID that names it. On a host that
-	// does not serve getBlocks it falls back to full.
+	// does not serve getBlocks it falls back to full (and remembers the host
+	// for MaxBackoff). A block missing because the repo moved on meanwhile
+	// makes the walk start again from the new commit (twice at most). Each
+	// getBlocks answer is charged to the byte budget while it is decoded;
+	// the keys and CIDs of the wanted records (about 100 bytes each) are
+	// held until the diff ends, outside the budget.
 	StrategySparse Strategy = "sparse"
 )
 
