@@ -211,6 +211,8 @@ func TestBackfill_SparseBlockFaults(t *testing.T) {
 	}{
 		{"record block missing", func() { host.OmitBlock(statuses[1].CID) }, backfill.ErrBlockMissing, statuses[1].CID},
 		{"record block with a wrong hash", func() { host.CorruptBlock(statuses[1].CID) }, backfill.ErrBlockMismatch, statuses[1].CID},
+		// The reference PDS answers 400 "Could not find cids" for a block it lacks.
+		{"record block the host lacks", func() { host.LoseBlock(statuses[1].CID) }, backfill.ErrBlockMissing, statuses[1].CID},
 		{"commit block missing", func() { host.OmitBlock(alice.CommitCID()) }, backfill.ErrBlockMissing, alice.CommitCID()},
 		{"commit block with a wrong hash", func() { host.CorruptBlock(alice.CommitCID()) }, backfill.ErrBlockMismatch, alice.CommitCID()},
 	}

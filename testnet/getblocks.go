@@ -14,8 +14,8 @@ import (
 // current blocks (the commit, MST nodes and records, plus blocks of older
 // commits not yet collected), as a CAR without roots; a block the repo
 // lacks makes the whole answer 400 InvalidRequest "Could not find cids".
-// The faults armed with DisableGetBlocks, OmitBlock and CorruptBlock change
-// the answer.
+// The faults armed with DisableGetBlocks, OmitBlock, CorruptBlock and
+// LoseBlock change the answer.
 func (h *Host) serveGetBlocks(w http.ResponseWriter, r *http.Request) {
 	if h.faults.getBlocksDisabled() {
 		writeXRPCError(w, http.StatusNotImplemented, "MethodNotImplemented", "method not implemented: com.atproto.sync.getBlocks")
@@ -39,6 +39,8 @@ func (h *Host) serveGetBlocks(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	for _, c := range cids {
 		switch data, ok := a.blocks.m[c]; {
+		case h.faults.lost(c):
+			missing = append(missing, c.String())
 		case ok:
 			blks = append(blks, carBlock{c, data})
 		case c == a.commitCID:
@@ -90,6 +92,19 @@ func (h *Host) CorruptBlock(c cid.Cid) {
 	h.faults.blockFaults[c] = blockCorrupted
 }
 
+// LoseBlock makes the host answer every getBlocks request that asks for
+// the block c as if it did not hold it: 400 InvalidRequest "Could not find
+// cids", as the reference PDS answers for a block it lacks (one of an old
+// commit, collected since), until ClearFaults.
+func (h *Host) LoseBlock(c cid.Cid) {
+	h.faults.mu.Lock()
+	defer h.faults.mu.Unlock()
+	if h.faults.blockFaults == nil {
+		h.faults.blockFaults = make(map[cid.Cid]blockFault)
+	}
+	h.faults.blockFaults[c] = blockLost
+}
+
 // ServedBlocks returns the CIDs of the blocks that getBlocks answers carried
 // since the host started or since ResetRequests, in the order served.
 func (h *Host) ServedBlocks() []cid.Cid { return h.served.get() }
@@ -99,7 +114,15 @@ type blockFault int
 const (
 	blockOmitted blockFault = iota + 1
 	blockCorrupted
+	blockLost
 )
+
+// lost reports whether LoseBlock was armed for c.
+func (f *hostFaults) lost(c cid.Cid) bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.blockFaults[c] == blockLost
+}
 
 func (f *hostFaults) getBlocksDisabled() bool {
 	f.mu.Lock()

@@ -87,6 +87,11 @@ func TestGetBlocks(t *testing.T) {
 	if sum, _ := recs[3].CID.Prefix().Sum(got[recs[3].CID]); sum.Equals(recs[3].CID) {
 		t.Fatal("corrupted block still hashes to its CID")
 	}
+	h.LoseBlock(recs[1].CID)
+	if code, name, msg := xrpcErrorMessage(t, blocksURL(recs[1].CID, recs[2].CID)); code != 400 || name != "InvalidRequest" ||
+		msg != "Could not find cids: "+recs[1].CID.String() {
+		t.Fatalf("lost block: %d %s %q", code, name, msg)
+	}
 	h.DisableGetBlocks(true)
 	if code, name := xrpcError(t, blocksURL(asked...)); code != 501 || name != "MethodNotImplemented" {
 		t.Fatalf("disabled getBlocks: %d %s", code, name)
