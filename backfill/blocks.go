@@ -6,6 +6,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
@@ -51,9 +52,9 @@ func (s *Scheduler) newBlockClient(pds, did string) (*blockClient, error) {
 // before it is read; one of unknown length is read (at most what is left of
 // MaxRepoSize) and then charged, after the host's request slot is freed.
 // Answers other than 200 become outcomes or failures as for getRepo, except
-// that a getBlocks answer saying the method is not implemented is
-// errNoGetBlocks and one saying a block is missing is a failure of kind
-// "block" wrapping ErrBlockMissing.
+// that a getBlocks or getLatestCommit answer saying the method is not
+// implemented wraps errNoGetBlocks, and a getBlocks answer saying a block is
+// missing is a failure of kind "block" wrapping ErrBlockMissing.
 func (c *blockClient) get(ctx context.Context, method string, q url.Values, limit int64) (body []byte, release func(), err error) {
 	s := c.s
 	releaseHost, err := s.hosts.acquire(ctx, c.host)
@@ -79,12 +80,12 @@ func (c *blockClient) get(ctx context.Context, method string, q url.Values, limi
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		xe := readXRPCError(resp)
-		if method == methodGetBlocks {
+		if method == methodGetBlocks || method == methodGetLatestCommit {
 			switch {
 			case resp.StatusCode == http.StatusNotImplemented, xe.Error == "MethodNotImplemented",
 				resp.StatusCode == http.StatusNotFound && xe.Error == "":
-				return nil, nil, errNoGetBlocks
-			case xe.Error == "BlockNotFound",
+				return nil, nil, fmt.Errorf("%w (%s answered %s to %s)", errNoGetBlocks, c.host, resp.Status, method)
+			case method == methodGetBlocks && xe.Error == "BlockNotFound",
 				resp.StatusCode == http.StatusBadRequest && strings.Contains(xe.Message, "Could not find cids"):
 				return nil, nil, fail(KindBlock, "%w: %s answered %s: %s", ErrBlockMissing, c.host, resp.Status, xe.Message)
 			}

@@ -45,8 +45,8 @@ var (
 	// ErrBlockMismatch is wrapped by the failure (kind "block") of a sparse
 	// backfill that received a block whose bytes do not hash to its CID.
 	ErrBlockMismatch = errors.New("backfill: block does not match its CID")
-	// errNoGetBlocks says that a host does not serve getBlocks: the
-	// backfill falls back to getRepo.
+	// errNoGetBlocks says that a host does not serve getBlocks (or
+	// getLatestCommit): the backfill falls back to getRepo.
 	errNoGetBlocks = errors.New("backfill: host does not serve com.atproto.sync.getBlocks")
 	// errTooWide says that an automatic sparse walk found the wanted key
 	// ranges to be too large a part of the repo: it falls back to getRepo.

@@ -86,7 +86,7 @@ func (p *sparsePlan) active(signalSeen bool) keyRanges {
 // not serve getBlocks and errTooWide when an automatic plan finds its ranges
 // too large a part of the repo (from describeRepo's collections or the top
 // of the MST): then the caller fetches the repo whole. Nothing is written.
-func (s *Scheduler) sparse(ctx context.Context, d syntax.DID, ident *resolver.Identity, plan sparsePlan) (*sparseRepo, error) {
+func (s *Scheduler) sparse(ctx context.Context, d syntax.DID, ident *resolver.Identity, plan sparsePlan) (_ *sparseRepo, err error) {
 	did := d.String()
 	c, err := s.newBlockClient(ident.PDS, did)
 	if err != nil {
@@ -95,6 +95,11 @@ func (s *Scheduler) sparse(ctx context.Context, d syntax.DID, ident *resolver.Id
 	if s.noBlocks.marked(c.host) {
 		return nil, errNoGetBlocks
 	}
+	defer func() {
+		if errors.Is(err, errNoGetBlocks) {
+			s.noBlocks.mark(c.host)
+		}
+	}()
 	if plan.auto {
 		colls, err := c.collections(ctx)
 		var fl *failure
@@ -116,9 +121,6 @@ func (s *Scheduler) sparse(ctx context.Context, d syntax.DID, ident *resolver.Id
 	}
 	for attempt := 0; ; attempt++ {
 		sr, err := s.sparseAt(ctx, c, d, ident, commitCID, plan)
-		if errors.Is(err, errNoGetBlocks) {
-			s.noBlocks.mark(c.host)
-		}
 		if err == nil || !errors.Is(err, ErrBlockMissing) || attempt >= sparseRestarts {
 			return sr, err
 		}

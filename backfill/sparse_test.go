@@ -298,6 +298,23 @@ func TestBackfill_NoGetBlocksFallsBackToFull(t *testing.T) {
 			}
 		})
 	}
+
+	// A host that serves getBlocks but not getLatestCommit.
+	host.DisableGetBlocks(false)
+	e := newEnv(t, net, spec)
+	e.track("explicit", alice.DID())
+	s := e.scheduler(func(o *backfill.Options) { o.Strategy = backfill.StrategySparse })
+	host.FailNext(nsidGetLatestCommit, 1, http.StatusNotImplemented)
+	host.ResetRequests()
+	if err := s.Backfill(e.ctx, alice.DID().String()); err != nil {
+		t.Fatal(err)
+	}
+	if d := diffMaps(e.stored(alice.DID()), want(alice, collOther)); d != "" {
+		t.Fatal(d)
+	}
+	if st := s.Stats(); st.SparseFallbacks != 1 || host.Requests(nsidGetRepo) != 1 {
+		t.Fatalf("without getLatestCommit: stats %+v, requests %v", st, host.RequestCounts())
+	}
 }
 
 func TestBackfill_SparseResyncFetchesOnlyTheWantedChanges(t *testing.T) {
