@@ -44,8 +44,8 @@ type Stats struct {
 	// (getRepo, getBlocks) and the small JSON answers of a sparse backfill
 	// (getLatestCommit, describeRepo).
 	BytesFetched int64 `json:"bytesFetched"`
-	// Requests counts the HTTP requests made to PDS hosts, failed ones
-	// included.
+	// Requests counts the HTTP requests backfills made to PDS hosts,
+	// failed ones included (not those of Get).
 	Requests int64 `json:"requests"`
 	// Sparse counts backfills completed with a sparse walk, and
 	// SparseFallbacks the backfills that began one and fetched the repo
