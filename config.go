@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
@@ -175,6 +176,12 @@ type BackfillConfig struct {
 	// BatchSize is how many records one write transaction carries.
 	// Default 1000.
 	BatchSize int
+	// Strategy is how repos are fetched: backfill.StrategyFull (getRepo),
+	// backfill.StrategySparse (getBlocks: only the MST paths and records of
+	// the stored collections) or backfill.StrategyAuto, which picks per
+	// repo and falls back to getRepo on hosts without getBlocks. Default
+	// auto.
+	Strategy backfill.Strategy
 }
 
 // Retention bounds the event log. Zero keeps everything.
