@@ -48,6 +48,8 @@ type config struct {
 	Retention   time.Duration
 	LogLevel    slog.Level
 	Demo        bool
+	// SkipHandleVerification takes handles from DID documents unchecked.
+	SkipHandleVerification bool
 
 	dbSet bool // -db was given (the demo uses a temporary store otherwise)
 }
@@ -92,6 +94,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
+	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "take handles from DID documents unchecked (a test network's .test handles cannot be verified)")
 
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -173,6 +176,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		Logger:   log,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
+	icfg.SkipHandleVerification = cfg.SkipHandleVerification
 
 	var demo *demoNet
 	if cfg.Demo {
