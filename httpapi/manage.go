@@ -238,9 +238,8 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := struct {
-		*cistern.Stats
-		Subscribers int64 `json:"subscribers"`
-	}{st, s.subscribers.Load()}
-	writeJSON(w, http.StatusOK, out)
+	// Stats.Subscriptions counts /stream connections with the library's
+	// subscriptions; /metrics has cistern_stream_subscribers for /stream
+	// alone.
+	writeJSON(w, http.StatusOK, st)
 }

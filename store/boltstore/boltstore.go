@@ -5,7 +5,8 @@
 // (View) run beside the writer on a consistent snapshot and never block it,
 // except while the file grows past the memory map (see Options.MmapSize).
 //
-// Layout (schema version 2). Every key is binary and either fixed-width or
+// Layout (schema version 4; Open migrates a version 3 file by building the
+// time index from its events). Every key is binary and either fixed-width or
 // length-prefixed, so no field is ever split on a separator byte. Strings in
 // keys are prefixed with their length as a 2-byte big-endian integer (lp
 // below); integers in keys are big-endian. In the buckets written per
@@ -29,6 +30,9 @@
 //	buffer    lp(DID) | rev                  → CBOR {seq, source, data}
 //	meta      key                            → value (the host's metadata)
 //	sys       "schema", counters             → uint64
+//	evtimes   time (12 bytes, as queue)      → event id where the running
+//	                                            maximum of event times rose
+//	                                            to it (see eventtime.go)
 //
 // The event encoding is a format byte, kind, flags and action bytes, the time
 // as varint Unix seconds and uvarint nanoseconds (exact to the nanosecond,
@@ -82,8 +86,9 @@ import (
 )
 
 // SchemaVersion is the version of the layout this package reads and writes.
-// It is stored in the file when it is created; Open refuses any other.
-const SchemaVersion = 3
+// It is stored in the file when it is created; Open migrates a version 3
+// file and refuses any other.
+const SchemaVersion = 4
 
 // Options configure Open. The zero value (or a nil *Options) gives the
 // defaults.
@@ -155,11 +160,12 @@ var (
 	bucketCollIDs   = []byte("collids")
 	bucketCollNames = []byte("collnames")
 	bucketHandles   = []byte("handles")
+	bucketEvTimes   = []byte("evtimes")
 
 	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
 		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,
 		bucketBuffer, bucketMeta, bucketSys, bucketDIDs, bucketDIDNames,
-		bucketCollIDs, bucketCollNames, bucketHandles}
+		bucketCollIDs, bucketCollNames, bucketHandles, bucketEvTimes}
 
 	keySchema = []byte("schema")
 )
@@ -226,7 +232,19 @@ func (db *DB) init() error {
 			if len(v) != 8 {
 				return fmt.Errorf("no schema version recorded (want %d): %w", SchemaVersion, store.ErrSchemaVersion)
 			}
-			if got := binary.BigEndian.Uint64(v); got != SchemaVersion {
+			got := binary.BigEndian.Uint64(v)
+			if got == 3 {
+				// Version 4 added the time index (evtimes).
+				if err := migrateEventTimes(btx); err != nil {
+					return fmt.Errorf("migrate schema 3 to 4: %w", err)
+				}
+				db.log.Info("boltstore: migrated store", "path", db.path, "from", got, "to", SchemaVersion)
+				got = SchemaVersion
+				if err := sys.Put(keySchema, u64(SchemaVersion)); err != nil {
+					return err
+				}
+			}
+			if got != SchemaVersion {
 				return fmt.Errorf("file has schema version %d, this build reads version %d: %w",
 					got, SchemaVersion, store.ErrSchemaVersion)
 			}

@@ -8,17 +8,10 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 )
-
-// Gatherer returns the Indexer's own Prometheus metrics (firehose messages,
-// lag and cursors; live commits applied, skipped and rejected by reason),
-// for a host to serve or merge with its own registry. Package httpapi
-// serves them at /metrics along with store and backfill gauges.
-func (ix *Indexer) Gatherer() prometheus.Gatherer { return ix.ing.Metrics().Registry() }
 
 // LookupHandle returns the DID of the tracked repo whose last resolved
 // handle is h (compared without case), or an error wrapping ErrNotTracked.
