@@ -61,6 +61,8 @@ type config struct {
 	TapWebhook      string
 	TapDisableAcks  bool
 	TapRetryTimeout time.Duration
+	// SkipHandleVerification takes handles from DID documents unchecked.
+	SkipHandleVerification bool
 
 	dbSet bool // -db or -store was given (the demo uses a temporary store otherwise)
 }
@@ -113,6 +115,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
+	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "take handles from DID documents unchecked (a test network's .test handles cannot be verified)")
 
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -207,6 +210,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		ReadOnly: cfg.ReadOnly,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
+	icfg.SkipHandleVerification = cfg.SkipHandleVerification
 
 	var demo *demoNet
 	if cfg.Demo {
