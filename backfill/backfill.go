@@ -302,20 +302,7 @@ func (s *Scheduler) deleted(ctx context.Context, did string, known bool) error {
 		if err != nil {
 			return err
 		}
-		emit := r.Status != "deleted"
-		r.State, r.Status = store.StateDeleted, "deleted"
-		repos.ClearError(r)
-		r.Updated = now
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		if err := tx.Dequeue(did); err != nil {
-			return err
-		}
-		if !emit {
-			return nil
-		}
-		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: did, Time: now, Active: false, Status: "deleted"})
+		return repos.MarkInactive(tx, r, "deleted", now)
 	})
 	if errors.Is(err, errGone) {
 		return errStale
@@ -339,21 +326,7 @@ func (s *Scheduler) inactive(ctx context.Context, did, status string) error {
 		if r == nil {
 			return tx.Dequeue(did) // untracked meanwhile: not to be brought back
 		}
-		emit := r.Status != status
-		state, _ := repos.InactiveState(status)
-		r.State, r.Status = state, status
-		repos.ClearError(r)
-		r.Updated = now
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		if err := tx.Dequeue(did); err != nil {
-			return err
-		}
-		if !emit {
-			return nil
-		}
-		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: did, Time: now, Active: false, Status: status})
+		return repos.MarkInactive(tx, r, status, now)
 	})
 	if err != nil {
 		return err

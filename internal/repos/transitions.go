@@ -26,6 +26,30 @@ func InactiveState(status string) (store.RepoState, bool) {
 	return 0, false
 }
 
+// MarkInactive writes r, in tx, in the state of an account status the
+// host reported while backfilling it ("deactivated", "takendown",
+// "suspended" or "deleted", see InactiveState), its error cleared, and
+// dequeues it, with a (non-live) account event unless that status was
+// already recorded. Records are not touched.
+func MarkInactive(tx store.Tx, r *store.Repo, status string, now time.Time) error {
+	state, _ := InactiveState(status)
+	emit := r.Status != status
+	next := *r
+	next.State, next.Status = state, status
+	ClearError(&next)
+	next.Updated = now
+	if err := tx.PutRepo(&next); err != nil {
+		return err
+	}
+	if err := tx.Dequeue(r.DID); err != nil {
+		return err
+	}
+	if !emit {
+		return nil
+	}
+	return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: r.DID, Time: now, Active: false, Status: status})
+}
+
 // ClearError forgets a repo's last failure and its retries.
 func ClearError(r *store.Repo) {
 	r.ErrorKind, r.LastError, r.Retries, r.NextAttempt = "", "", 0, time.Time{}
