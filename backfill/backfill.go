@@ -149,18 +149,10 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 			return nil
 		}
 		stale = false
-		r.State = store.StateBackfilling
 		if err := setIdentity(tx, r, ident, now); err != nil {
 			return err
 		}
-		r.Updated = now
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		// Live commits held so far were received before the CAR is
-		// fetched, so the CAR holds them: only those that arrive from now
-		// on need to be applied after the backfill.
-		return tx.DeleteBuffer(did, "")
+		return repos.MarkBackfilling(tx, r, now)
 	}); err != nil {
 		return err
 	}
@@ -368,28 +360,16 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 			return nil
 		}
 		gone = false
-		r.ErrorKind, r.LastError = fl.kind, fl.err.Error()
-		r.Updated = now
 		switch fl.kind {
 		case KindRateLimited:
 			next = fl.until
-			if r.State == store.StateBackfilling {
-				r.State = store.StatePending
-			}
+			return repos.MarkDeferred(tx, r, fl.kind, fl.err.Error(), next, now)
 		case KindTooLarge, KindInvalid:
-			r.Retries++
-			r.State = store.StateError
 			next = now.Add(backoff(s.opts.MaxBackoff, s.opts.MaxBackoff, 1, jitter))
 		default:
-			r.Retries++
-			r.State = store.StateError
-			next = now.Add(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, r.Retries, jitter))
+			next = now.Add(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, r.Retries+1, jitter))
 		}
-		r.NextAttempt = next
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		return tx.Enqueue(did, next)
+		return repos.MarkFailed(tx, r, fl.kind, fl.err.Error(), next, now)
 	})
 	if err != nil {
 		return err

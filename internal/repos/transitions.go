@@ -26,6 +26,49 @@ func InactiveState(status string) (store.RepoState, bool) {
 	return 0, false
 }
 
+// MarkBackfilling writes r, in tx, as being backfilled now, and drops the
+// live commits held for it: they were received before the CAR is fetched,
+// so the CAR holds them; only those that arrive from now on are applied
+// after the backfill (FinishBackfill).
+func MarkBackfilling(tx store.Tx, r *store.Repo, now time.Time) error {
+	next := *r
+	next.State, next.Updated = store.StateBackfilling, now
+	if err := tx.PutRepo(&next); err != nil {
+		return err
+	}
+	return tx.DeleteBuffer(r.DID, "")
+}
+
+// MarkFailed writes r, in tx, as a failed backfill attempt (state error,
+// one more retry counted, the error's kind and message) and queues it at
+// next.
+func MarkFailed(tx store.Tx, r *store.Repo, kind, msg string, next, now time.Time) error {
+	n := *r
+	n.State, n.ErrorKind, n.LastError, n.Updated = store.StateError, kind, msg, now
+	n.Retries++
+	n.NextAttempt = next
+	if err := tx.PutRepo(&n); err != nil {
+		return err
+	}
+	return tx.Enqueue(r.DID, next)
+}
+
+// MarkDeferred writes r, in tx, as an attempt put off (its host is rate
+// limited): the error is recorded but no retry is counted, a repo being
+// backfilled goes back to pending, and it is queued at next.
+func MarkDeferred(tx store.Tx, r *store.Repo, kind, msg string, next, now time.Time) error {
+	n := *r
+	n.ErrorKind, n.LastError, n.Updated = kind, msg, now
+	if n.State == store.StateBackfilling {
+		n.State = store.StatePending
+	}
+	n.NextAttempt = next
+	if err := tx.PutRepo(&n); err != nil {
+		return err
+	}
+	return tx.Enqueue(r.DID, next)
+}
+
 // MarkInactive writes r, in tx, in the state of an account status the
 // host reported while backfilling it ("deactivated", "takendown",
 // "suspended" or "deleted", see InactiveState), its error cleared, and
