@@ -39,7 +39,7 @@ func (ix *Indexer) loadFilter(ctx context.Context) error {
 	ix.filt.Store(f)
 	if _, unfinished, err := ix.unfinishedFilterChange(ctx); err != nil {
 		return err
-	} else if unfinished {
+	} else if unfinished && !ix.cfg.ReadOnly {
 		// The last change was cut short: finish it before anything else.
 		ix.filtMu.Lock()
 		err := ix.setFilterLocked(ctx, spec)
@@ -80,14 +80,24 @@ func (ix *Indexer) SetFilter(ctx context.Context, spec filter.Spec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
+	if err := ix.checkOpen(); err != nil {
+		return err
+	}
 	ix.filtMu.Lock()
 	defer ix.filtMu.Unlock()
-	return ix.setFilterLocked(ctx, spec.Normalize())
+	return ix.closedErr(ix.setFilterLocked(ctx, spec.Normalize()))
 }
 
-// PatchFilter applies a patch to the filter in force, as SetFilter.
+// PatchFilter applies a patch to the filter in force, as SetFilter, and
+// returns the spec now in force. Adding collections to a filter that stores
+// every collection changes nothing; a patch that would delete stored
+// records (narrowed collections, new excludes) is refused with a
+// *filter.DeleteError unless p.ConfirmDelete is set (see filter.Spec.Apply).
 func (ix *Indexer) PatchFilter(ctx context.Context, p filter.Patch) (filter.Spec, error) {
 	if err := p.Validate(); err != nil {
+		return filter.Spec{}, err
+	}
+	if err := ix.checkOpen(); err != nil {
 		return filter.Spec{}, err
 	}
 	ix.filtMu.Lock()
@@ -97,7 +107,7 @@ func (ix *Indexer) PatchFilter(ctx context.Context, p filter.Patch) (filter.Spec
 		return filter.Spec{}, err
 	}
 	next = next.Normalize()
-	return next, ix.setFilterLocked(ctx, next)
+	return next, ix.closedErr(ix.setFilterLocked(ctx, next))
 }
 
 // setFilterLocked puts spec in force and carries out what the change asks
@@ -141,7 +151,9 @@ func (ix *Indexer) setFilterLocked(ctx context.Context, spec filter.Spec) error 
 		return fmt.Errorf("cistern: persist filter: %w", err)
 	}
 	ix.filt.Store(nf)
-	if err := ix.repos.ApplyFilterChange(ctx, change); err != nil {
+	removed, err := ix.repos.ApplyFilterChange(ctx, change)
+	logRemovals(ix.log, change, removed)
+	if err != nil {
 		return err
 	}
 	ix.crawler.Kick()

@@ -24,7 +24,7 @@ func (ix *Indexer) LookupHandle(ctx context.Context, h string) (string, error) {
 	}
 	want := hdl.Normalize().String()
 	var did string
-	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+	err = ix.view(ctx, func(tx store.ReadTx) error {
 		r, err := tx.RepoByHandle(want)
 		if err == nil && r.State != store.StateDeleted {
 			did = r.DID

@@ -20,6 +20,15 @@
 //	sub, err := ix.Subscribe(ctx, stream.SubscribeOptions{Cursor: 0})
 //	for ev := range sub.Events() { ... }
 //
+// Unset, Config.RelayURL and Config.PLCURL are the production network
+// (wss://bsky.network, https://plc.directory); package cisterntest
+// configures an Indexer for a simulated one (package testnet) in one call.
+// With no Config.Logger, only warnings and errors are logged (to
+// slog.Default's handler). Errors a caller can branch on: ErrClosed after
+// Close, ErrNotTracked for a repo the indexer does not know, and
+// ErrInvalidArgument for input that does not parse; queries take a DID or
+// the handle of a tracked repo, as the HTTP API does.
+//
 // This package only wires the parts and answers queries. Underneath, every
 // change goes through one group-commit writer (internal/writer) into a
 // store.Store, with its event in the same transaction; internal/ingest
@@ -50,7 +59,8 @@ import (
 )
 
 var (
-	// ErrClosed is returned by methods of an Indexer after Close.
+	// ErrClosed is returned (or wrapped) by every method of an Indexer
+	// after Close.
 	ErrClosed = errors.New("cistern: indexer closed")
 	// ErrNotTracked is returned for a repo the indexer does not track.
 	ErrNotTracked = errors.New("cistern: repo not tracked")
@@ -108,15 +118,20 @@ type Indexer struct {
 // Open opens (or creates) the store and returns an Indexer ready to answer
 // queries. Nothing is fetched until Run.
 func Open(cfg Config) (*Indexer, error) {
+	ignored, mixed, plcDefault := cfg.ignoredSettings(), cfg.mixedNetworks(), cfg.PLCURL == ""
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}),
 		pipe: ingest.NewPipeline()}
+	ix.logSettings(ignored, mixed, plcDefault)
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
+	if cfg.ReadOnly && !isZeroSpec(cfg.Filter) {
+		return nil, fmt.Errorf("%w: Config.ReadOnly with a Filter: the indexing process owns the filter", ErrInvalidArgument)
+	}
 	ix.st = cfg.Store
 	if ix.st == nil {
 		db, err := boltstore.Open(cfg.Path, nil)
@@ -124,6 +139,9 @@ func Open(cfg Config) (*Indexer, error) {
 			return nil, fmt.Errorf("cistern: open %s: %w", cfg.Path, err)
 		}
 		ix.st, ix.ownStore = db, true
+	}
+	if cfg.ReadOnly {
+		ix.st = readOnlyStore{ix.st}
 	}
 	ix.res = cfg.Resolver
 	if ix.res == nil {
@@ -139,7 +157,7 @@ func Open(cfg Config) (*Indexer, error) {
 		MaxAge:    cfg.Retention.MaxAge,
 		MaxEvents: cfg.Retention.MaxEvents,
 		Logger:    cfg.Logger,
-		Writer:    ix.w, // acks and prunes share the one write path
+		Writer:    ix.streamWriter(), // acks and prunes share the one write path
 	})
 	ix.bg.Add(1)
 	go func() {
@@ -227,7 +245,8 @@ func (ix *Indexer) changes() <-chan struct{} {
 // Run follows the network until ctx ends: the firehose sources, discovery
 // crawlers, the backfill scheduler and event retention. It returns nil when
 // ctx ends (after saving cursors), or the first fatal error. Run may be
-// called again after it returned.
+// called again after it returned. With Config.ReadOnly it follows the store
+// instead (see followStore): nothing is fetched or written.
 func (ix *Indexer) Run(ctx context.Context) error {
 	// runMu orders this start against Close: either Close sees this Run
 	// in runWG and waits for it, or this Run sees closed.
@@ -260,6 +279,12 @@ func (ix *Indexer) Run(ctx context.Context) error {
 				cancel()
 			}
 		}()
+	}
+	if ix.cfg.ReadOnly {
+		start("follow store", ix.followStore)
+		wg.Wait()
+		close(errc)
+		return <-errc
 	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
@@ -310,6 +335,9 @@ func (ix *Indexer) lock(did string) func() { return ix.repos.Lock(did) }
 // writer stops, at the end of Close, so that Run can save its cursors while
 // Close waits for it.
 func (ix *Indexer) write(ctx context.Context, fn func(tx store.Tx) error) error {
+	if ix.cfg.ReadOnly {
+		return ErrReadOnly
+	}
 	err := ix.w.Write(ctx, fn)
 	if errors.Is(err, writer.ErrClosed) {
 		return ErrClosed

@@ -41,7 +41,7 @@ type Stats struct {
 // disk, and the work done so far.
 func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 	s := &Stats{Repos: map[string]int64{}}
-	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+	err := ix.view(ctx, func(tx store.ReadTx) error {
 		c, err := tx.Counts()
 		if err != nil {
 			return err

@@ -185,6 +185,13 @@ func (t *Table) Discover(ctx context.Context, did, reason string, bc *store.Buff
 // next batch rather than write records behind the deletion, and its
 // records are removed, each with a delete event. The caller holds the lock.
 func (t *Table) Untrack(ctx context.Context, did string, deleteData bool) error {
+	_, err := t.untrack(ctx, did, deleteData)
+	return err
+}
+
+// untrack is Untrack, returning how many records it deleted.
+func (t *Table) untrack(ctx context.Context, did string, deleteData bool) (int64, error) {
+	var deleted int64
 	if deleteData {
 		if err := t.w.Write(ctx, func(tx store.Tx) error {
 			r, err := tx.Repo(did)
@@ -201,13 +208,14 @@ func (t *Table) Untrack(ctx context.Context, did string, deleteData bool) error 
 			}
 			return tx.Dequeue(did)
 		}); err != nil {
-			return err
+			return 0, err
 		}
-		if _, err := DeleteRecords(ctx, t.st, t.w, did, DeleteOptions{}); err != nil {
-			return err
+		n, err := DeleteRecords(ctx, t.st, t.w, did, DeleteOptions{})
+		if deleted = n; err != nil {
+			return deleted, err
 		}
 	}
-	return t.w.Write(ctx, func(tx store.Tx) error { return tx.DeleteRepo(did) })
+	return deleted, t.w.Write(ctx, func(tx store.Tx) error { return tx.DeleteRepo(did) })
 }
 
 // Resync queues a tracked repo for a new backfill. It reports false, and

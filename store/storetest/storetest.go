@@ -18,7 +18,7 @@
 // store.Tx: round trips of every type, key order (records in MST path order,
 // repos in DID order), range scans with cursors in both directions, the
 // atomicity of failed transactions, snapshot reads beside a writer, event id
-// contiguity, block reference counting and reclamation (blocks are per
+// contiguity, the time index (EventAtTime) against its definition, block reference counting and reclamation (blocks are per
 // repo: Block and BlockRefs take the DID with the CID), the backfill queue and
 // buffer orders, metadata, and counters. Run it with -race.
 package storetest
@@ -57,6 +57,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"EventRoundTrip", testEventRoundTrip},
 		{"EventScanAndPrune", testEventScanAndPrune},
 		{"EventIDsContiguous", testEventIDsContiguous},
+		{"EventAtTime", testEventAtTime},
+		{"EventAtTimeMatchesScan", testEventAtTimeMatchesScan},
 		{"FailedUpdateLeavesNothing", testFailedUpdateLeavesNothing},
 		{"ErrorsPassThrough", testErrorsPassThrough},
 		{"ReadOnlyTx", testReadOnlyTx},
