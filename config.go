@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
@@ -47,6 +48,14 @@ type Config struct {
 	// Store, if set, is used instead of a bbolt file at Path. The Indexer
 	// does not close a Store it did not open.
 	Store store.Store
+	// ReadOnly serves a store that another process indexes into (a read
+	// replica, on a store several processes can open, such as
+	// store/pgstore): queries, Subscribe and Stats work, and Run follows
+	// the store instead of the network, waking subscriptions within a
+	// fraction of a second of each commit of the indexing process and
+	// taking up its filter changes. Nothing is written: methods that would
+	// write return ErrReadOnly, and Filter must be the zero Spec.
+	ReadOnly bool
 
 	// Filter says what is tracked, stored and emitted. When it is the zero
 	// Spec the filter persisted in the store is used (nothing is tracked on
@@ -167,6 +176,12 @@ type BackfillConfig struct {
 	// BatchSize is how many records one write transaction carries.
 	// Default 1000.
 	BatchSize int
+	// Strategy is how repos are fetched: backfill.StrategyFull (getRepo),
+	// backfill.StrategySparse (getBlocks: only the MST paths and records of
+	// the stored collections) or backfill.StrategyAuto, which picks per
+	// repo and falls back to getRepo on hosts without getBlocks. Default
+	// auto.
+	Strategy backfill.Strategy
 }
 
 // Retention bounds the event log. Zero keeps everything.
