@@ -9,6 +9,8 @@
 //
 //	cistern -signal xyz.statusphere.status -collections xyz.statusphere.status
 //	cistern -demo     # an in-process test network; no internet needed
+//	cistern -store postgres://cistern@db/cistern -signal ...              # the indexer, on PostgreSQL
+//	cistern -store postgres://cistern@db/cistern -read-only -listen :2471 # a read replica of it
 package main
 
 import (
@@ -29,11 +31,14 @@ import (
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/httpapi"
+	"github.com/cistern-dev/cistern/tapcompat"
 )
 
 // config is what the flags say.
 type config struct {
 	DB          string
+	Store       string // -store: a bbolt path or a postgres:// URL; wins over -db
+	ReadOnly    bool
 	Listen      string
 	Relay       string
 	PLC         string
@@ -48,8 +53,14 @@ type config struct {
 	Retention   time.Duration
 	LogLevel    slog.Level
 	Demo        bool
+	// tap compatibility (package tapcompat)
+	AdminPassword   string
+	Tap             bool
+	TapWebhook      string
+	TapDisableAcks  bool
+	TapRetryTimeout time.Duration
 
-	dbSet bool // -db was given (the demo uses a temporary store otherwise)
+	dbSet bool // -db or -store was given (the demo uses a temporary store otherwise)
 }
 
 // listFlag is a comma-separated list.
@@ -77,7 +88,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	c := &config{}
 	fs := flag.NewFlagSet("cistern", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store")
+	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store (see -store)")
+	fs.StringVar(&c.Store, "store", "", "the store: a bbolt file path, or a PostgreSQL URL postgres://user:pass@host/db[?search_path=schema] (default: -db)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:2470", "HTTP listen address")
 	fs.StringVar(&c.Relay, "relay", "wss://bsky.network", "firehose relay (or PDS) URL")
 	fs.StringVar(&c.PLC, "plc", "https://plc.directory", "PLC directory URL")
@@ -87,10 +99,16 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.Var(listFlag{&c.Track}, "track", "comma list of DIDs tracked explicitly")
 	fs.Var(listFlag{&c.Exclude}, "exclude", "comma list of DIDs never indexed")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for the management API (default: loopback clients only)")
+	fs.StringVar(&c.AdminPassword, "admin-password", "", "password for the management API as Basic auth with user admin (tap's TAP_ADMIN_PASSWORD), beside -admin-token")
+	fs.BoolVar(&c.Tap, "tap", false, "serve tap's protocol: /channel, /resolve, /info, /stats/* (see docs/tap.md)")
+	fs.StringVar(&c.TapWebhook, "tap-webhook", "", "deliver tap events by POST to this URL instead of /channel (implies -tap)")
+	fs.BoolVar(&c.TapDisableAcks, "tap-disable-acks", false, "tap fire-and-forget mode: /channel events count as acknowledged once written")
+	fs.DurationVar(&c.TapRetryTimeout, "tap-retry-timeout", 60*time.Second, "send a /channel event again when not acknowledged within this")
 	fs.IntVar(&c.Concurrency, "backfill-concurrency", 16, "repos backfilled at once")
 	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 
 	var err error
@@ -100,7 +118,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 			if e := f.Value.Set(v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, e)
 			}
-			if f.Name == "db" {
+			if f.Name == "db" || f.Name == "store" {
 				c.dbSet = true
 			}
 		}
@@ -115,7 +133,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "db" {
+		if f.Name == "db" || f.Name == "store" {
 			c.dbSet = true
 		}
 	})
@@ -127,6 +145,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	if c.Retention < 0 {
 		return nil, fmt.Errorf("-retention must not be negative")
+	}
+	if c.ReadOnly && c.Demo {
+		return nil, fmt.Errorf("-read-only and -demo cannot be combined: a replica serves a store another process indexes")
+	}
+	if c.TapWebhook != "" || c.TapDisableAcks {
+		c.Tap = true
+	}
+	if c.TapRetryTimeout <= 0 {
+		return nil, fmt.Errorf("-tap-retry-timeout must be positive")
 	}
 	if c.Concurrency < 1 {
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
@@ -164,13 +191,14 @@ func main() {
 func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	icfg := cistern.Config{
-		Path:     cfg.DB,
+		Path:     cfg.storeLocation(),
 		RelayURL: cfg.Relay,
 		PLCURL:   cfg.PLC,
 		Filter:   cfg.spec(),
 		Verify:   cfg.Verify,
 		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency},
 		Logger:   log,
+		ReadOnly: cfg.ReadOnly,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
 
@@ -183,6 +211,16 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		defer demo.Close()
 	}
 
+	pg, where, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if pg != nil {
+		defer pg.Close()
+		icfg.Store = pg
+	} else {
+		where = icfg.Path
+	}
 	ix, err := cistern.Open(icfg)
 	if err != nil {
 		return err
@@ -193,7 +231,20 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(ix, httpapi.Options{AdminToken: cfg.AdminToken, Logger: log})
+	var tap *tapcompat.Service
+	if cfg.Tap {
+		if tap, err = tapcompat.New(ix, tapcompat.Options{
+			WebhookURL:    cfg.TapWebhook,
+			DisableAcks:   cfg.TapDisableAcks,
+			AdminPassword: cfg.AdminPassword,
+			RetryTimeout:  cfg.TapRetryTimeout,
+			Sources:       []string{icfg.RelayURL},
+			Logger:        log,
+		}); err != nil {
+			return err
+		}
+	}
+	api := httpapi.New(ix, httpapi.Options{AdminToken: cfg.AdminToken, AdminPassword: cfg.AdminPassword, Tap: tap, Logger: log})
 	st := newStatus(ix, time.Now())
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
@@ -203,7 +254,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "cistern: tracking %s; store %s; listening on %s (status page %s/)\n",
-		describe(ix.Filter().Spec()), icfg.Path, base, base)
+		describe(ix.Filter().Spec()), where, base, base)
 	if demo != nil {
 		demo.printHelp(stdout, base)
 	}
@@ -211,6 +262,14 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- ix.Run(runCtx) }()
+	tapCtx, cancelTap := context.WithCancel(context.Background())
+	defer cancelTap()
+	tapDone := make(chan error, 1)
+	if tap != nil {
+		go func() { tapDone <- tap.Run(tapCtx) }()
+	} else {
+		tapDone <- nil
+	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	progDone := make(chan struct{})
@@ -225,6 +284,8 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	case runErr = <-runDone:
 		runDone <- runErr
 	case err := <-srvDone:
+		cancelTap()
+		<-tapDone
 		cancelRun()
 		<-runDone
 		return fmt.Errorf("http: %w", err)
@@ -234,6 +295,10 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("http shutdown", "err", err)
+	}
+	cancelTap()
+	if err := <-tapDone; err != nil {
+		log.Warn("tap delivery", "err", err)
 	}
 	cancelRun()
 	if err := <-runDone; err != nil && runErr == nil {
