@@ -128,6 +128,9 @@ func Open(cfg Config) (*Indexer, error) {
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
+	if cfg.ReadOnly && !isZeroSpec(cfg.Filter) {
+		return nil, fmt.Errorf("%w: Config.ReadOnly with a Filter: the indexing process owns the filter", ErrInvalidArgument)
+	}
 	ix.st = cfg.Store
 	if ix.st == nil {
 		db, err := boltstore.Open(cfg.Path, nil)
@@ -135,6 +138,9 @@ func Open(cfg Config) (*Indexer, error) {
 			return nil, fmt.Errorf("cistern: open %s: %w", cfg.Path, err)
 		}
 		ix.st, ix.ownStore = db, true
+	}
+	if cfg.ReadOnly {
+		ix.st = readOnlyStore{ix.st}
 	}
 	ix.res = cfg.Resolver
 	if ix.res == nil {
@@ -150,7 +156,7 @@ func Open(cfg Config) (*Indexer, error) {
 		MaxAge:    cfg.Retention.MaxAge,
 		MaxEvents: cfg.Retention.MaxEvents,
 		Logger:    cfg.Logger,
-		Writer:    ix.w, // acks and prunes share the one write path
+		Writer:    ix.streamWriter(), // acks and prunes share the one write path
 	})
 	ix.bg.Add(1)
 	go func() {
@@ -239,7 +245,8 @@ func (ix *Indexer) changes() <-chan struct{} {
 // Run follows the network until ctx ends: the firehose sources, discovery
 // crawlers, the backfill scheduler and event retention. It returns nil when
 // ctx ends (after saving cursors), or the first fatal error. Run may be
-// called again after it returned.
+// called again after it returned. With Config.ReadOnly it follows the store
+// instead (see followStore): nothing is fetched or written.
 func (ix *Indexer) Run(ctx context.Context) error {
 	// runMu orders this start against Close: either Close sees this Run
 	// in runWG and waits for it, or this Run sees closed.
@@ -272,6 +279,12 @@ func (ix *Indexer) Run(ctx context.Context) error {
 				cancel()
 			}
 		}()
+	}
+	if ix.cfg.ReadOnly {
+		start("follow store", ix.followStore)
+		wg.Wait()
+		close(errc)
+		return <-errc
 	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
@@ -322,6 +335,9 @@ func (ix *Indexer) lock(did string) func() { return ix.repos.Lock(did) }
 // writer stops, at the end of Close, so that Run can save its cursors while
 // Close waits for it.
 func (ix *Indexer) write(ctx context.Context, fn func(tx store.Tx) error) error {
+	if ix.cfg.ReadOnly {
+		return ErrReadOnly
+	}
 	err := ix.w.Write(ctx, fn)
 	if errors.Is(err, writer.ErrClosed) {
 		return ErrClosed
