@@ -47,6 +47,9 @@ func TestParseFlags(t *testing.T) {
 			"CISTERN_COLLECTIONS": "app.bsky.*", "CISTERN_BACKFILL_CONCURRENCY": "3", "CISTERN_LOG_LEVEL": "debug"}, func(c *config) bool {
 			return c.AdminToken == "t" && c.FullNetwork && slices.Equal(c.Collections, []string{"app.bsky.*"}) && c.Concurrency == 3
 		}, ""},
+		{"handle verification", []string{"-skip-handle-verification"}, nil, func(c *config) bool {
+			return c.SkipHandleVerification
+		}, ""},
 		{"flag wins over environment", []string{"-listen", ":1"}, map[string]string{"CISTERN_LISTEN": ":2"}, func(c *config) bool {
 			return c.Listen == ":1"
 		}, ""},
