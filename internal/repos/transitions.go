@@ -40,14 +40,19 @@ func MarkBackfilling(tx store.Tx, r *store.Repo, now time.Time) error {
 }
 
 // MarkFailed writes r, in tx, as a failed backfill attempt (state error,
-// one more retry counted, the error's kind and message) and queues it at
-// next.
+// one more retry counted, the error's kind and message), with the repo
+// event that tells consumers its sync failed (Status "error", Error
+// "<kind>: <message>"), and queues it at next.
 func MarkFailed(tx store.Tx, r *store.Repo, kind, msg string, next, now time.Time) error {
 	n := *r
 	n.State, n.ErrorKind, n.LastError, n.Updated = store.StateError, kind, msg, now
 	n.Retries++
 	n.NextAttempt = next
 	if err := tx.PutRepo(&n); err != nil {
+		return err
+	}
+	if err := tx.AppendEvent(&store.Event{Kind: store.KindRepo, DID: n.DID, Rev: n.Rev, Time: now,
+		Status: n.State.String(), Error: kind + ": " + msg}); err != nil {
 		return err
 	}
 	return tx.Enqueue(r.DID, next)
