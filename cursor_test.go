@@ -63,11 +63,9 @@ func TestSetCursor_RunResumesAfterIt(t *testing.T) {
 		}
 		return ""
 	})
-	// The cursor is saved by the follow loop's periodic flush, which may
-	// come after the records are applied.
 	eventually(t, 30*time.Second, func() string {
 		if c, err := ix.Cursor(ctx, net.RelayURL()); c <= 1 || err != nil {
-			return fmt.Sprintf("Cursor after the replay = %d, %v; want past 1", c, err)
+			return fmt.Sprintf("Cursor after the replay = %d, %v; want past 1 (saved every CursorInterval)", c, err)
 		}
 		return ""
 	})
