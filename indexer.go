@@ -38,6 +38,7 @@ import (
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/handles"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
@@ -76,7 +77,8 @@ type Indexer struct {
 	log      *slog.Logger
 	st       store.Store
 	ownStore bool
-	res      resolver.Resolver
+	res      resolver.Resolver // answers without waiting for handle checks when handles is set
+	handles  *handles.Checker  // checks handles beside backfill and live; nil for a resolver that is no HandleChecker
 
 	w       *writer.Writer
 	events  *stream.Log
@@ -140,6 +142,15 @@ func Open(cfg Config) (*Indexer, error) {
 		Logger:    cfg.Logger,
 	})
 	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	var checkHandle func(did string)
+	if hc, ok := ix.res.(resolver.HandleChecker); ok {
+		// Handles are checked beside backfill and live sync, never on
+		// their path.
+		ix.handles = handles.New(handles.Deps{Resolver: hc, Writer: ix.w, Logger: cfg.Logger},
+			handles.Options{Concurrency: cfg.HandleCheckConcurrency})
+		ix.res = handles.Deferred(hc)
+		checkHandle = func(did string) { ix.handles.Request(did, false) }
+	}
 	ix.bg.Add(1)
 	go func() {
 		defer ix.bg.Done()
@@ -165,6 +176,7 @@ func Open(cfg Config) (*Indexer, error) {
 		BatchSize:    bcfg.BatchSize,
 		Logger:       cfg.Logger,
 		OnBackfilled: ix.drain,
+		CheckHandle:  checkHandle,
 	})
 	if err != nil {
 		ix.shutdown()
@@ -233,6 +245,9 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
+	if ix.handles != nil {
+		start("handle checks", ix.handles.Run)
+	}
 	if !ix.cfg.NoFirehose {
 		for _, src := range ix.cfg.Sources {
 			start("firehose "+src, func(ctx context.Context) error { return ix.followSource(ctx, src) })

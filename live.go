@@ -829,13 +829,21 @@ func (ix *Indexer) handleIdentity(ctx context.Context, msg *comatproto.SyncSubsc
 	if err != nil {
 		return fmt.Errorf("resolve %s after #identity: %w", did, err)
 	}
+	if id.Handle == "" && ix.handles != nil {
+		// Checked beside the live path; the verdict is written with a
+		// live identity event if the handle changed.
+		defer ix.handles.Request(msg.Did, true)
+	}
 	return ix.write(ctx, func(tx store.Tx) error {
 		cur, err := tx.Repo(r.DID)
 		if err != nil {
 			return err
 		}
 		next := *cur
-		next.Handle, next.PDS = id.Handle.String(), id.PDS
+		next.PDS = id.PDS
+		if id.Handle != "" {
+			next.Handle = id.Handle.String()
+		}
 		if id.SigningKey != nil {
 			next.SigningKey = id.SigningKey.Multibase()
 		}

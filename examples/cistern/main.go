@@ -48,6 +48,8 @@ type config struct {
 	Retention   time.Duration
 	LogLevel    slog.Level
 	Demo        bool
+	Sched       schedulerFlags
+	Debug       debugFlags
 
 	dbSet bool // -db was given (the demo uses a temporary store otherwise)
 }
@@ -91,6 +93,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	c.Sched.register(fs)
+	c.Debug.register(fs)
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 
 	var err error
@@ -130,6 +134,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	if c.Concurrency < 1 {
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
+	}
+	if err := c.Sched.validate(); err != nil {
+		return nil, err
 	}
 	return c, nil
 }
@@ -173,6 +180,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		Logger:   log,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
+	cfg.Sched.apply(&icfg)
 
 	var demo *demoNet
 	if cfg.Demo {
@@ -193,6 +201,12 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	waitDebug, err := cfg.Debug.serve(ctx, log)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("-debug-listen: %w", err)
+	}
+	defer waitDebug()
 	api := httpapi.New(ix, httpapi.Options{AdminToken: cfg.AdminToken, Logger: log})
 	st := newStatus(ix, time.Now())
 	mux := http.NewServeMux()
