@@ -146,7 +146,7 @@ func Open(cfg Config) (*Indexer, error) {
 	if hc, ok := ix.res.(resolver.HandleChecker); ok {
 		// Handles are checked beside backfill and live sync, never on
 		// their path.
-		ix.handles = handles.New(handles.Deps{Resolver: hc, Writer: ix.w, Logger: cfg.Logger},
+		ix.handles = handles.New(handles.Deps{Resolver: hc, Writer: ix.w, Store: ix.st, Logger: cfg.Logger},
 			handles.Options{Concurrency: cfg.HandleCheckConcurrency})
 		ix.res = handles.Deferred(hc)
 		checkHandle = func(did string) { ix.handles.Request(did, false) }

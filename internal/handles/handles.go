@@ -38,6 +38,9 @@ type Deps struct {
 	Resolver resolver.HandleChecker
 	// Writer carries the verdicts to the store. Required.
 	Writer Writer
+	// Store, if set, is swept when Run starts: every repo stored without
+	// a handle (its check was lost to a restart) is queued for a check.
+	Store store.Store
 	// Logger receives failed checks (debug) and writes (warn). Default:
 	// discard.
 	Logger *slog.Logger
@@ -158,12 +161,48 @@ func (c *Checker) Stats() Stats {
 // Run checks queued handles, Options.Concurrency at a time, until ctx ends;
 // it returns nil once its checks in progress have stopped. Requests still
 // queued stay queued for the next Run.
+//
+// With Deps.Store set, Run first queues every stored repo without a handle
+// (not a deleted one), until MaxQueued is reached: checks requested before a
+// restart are not lost. A store error ends the sweep with a warning.
 func (c *Checker) Run(ctx context.Context) error {
 	var wg sync.WaitGroup
 	for range c.opts.Concurrency {
 		wg.Go(func() { c.work(ctx) })
 	}
+	if c.deps.Store != nil {
+		if err := c.sweep(ctx); err != nil && ctx.Err() == nil {
+			c.deps.Logger.Warn("handle checks: looking for repos without a handle", "err", err)
+		}
+	}
 	wg.Wait()
+	return nil
+}
+
+// sweepPage is how many repos one read transaction of the sweep visits.
+const sweepPage = 1000
+
+// sweep queues the stored repos that have no handle.
+func (c *Checker) sweep(ctx context.Context) error {
+	after := ""
+	for ctx.Err() == nil {
+		n := 0
+		full := false
+		err := c.deps.Store.View(ctx, func(tx store.ReadTx) error {
+			return tx.ScanRepos(after, func(r *store.Repo) (bool, error) {
+				after = r.DID
+				n++
+				if r.Handle == "" && r.State != store.StateDeleted && !c.Request(r.DID, false) {
+					full = true
+					return false, nil
+				}
+				return n < sweepPage, nil
+			})
+		})
+		if err != nil || full || n < sweepPage {
+			return err
+		}
+	}
 	return nil
 }
 

@@ -279,3 +279,35 @@ func TestChecker_FailedCheckWritesNothing(t *testing.T) {
 		t.Errorf("handle %q after a failed check, want kept.test", h)
 	}
 }
+
+func TestChecker_RunChecksReposStoredWithoutAHandle(t *testing.T) {
+	e := newEnv(t, handles.Options{})
+	e.c = handles.New(handles.Deps{Resolver: e.res, Writer: e.w, Store: e.st}, handles.Options{})
+	// A restart lost the checks of these repos: they have no handle.
+	const n = 2500 // more than one page of the sweep
+	for i := range n {
+		did := fmt.Sprintf("did:plc:lost%05d", i)
+		e.track(t, did, "")
+		e.res.set(syntax.DID(did), syntax.Handle(fmt.Sprintf("lost%d.test", i)))
+	}
+	e.track(t, "did:plc:known", "known.test")
+	err := e.w.Write(context.Background(), func(tx store.Tx) error {
+		return tx.PutRepo(&store.Repo{DID: "did:plc:deleted", State: store.StateDeleted})
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.run(t)
+	waitFor(t, "every lost check", func() bool { return e.c.Stats().Checked == n })
+	for _, i := range []int{0, n / 2, n - 1} {
+		did := fmt.Sprintf("did:plc:lost%05d", i)
+		if h, want := e.handle(t, did), fmt.Sprintf("lost%d.test", i); h != want {
+			t.Errorf("%s: handle %q, want %q", did, h, want)
+		}
+	}
+	e.res.mu.Lock()
+	defer e.res.mu.Unlock()
+	if e.res.checks["did:plc:known"] != 0 || e.res.checks["did:plc:deleted"] != 0 {
+		t.Errorf("checked a repo with a handle (%d) or a deleted one (%d)", e.res.checks["did:plc:known"], e.res.checks["did:plc:deleted"])
+	}
+}
