@@ -14,6 +14,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 )
@@ -140,9 +141,9 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 			if _, err := syntax.ParseDID(did); err != nil || ix.Filter().Excluded(did) {
 				continue
 			}
-			reason := reasonNetwork
+			reason := repos.ReasonNetwork
 			if bySignal {
-				reason = reasonSignal
+				reason = repos.ReasonSignal
 				if fallback {
 					if tracked, err := ix.tracked(ctx, did); err != nil {
 						return err
@@ -159,7 +160,7 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 				}
 			}
 			unlock := ix.lock(did)
-			err := ix.trackLocked(ctx, did, reason)
+			err := ix.repos.Track(ctx, did, reason)
 			unlock()
 			if err != nil {
 				return err

@@ -139,6 +139,18 @@ func TestIdentity_HangingHandleChecksDoNotDelayRecords(t *testing.T) {
 		}
 		return ""
 	})
+	eventually(t, 10*time.Second, func() string {
+		st, err := ix.Stats(ctx)
+		if err != nil {
+			return err.Error()
+		}
+		// A repo may be checked twice (asked at start and by its backfill
+		// while the first check ran); the second answers from the cache.
+		if hc := st.HandleChecks; hc.Checked < int64(len(accts)) || hc.Changed != int64(len(accts)) {
+			return fmt.Sprintf("Stats.HandleChecks = %+v, want %d changed", hc, len(accts))
+		}
+		return ""
+	})
 	idents := identityEvents(t, ix)
 	for _, a := range accts {
 		evs := idents[a.DID().String()]

@@ -8,17 +8,16 @@
 // indexer resolves with the document alone (see Deferred), and whoever
 // writes a repo's identity without its handle asks a Checker for the check
 // (Request). The Checker runs checks with its own concurrency; when one
-// answers, the handle is written on the repo's state and, when it changed,
-// an identity event is appended in the same transaction.
+// answers, the handle is written on the repo's state (through the repo
+// table, which appends an identity event in the same transaction when the
+// handle changed).
 package handles
 
 import (
 	"context"
-	"errors"
 	"log/slog"
 	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
@@ -26,18 +25,20 @@ import (
 	"github.com/cistern-dev/cistern/store"
 )
 
-// Writer is the write path a Checker writes verdicts through;
-// *writer.Writer satisfies it. fn may run more than once.
-type Writer interface {
-	Write(ctx context.Context, fn func(tx store.Tx) error) error
+// Repos records verdicts on repo states; *repos.Table satisfies it.
+type Repos interface {
+	// SetHandle writes handle on the repo did if it is tracked and the
+	// handle changed, with an identity event (live or not), and reports
+	// whether it changed.
+	SetHandle(ctx context.Context, did, handle string, live bool) (bool, error)
 }
 
 // Deps is everything a Checker touches.
 type Deps struct {
 	// Resolver checks the handles. Required.
 	Resolver resolver.HandleChecker
-	// Writer carries the verdicts to the store. Required.
-	Writer Writer
+	// Repos records the verdicts. Required.
+	Repos Repos
 	// Store, if set, is swept when Run starts: every repo stored without
 	// a handle (its check was lost to a restart) is queued for a check.
 	Store store.Store
@@ -278,27 +279,7 @@ func (c *Checker) check(ctx context.Context, did string, j *job) {
 		c.deps.Logger.Debug("handle check failed", "did", did, "err", err)
 		return
 	}
-	changed := false
-	err = c.deps.Writer.Write(ctx, func(tx store.Tx) error {
-		changed = false
-		r, err := tx.Repo(did)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil // not tracked (any more)
-		}
-		if err != nil {
-			return err
-		}
-		if r.Handle == h.String() {
-			return nil
-		}
-		next := *r
-		next.Handle = h.String()
-		if err := tx.PutRepo(&next); err != nil {
-			return err
-		}
-		changed = true
-		return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, Live: j.live, DID: did, Time: time.Now(), Handle: next.Handle})
-	})
+	changed, err := c.deps.Repos.SetHandle(ctx, did, h.String(), j.live)
 	c.checked.Add(1)
 	switch {
 	case err != nil && ctx.Err() != nil:

@@ -11,6 +11,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/cistern-dev/cistern/internal/handles"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
@@ -74,6 +75,7 @@ type env struct {
 	st  store.Store
 	w   *writer.Writer
 	res *checker
+	rt  *repos.Table
 	c   *handles.Checker
 }
 
@@ -89,7 +91,8 @@ func newEnv(t *testing.T, opts handles.Options) *env {
 	go func() { defer close(wdone); w.Run(ctx) }()
 	t.Cleanup(func() { cancel(); <-wdone; st.Close() })
 	res := newChecker()
-	return &env{st: st, w: w, res: res, c: handles.New(handles.Deps{Resolver: res, Writer: w}, opts)}
+	rt := repos.New(repos.Options{Store: st, Writer: w})
+	return &env{st: st, w: w, res: res, rt: rt, c: handles.New(handles.Deps{Resolver: res, Repos: rt}, opts)}
 }
 
 // run runs the Checker until the test ends.
@@ -256,7 +259,11 @@ func TestChecker_RequestDuringCheckChecksAgain(t *testing.T) {
 	e.res.gate = make(chan struct{})
 	e.c.Request(did, false)
 	e.run(t)
-	waitFor(t, "the check to start", func() bool { return e.c.Stats().Running == 1 })
+	waitFor(t, "the check to start", func() bool {
+		e.res.mu.Lock()
+		defer e.res.mu.Unlock()
+		return e.res.checks[did] == 1
+	})
 	// The document changes while the check runs (an #identity): the
 	// answer of the running check may be stale, so it is checked again.
 	e.res.set(did, "after.test")
@@ -282,7 +289,7 @@ func TestChecker_FailedCheckWritesNothing(t *testing.T) {
 
 func TestChecker_RunChecksReposStoredWithoutAHandle(t *testing.T) {
 	e := newEnv(t, handles.Options{})
-	e.c = handles.New(handles.Deps{Resolver: e.res, Writer: e.w, Store: e.st}, handles.Options{})
+	e.c = handles.New(handles.Deps{Resolver: e.res, Repos: e.rt, Store: e.st}, handles.Options{})
 	// A restart lost the checks of these repos: they have no handle.
 	const n = 2500 // more than one page of the sweep
 	for i := range n {
