@@ -6,6 +6,7 @@ import (
 	"fmt"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/crawl"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
 )
@@ -136,7 +137,7 @@ func (ix *Indexer) setFilterLocked(ctx context.Context, spec filter.Spec) error 
 		if err := tx.PutMeta(metaFilterFrom, fromEnc); err != nil {
 			return err
 		}
-		return resetCrawls(tx, from.Spec(), spec)
+		return crawl.Reset(tx, from.Spec(), spec)
 	}); err != nil {
 		return fmt.Errorf("cistern: persist filter: %w", err)
 	}
@@ -213,6 +214,6 @@ func (ix *Indexer) applyFilterChange(ctx context.Context, change filter.Change) 
 		}
 	}
 	ix.bf.Kick()
-	ix.kickCrawl()
+	ix.crawler.Kick()
 	return nil
 }

@@ -38,6 +38,7 @@ import (
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/crawl"
 	"github.com/cistern-dev/cistern/internal/handles"
 	"github.com/cistern-dev/cistern/internal/ingest"
 	"github.com/cistern-dev/cistern/internal/repos"
@@ -89,7 +90,7 @@ type Indexer struct {
 	pipe   *ingest.Pipeline // live writes queued, per repo
 	ing    *ingest.Ingest   // firehose sources, live commits
 
-	crawlKick chan struct{}
+	crawler *crawl.Crawler // discovery of repos that wrote before
 
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced after each commit
@@ -113,7 +114,7 @@ func Open(cfg Config) (*Indexer, error) {
 		return nil, err
 	}
 	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}),
-		crawlKick: make(chan struct{}, 1), pipe: ingest.NewPipeline()}
+		pipe: ingest.NewPipeline()}
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
@@ -203,6 +204,18 @@ func Open(cfg Config) (*Indexer, error) {
 		return nil, fmt.Errorf("cistern: backfill: %w", err)
 	}
 
+	ix.crawler = crawl.New(crawl.Config{
+		Store:      ix.st,
+		Write:      writeFunc(ix.write),
+		Repos:      ix.repos,
+		Resolver:   ix.res,
+		Hosts:      ix.bf,
+		HTTPClient: cfg.HTTPClient,
+		URL:        cfg.CrawlURL,
+		Filter:     ix.Filter,
+		Logger:     cfg.Logger,
+	})
+
 	if err := ix.loadFilter(ix.ctx); err != nil {
 		ix.shutdown()
 		return nil, err
@@ -274,7 +287,7 @@ func (ix *Indexer) Run(ctx context.Context) error {
 		}
 	}
 	if !ix.cfg.NoCrawl {
-		start("crawler", ix.crawl)
+		start("crawler", ix.crawler.Run)
 	}
 	wg.Wait()
 	close(errc)
