@@ -147,7 +147,9 @@ func Open(cfg Config) (*Indexer, error) {
 		checkHandle   func(did string, live bool)
 		backfillCheck func(did string)
 	)
-	if hc, ok := ix.res.(resolver.HandleChecker); ok {
+	// The default resolver told to skip handle checks has none to defer.
+	skipChecks := cfg.Resolver == nil && cfg.SkipHandleVerification
+	if hc, ok := ix.res.(resolver.HandleChecker); ok && !skipChecks {
 		// Handles are checked beside backfill and live sync, never on
 		// their path.
 		ix.handles = handles.New(handles.Deps{Resolver: hc, Repos: ix.repos, Store: ix.st, Logger: cfg.Logger},
