@@ -15,6 +15,15 @@
 //	sub, err := ix.Subscribe(ctx, stream.SubscribeOptions{Cursor: 0})
 //	for ev := range sub.Events() { ... }
 //
+// Unset, Config.RelayURL and Config.PLCURL are the production network
+// (wss://bsky.network, https://plc.directory); package cisterntest
+// configures an Indexer for a simulated one (package testnet) in one call.
+// With no Config.Logger, only warnings and errors are logged (to
+// slog.Default's handler). Errors a caller can branch on: ErrClosed after
+// Close, ErrNotTracked for a repo the indexer does not know, and
+// ErrInvalidArgument for input that does not parse; queries take a DID or
+// the handle of a tracked repo, as the HTTP API does.
+//
 // Underneath, every change goes through one group-commit writer
 // (internal/writer) into a store.Store (store/boltstore by default), with its
 // event in the same transaction; backfill brings repos in from their PDS,
@@ -50,7 +59,8 @@ import (
 )
 
 var (
-	// ErrClosed is returned by methods of an Indexer after Close.
+	// ErrClosed is returned (or wrapped) by every method of an Indexer
+	// after Close.
 	ErrClosed = errors.New("cistern: indexer closed")
 	// ErrNotTracked is returned for a repo the indexer does not track.
 	ErrNotTracked = errors.New("cistern: repo not tracked")
@@ -109,12 +119,14 @@ type Indexer struct {
 // Open opens (or creates) the store and returns an Indexer ready to answer
 // queries. Nothing is fetched until Run.
 func Open(cfg Config) (*Indexer, error) {
+	ignored, mixed, plcDefault := cfg.ignoredSettings(), cfg.mixedNetworks(), cfg.PLCURL == ""
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}),
 		pipe: ingest.NewPipeline()}
+	ix.logSettings(ignored, mixed, plcDefault)
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
@@ -135,12 +147,18 @@ func Open(cfg Config) (*Indexer, error) {
 			Logger:                 cfg.Logger,
 		})
 	}
+	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
 	ix.events = stream.New(ix.st, stream.Options{
 		MaxAge:    cfg.Retention.MaxAge,
 		MaxEvents: cfg.Retention.MaxEvents,
 		Logger:    cfg.Logger,
+		Writer:    ix.w, // acks and prunes share the one write path
 	})
-	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	ix.bg.Add(1)
+	go func() {
+		defer ix.bg.Done()
+		ix.w.Run(ix.ctx)
+	}()
 	ix.repos = repos.New(repos.Options{Store: ix.st, Writer: writeFunc(ix.write), Pending: ix.pipe,
 		Kick: func() { ix.bf.Kick() }})
 	var (
@@ -174,11 +192,6 @@ func Open(cfg Config) (*Indexer, error) {
 		CursorInterval: cfg.CursorInterval,
 		Logger:         cfg.Logger,
 	})
-	ix.bg.Add(1)
-	go func() {
-		defer ix.bg.Done()
-		ix.w.Run(ix.ctx)
-	}()
 
 	bcfg := cfg.Backfill
 	ix.bf, err = backfill.New(backfill.Options{

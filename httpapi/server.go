@@ -13,6 +13,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/jetstream"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -36,6 +37,8 @@ type Options struct {
 	Logger *slog.Logger
 	// Stream configures the /stream WebSocket endpoint.
 	Stream StreamOptions
+	// Jetstream configures the Jetstream-compatible /subscribe endpoint.
+	Jetstream jetstream.Options
 }
 
 func (o Options) withDefaults() Options {
@@ -60,6 +63,7 @@ func (o Options) withDefaults() Options {
 //	GET  /xrpc/dev.cistern.listCollection     collection, limit? (1-100, 50), cursor?
 //	GET  /xrpc/dev.cistern.getRepoInfo        repo
 //	GET  /stream                              WebSocket event stream (see StreamHandler)
+//	GET  /subscribe                           Jetstream-compatible WebSocket (see package jetstream)
 //	GET  /health
 //
 // and the management endpoints, which need the admin token (or a loopback
@@ -71,8 +75,8 @@ func (o Options) withDefaults() Options {
 //	POST  /repos/remove   {"dids":[...],"deleteData":bool}
 //	POST  /repos/resync   {"dids":[...]}
 //	GET   /filter
-//	PUT   /filter         a filter.Spec
-//	PATCH /filter         a filter.Patch
+//	PUT   /filter         a FilterRequest (a filter.Spec and confirmDelete)
+//	PATCH /filter         a filter.Patch (confirmDelete for a change that deletes records)
 //	GET   /stats
 //	GET   /metrics        Prometheus text format
 //
@@ -88,6 +92,7 @@ type Server struct {
 
 	xrpc        map[string]func(w http.ResponseWriter, r *http.Request) error
 	stream      http.Handler
+	subscribe   *jetstream.Handler
 	subscribers atomic.Int64
 	metrics     *collector
 	gatherer    prometheus.Gatherer
@@ -102,9 +107,10 @@ func New(ix *cistern.Indexer, opts Options) *Server {
 	s := &Server{ix: ix, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
 	s.xrpc = s.xrpcMethods()
 	s.stream = StreamHandler(ix, opts.Stream)
+	s.subscribe = jetstream.New(ix, ix.Store(), opts.Jetstream)
 	s.metrics = newCollector(ix, &s.subscribers)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.metrics)
+	reg.MustRegister(s.metrics, s.subscribe)
 	s.gatherer = prometheus.Gatherers{ix.Gatherer(), reg}
 	s.routes()
 	return s
@@ -113,6 +119,7 @@ func New(ix *cistern.Indexer, opts Options) *Server {
 func (s *Server) routes() {
 	s.mux.HandleFunc("/xrpc/{nsid}", s.serveXRPC)
 	s.mux.Handle("GET /stream", http.HandlerFunc(s.serveStream))
+	s.mux.Handle("GET /subscribe", s.subscribe)
 	s.mux.HandleFunc("GET /health", s.serveHealth)
 
 	admin := func(pattern string, h http.HandlerFunc) { s.mux.Handle(pattern, s.Admin(h)) }
@@ -193,6 +200,18 @@ func isLoopback(remote string) bool {
 	}
 	ip := net.ParseIP(strings.Trim(host, "[]"))
 	return ip != nil && ip.IsLoopback()
+}
+
+// CloseStreams ends every plain-HTTP /stream response (NDJSON, server-sent
+// events), each with a last {"type":"error","error":"Unavailable"} object,
+// and answers later ones with 503. Those responses last as long as the
+// client reads, so http.Server.Shutdown would wait for them: register it
+// with http.Server.RegisterOnShutdown. WebSocket streams are not affected
+// (Shutdown does not wait for them; they end when the Indexer closes).
+func (s *Server) CloseStreams() {
+	if h, ok := s.stream.(*streamHandler); ok {
+		h.closePlain()
+	}
 }
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {

@@ -8,6 +8,15 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 go mod download
+# The Jetstream clients from npm that jetstream/node_test.go drives.
+if command -v npm >/dev/null; then
+  if [ ! -d jetstream/testdata/node/node_modules ] || [ jetstream/testdata/node/package-lock.json -nt jetstream/testdata/node/node_modules ]; then
+    (cd jetstream/testdata/node && npm ci --no-audit --no-fund --loglevel=error) ||
+      echo "setup: npm ci in jetstream/testdata/node failed; the Jetstream client tests cannot run" >&2
+  fi
+else
+  echo "setup: npm not found; the Jetstream client tests will be skipped" >&2
+fi
 if [ -x ../shared/refnet/setup.sh ]; then
   if ! ../shared/refnet/setup.sh >/dev/null; then
     echo "setup: installing the reference network failed; the end-to-end suite cannot run" >&2

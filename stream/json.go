@@ -409,3 +409,26 @@ func (r *cborReader) value(dst []byte) ([]byte, error) {
 	}
 	return dst, fmt.Errorf("unknown major type %d", major)
 }
+
+// AppendRecordJSON appends the atproto JSON form of a DAG-CBOR record value
+// (one map), as AppendEventJSON renders it, and returns the extended
+// buffer. An invalid value returns an error wrapping ErrInvalidRecord and
+// dst unextended.
+func AppendRecordJSON(dst, record []byte) ([]byte, error) {
+	orig := len(dst)
+	r := cborReader{b: record}
+	dst, err := r.object(dst)
+	if err != nil {
+		return dst[:orig], fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+	}
+	return dst, nil
+}
+
+// AppendJSONString appends s as a JSON string, escaped as AppendEventJSON
+// escapes strings (invalid UTF-8 becomes U+FFFD).
+func AppendJSONString(dst []byte, s string) []byte { return appendString(dst, s) }
+
+// AppendCID appends the string form of a binary CID ("b…" base32 for
+// CIDv1, "Qm…" for CIDv0), or returns an error and dst unextended when cid
+// is not a CID.
+func AppendCID(dst, cid []byte) ([]byte, error) { return appendCID(dst, cid) }

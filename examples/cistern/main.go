@@ -213,6 +213,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	mux.Handle("/", api)
 	mux.Handle("GET /{$}", api.Admin(st))
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv.RegisterOnShutdown(api.CloseStreams) // plain-HTTP /stream responses would hold Shutdown
 
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "cistern: tracking %s; store %s; listening on %s (status page %s/)\n",
