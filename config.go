@@ -47,6 +47,14 @@ type Config struct {
 	// Store, if set, is used instead of a bbolt file at Path. The Indexer
 	// does not close a Store it did not open.
 	Store store.Store
+	// ReadOnly serves a store that another process indexes into (a read
+	// replica, on a store several processes can open, such as
+	// store/pgstore): queries, Subscribe and Stats work, and Run follows
+	// the store instead of the network, waking subscriptions within a
+	// fraction of a second of each commit of the indexing process and
+	// taking up its filter changes. Nothing is written: methods that would
+	// write return ErrReadOnly, and Filter must be the zero Spec.
+	ReadOnly bool
 
 	// Filter says what is tracked, stored and emitted. When it is the zero
 	// Spec the filter persisted in the store is used (nothing is tracked on

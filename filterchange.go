@@ -40,7 +40,7 @@ func (ix *Indexer) loadFilter(ctx context.Context) error {
 	ix.filt.Store(f)
 	if _, unfinished, err := ix.unfinishedFilterChange(ctx); err != nil {
 		return err
-	} else if unfinished {
+	} else if unfinished && !ix.cfg.ReadOnly {
 		// The last change was cut short: finish it before anything else.
 		ix.filtMu.Lock()
 		err := ix.setFilterLocked(ctx, spec)

@@ -88,7 +88,7 @@ type Indexer struct {
 	log      *slog.Logger
 	st       store.Store
 	ownStore bool
-	res      resolver.Resolver // answers without waiting for handle checks when handles is set
+	res      resolver.Resolver // the full answer, handle checked (queries); the paths get one that does not wait
 	handles  *handles.Checker  // checks handles beside backfill and live; nil for a resolver that is no HandleChecker
 
 	w      *writer.Writer
@@ -130,6 +130,9 @@ func Open(cfg Config) (*Indexer, error) {
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
+	if cfg.ReadOnly && !isZeroSpec(cfg.Filter) {
+		return nil, fmt.Errorf("%w: Config.ReadOnly with a Filter: the indexing process owns the filter", ErrInvalidArgument)
+	}
 	ix.st = cfg.Store
 	if ix.st == nil {
 		db, err := boltstore.Open(cfg.Path, nil)
@@ -137,6 +140,9 @@ func Open(cfg Config) (*Indexer, error) {
 			return nil, fmt.Errorf("cistern: open %s: %w", cfg.Path, err)
 		}
 		ix.st, ix.ownStore = db, true
+	}
+	if cfg.ReadOnly {
+		ix.st = readOnlyStore{ix.st}
 	}
 	ix.res = cfg.Resolver
 	if ix.res == nil {
@@ -152,7 +158,7 @@ func Open(cfg Config) (*Indexer, error) {
 		MaxAge:    cfg.Retention.MaxAge,
 		MaxEvents: cfg.Retention.MaxEvents,
 		Logger:    cfg.Logger,
-		Writer:    ix.w, // acks and prunes share the one write path
+		Writer:    ix.streamWriter(), // acks and prunes share the one write path
 	})
 	ix.bg.Add(1)
 	go func() {
@@ -165,14 +171,17 @@ func Open(cfg Config) (*Indexer, error) {
 		checkHandle   func(did string, live bool)
 		backfillCheck func(did string)
 	)
-	// The default resolver told to skip handle checks has none to defer.
-	skipChecks := cfg.Resolver == nil && cfg.SkipHandleVerification
+	// fast is the resolver of the backfill, live and crawl paths: with a
+	// HandleChecker, it does not wait for handle checks, which run beside
+	// them. ix.res (queries such as DIDDocument) keeps the full answer.
+	// The default resolver told to skip handle checks has none to defer,
+	// and a read-only indexer writes no verdicts.
+	fast := ix.res
+	skipChecks := cfg.ReadOnly || (cfg.Resolver == nil && cfg.SkipHandleVerification)
 	if hc, ok := ix.res.(resolver.HandleChecker); ok && !skipChecks {
-		// Handles are checked beside backfill and live sync, never on
-		// their path.
 		ix.handles = handles.New(handles.Deps{Resolver: hc, Repos: ix.repos, Store: ix.st, Logger: cfg.Logger},
 			handles.Options{Concurrency: cfg.HandleCheckConcurrency})
-		ix.res = handles.Deferred(hc)
+		fast = handles.Deferred(hc)
 		checkHandle = func(did string, live bool) { ix.handles.Request(did, live) }
 		backfillCheck = func(did string) { ix.handles.Request(did, false) }
 	}
@@ -183,7 +192,7 @@ func Open(cfg Config) (*Indexer, error) {
 		Write:          writeFunc(ix.write),
 		Repos:          ix.repos,
 		Pipeline:       ix.pipe,
-		Resolver:       ix.res,
+		Resolver:       fast,
 		Filter:         ix.Filter,
 		FullVerify:     cfg.Verify == VerifyFull,
 		HTTPClient:     cfg.HTTPClient,
@@ -197,7 +206,7 @@ func Open(cfg Config) (*Indexer, error) {
 	ix.bf, err = backfill.New(backfill.Options{
 		Store:        ix.st,
 		Writer:       ix.w,
-		Resolver:     ix.res,
+		Resolver:     fast,
 		Filter:       ix.Filter,
 		HTTPClient:   cfg.HTTPClient,
 		Concurrency:  bcfg.Concurrency,
@@ -223,7 +232,7 @@ func Open(cfg Config) (*Indexer, error) {
 		Store:      ix.st,
 		Write:      writeFunc(ix.write),
 		Repos:      ix.repos,
-		Resolver:   ix.res,
+		Resolver:   fast,
 		Hosts:      ix.bf,
 		HTTPClient: cfg.HTTPClient,
 		URL:        cfg.CrawlURL,
@@ -257,7 +266,8 @@ func (ix *Indexer) changes() <-chan struct{} {
 // Run follows the network until ctx ends: the firehose sources, discovery
 // crawlers, the backfill scheduler and event retention. It returns nil when
 // ctx ends (after saving cursors), or the first fatal error. Run may be
-// called again after it returned.
+// called again after it returned. With Config.ReadOnly it follows the store
+// instead (see followStore): nothing is fetched or written.
 func (ix *Indexer) Run(ctx context.Context) error {
 	// runMu orders this start against Close: either Close sees this Run
 	// in runWG and waits for it, or this Run sees closed.
@@ -290,6 +300,12 @@ func (ix *Indexer) Run(ctx context.Context) error {
 				cancel()
 			}
 		}()
+	}
+	if ix.cfg.ReadOnly {
+		start("follow store", ix.followStore)
+		wg.Wait()
+		close(errc)
+		return <-errc
 	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
@@ -343,6 +359,9 @@ func (ix *Indexer) lock(did string) func() { return ix.repos.Lock(did) }
 // writer stops, at the end of Close, so that Run can save its cursors while
 // Close waits for it.
 func (ix *Indexer) write(ctx context.Context, fn func(tx store.Tx) error) error {
+	if ix.cfg.ReadOnly {
+		return ErrReadOnly
+	}
 	err := ix.w.Write(ctx, fn)
 	if errors.Is(err, writer.ErrClosed) {
 		return ErrClosed

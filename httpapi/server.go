@@ -122,7 +122,9 @@ func (s *Server) routes() {
 	s.mux.Handle("GET /subscribe", s.subscribe)
 	s.mux.HandleFunc("GET /health", s.serveHealth)
 
-	admin := func(pattern string, h http.HandlerFunc) { s.mux.Handle(pattern, s.Admin(h)) }
+	admin := func(pattern string, h http.HandlerFunc) {
+		s.mux.Handle(pattern, s.Admin(s.refuseIfReadOnly(pattern, h)))
+	}
 	admin("GET /repos", s.serveListRepos)
 	admin("GET /repos/{did}", s.serveGetRepo)
 	admin("POST /repos/add", s.serveAddRepos)

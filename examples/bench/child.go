@@ -120,9 +120,14 @@ func childBackfill(a childArgs) (*BackfillResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	st0, err := openStore(a.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer st0.Close()
 	start := time.Now()
 	ix, err := cistern.Open(cistern.Config{
-		Path:                   a.DB,
+		Store:                  st0,
 		Filter:                 filter.Spec{DIDs: dids},
 		NoFirehose:             true,
 		NoCrawl:                true,
@@ -175,9 +180,7 @@ func childBackfill(a childArgs) (*BackfillResult, error) {
 	if err := ix.Close(); err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(a.DB); err == nil {
-		res.DiskBytes = fi.Size()
-	}
+	res.DiskBytes = st0.Size()
 	return res, nil
 }
 
@@ -204,8 +207,13 @@ func childLive(a childArgs) (*LiveResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	db, err := openStore(a.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
 	ix, err := cistern.Open(cistern.Config{
-		Path:                   a.DB,
+		Store:                  db,
 		RelayURL:               a.Relay,
 		NoCrawl:                true,
 		PLCURL:                 a.PLC,
@@ -354,7 +362,12 @@ type StreamResult struct {
 }
 
 func childStream(a childArgs) (*StreamResult, error) {
-	ix, err := cistern.Open(cistern.Config{Path: a.DB, NoFirehose: true, NoCrawl: true, PLCURL: a.PLC, Logger: childLogger()})
+	db, err := openStore(a.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	ix, err := cistern.Open(cistern.Config{Store: db, NoFirehose: true, NoCrawl: true, PLCURL: a.PLC, Logger: childLogger()})
 	if err != nil {
 		return nil, err
 	}

@@ -63,6 +63,10 @@
 //	-server-profile-seconds N  CPU profile length of that run with BENCH_PROFILE (default 10)
 //	-dir path         where stores are written (default a temporary directory, removed)
 //	-json path        write the results as JSON
+//	-store s          "" for bbolt (default); a postgres:// URL: a new schema on that
+//	                  server; throwaway: a PostgreSQL (fsync on) started for the run
+//	                  from the machine's binaries. On PostgreSQL the live run without
+//	                  verification is skipped, and disk is the tables' size.
 package main
 
 import (
@@ -92,6 +96,7 @@ func main() {
 	flag.IntVar(&o.ServerProfileSeconds, "server-profile-seconds", 10, "with BENCH_PROFILE set, seconds of CPU profile taken from the server")
 	flag.StringVar(&o.Dir, "dir", "", "directory for the stores (default: a temporary one, removed)")
 	flag.StringVar(&o.JSON, "json", "", "write the results as JSON to this file")
+	flag.StringVar(&o.Store, "store", "", "the store: empty for bbolt, a postgres:// URL (a new schema on it), or throwaway (a durable PostgreSQL started for the run)")
 	var c childArgs
 	flag.StringVar(&c.DB, "db", "", "internal: store path")
 	flag.StringVar(&c.PLC, "plc", "", "internal: PLC URL")

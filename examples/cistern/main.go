@@ -9,6 +9,8 @@
 //
 //	cistern -signal xyz.statusphere.status -collections xyz.statusphere.status
 //	cistern -demo     # an in-process test network; no internet needed
+//	cistern -store postgres://cistern@db/cistern -signal ...              # the indexer, on PostgreSQL
+//	cistern -store postgres://cistern@db/cistern -read-only -listen :2471 # a read replica of it
 package main
 
 import (
@@ -34,6 +36,8 @@ import (
 // config is what the flags say.
 type config struct {
 	DB          string
+	Store       string // -store: a bbolt path or a postgres:// URL; wins over -db
+	ReadOnly    bool
 	Listen      string
 	Relay       string
 	PLC         string
@@ -51,7 +55,7 @@ type config struct {
 	Sched       schedulerFlags
 	Debug       debugFlags
 
-	dbSet bool // -db was given (the demo uses a temporary store otherwise)
+	dbSet bool // -db or -store was given (the demo uses a temporary store otherwise)
 }
 
 // listFlag is a comma-separated list.
@@ -79,7 +83,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	c := &config{}
 	fs := flag.NewFlagSet("cistern", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store")
+	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store (see -store)")
+	fs.StringVar(&c.Store, "store", "", "the store: a bbolt file path, or a PostgreSQL URL postgres://user:pass@host/db[?search_path=schema] (default: -db)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:2470", "HTTP listen address")
 	fs.StringVar(&c.Relay, "relay", "wss://bsky.network", "firehose relay (or PDS) URL")
 	fs.StringVar(&c.PLC, "plc", "https://plc.directory", "PLC directory URL")
@@ -95,6 +100,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	c.Sched.register(fs)
 	c.Debug.register(fs)
+	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 
 	var err error
@@ -104,7 +110,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 			if e := f.Value.Set(v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, e)
 			}
-			if f.Name == "db" {
+			if f.Name == "db" || f.Name == "store" {
 				c.dbSet = true
 			}
 		}
@@ -119,7 +125,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "db" {
+		if f.Name == "db" || f.Name == "store" {
 			c.dbSet = true
 		}
 	})
@@ -131,6 +137,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	if c.Retention < 0 {
 		return nil, fmt.Errorf("-retention must not be negative")
+	}
+	if c.ReadOnly && c.Demo {
+		return nil, fmt.Errorf("-read-only and -demo cannot be combined: a replica serves a store another process indexes")
 	}
 	if c.Concurrency < 1 {
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
@@ -171,13 +180,14 @@ func main() {
 func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	icfg := cistern.Config{
-		Path:     cfg.DB,
+		Path:     cfg.storeLocation(),
 		RelayURL: cfg.Relay,
 		PLCURL:   cfg.PLC,
 		Filter:   cfg.spec(),
 		Verify:   cfg.Verify,
 		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency},
 		Logger:   log,
+		ReadOnly: cfg.ReadOnly,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
 	cfg.Sched.apply(&icfg)
@@ -191,6 +201,16 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		defer demo.Close()
 	}
 
+	pg, where, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if pg != nil {
+		defer pg.Close()
+		icfg.Store = pg
+	} else {
+		where = icfg.Path
+	}
 	ix, err := cistern.Open(icfg)
 	if err != nil {
 		return err
@@ -217,7 +237,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "cistern: tracking %s; store %s; listening on %s (status page %s/)\n",
-		describe(ix.Filter().Spec()), icfg.Path, base, base)
+		describe(ix.Filter().Spec()), where, base, base)
 	if demo != nil {
 		demo.printHelp(stdout, base)
 	}
