@@ -219,6 +219,7 @@ func Open(cfg Config) (*Indexer, error) {
 		MinBackoff:   bcfg.MinBackoff,
 		MaxBackoff:   bcfg.MaxBackoff,
 		BatchSize:    bcfg.BatchSize,
+		Strategy:     bcfg.Strategy,
 		Logger:       cfg.Logger,
 		OnBackfilled: ix.ing.Drain,
 		CheckHandle:  backfillCheck,

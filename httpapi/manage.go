@@ -10,6 +10,7 @@ import (
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/tapcompat"
 )
 
 // MaxDIDsPerRequest bounds the "dids" list of one management request.
@@ -241,5 +242,18 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 	// Stats.Subscriptions counts /stream connections with the library's
 	// subscriptions; /metrics has cistern_stream_subscribers for /stream
 	// alone.
-	writeJSON(w, http.StatusOK, st)
+	if s.opts.Tap == nil {
+		writeJSON(w, http.StatusOK, st)
+		return
+	}
+	ts, err := s.opts.Tap.Stats(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
+		*cistern.Stats
+		// Tap is the tap delivery's outbox.
+		Tap *tapcompat.OutboxStats `json:"tap"`
+	}{st, &ts})
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/jetstream"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/tapcompat"
 )
 
 // DefaultMaxBodyBytes is the request body limit when Options.MaxBodyBytes
@@ -29,6 +30,16 @@ type Options struct {
 	// reverse proxy on the same host every client looks local, so set a
 	// token there). Read endpoints (XRPC, /stream, /health) are public.
 	AdminToken string
+	// AdminPassword, when set, is also accepted on management endpoints as
+	// HTTP Basic auth with the user "admin" (tap's TAP_ADMIN_PASSWORD),
+	// beside the bearer AdminToken. With either set, loopback clients need
+	// credentials too.
+	AdminPassword string
+	// Tap, when set, serves tap's protocol beside cistern's endpoints
+	// (package tapcompat): /channel, /resolve/{did}, /info/{did} and
+	// /stats/*, behind the management access rule, with its delivery
+	// counters in /stats and /metrics. The host runs it (Service.Run).
+	Tap *tapcompat.Service
 	// MaxBodyBytes bounds request bodies; larger ones get 413.
 	// Default DefaultMaxBodyBytes (1 MiB).
 	MaxBodyBytes int64
@@ -111,6 +122,9 @@ func New(ix *cistern.Indexer, opts Options) *Server {
 	s.metrics = newCollector(ix, &s.subscribers)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(s.metrics, s.subscribe)
+	if opts.Tap != nil {
+		reg.MustRegister(opts.Tap.Collector())
+	}
 	s.gatherer = prometheus.Gatherers{ix.Gatherer(), reg}
 	s.routes()
 	return s
@@ -135,6 +149,9 @@ func (s *Server) routes() {
 	admin("PATCH /filter", s.servePatchFilter)
 	admin("GET /stats", s.serveStats)
 	admin("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{ErrorLog: nil}).ServeHTTP)
+	if s.opts.Tap != nil {
+		s.opts.Tap.Register(s.mux, s.Admin)
+	}
 }
 
 // ServeHTTP routes a request. Unknown paths get 404 and a known path with
@@ -173,24 +190,47 @@ func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
 func (p *statusProbe) WriteHeader(code int)        { p.status = code }
 
 // Admin wraps h with the management access rule: with Options.AdminToken
-// set, "Authorization: Bearer <token>" is required (401 otherwise); without
-// one, only loopback clients are served (403 otherwise). Host applications
-// use it to protect pages of their own, such as a status page.
+// or Options.AdminPassword set, "Authorization: Bearer <token>" or Basic
+// auth "admin:<password>" is required (401 otherwise); without either, only
+// loopback clients are served (403 otherwise). Host applications use it to
+// protect pages of their own, such as a status page.
 func (s *Server) Admin(h http.Handler) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.opts.AdminToken != "" {
-			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(s.opts.AdminToken)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="cistern"`)
-				writeError(w, http.StatusUnauthorized, "AuthenticationRequired", "this endpoint needs Authorization: Bearer <admin token>")
+		switch {
+		case s.opts.AdminToken != "" || s.opts.AdminPassword != "":
+			if !s.authorized(r) {
+				w.Header().Add("WWW-Authenticate", `Bearer realm="cistern"`)
+				if s.opts.AdminPassword != "" {
+					w.Header().Add("WWW-Authenticate", `Basic realm="cistern"`)
+				}
+				writeError(w, http.StatusUnauthorized, "AuthenticationRequired",
+					"this endpoint needs Authorization: Bearer <admin token> or Basic admin:<admin password>")
 				return
 			}
-		} else if !isLoopback(r.RemoteAddr) {
+		case !isLoopback(r.RemoteAddr):
 			writeError(w, http.StatusForbidden, "Forbidden", "management endpoints answer loopback clients only when no admin token is configured")
 			return
 		}
 		h.ServeHTTP(w, r)
 	})
+}
+
+// authorized checks the request's credentials against the configured
+// token and password, in constant time.
+func (s *Server) authorized(r *http.Request) bool {
+	if s.opts.AdminToken != "" {
+		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok &&
+			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(s.opts.AdminToken)) == 1 {
+			return true
+		}
+	}
+	if s.opts.AdminPassword != "" {
+		if user, pass, ok := r.BasicAuth(); ok && user == "admin" &&
+			subtle.ConstantTimeCompare([]byte(pass), []byte(s.opts.AdminPassword)) == 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // isLoopback reports whether a remote address ("host:port") is a loopback

@@ -68,7 +68,7 @@ func (o StreamOptions) withDefaults() StreamOptions {
 // Without cursor the stream starts with the next new event; with cursor=N
 // it replays every retained event after id N, then continues live; cursor=0
 // replays the whole retained log. collections (NSID patterns), dids and
-// kinds (record, identity, account) are comma-separated lists, and may be
+// kinds (record, identity, account, repo) are comma-separated lists, and may be
 // repeated; origin is any (default), live or backfill. Identity and account
 // events pass a collection filter.
 //
@@ -154,7 +154,7 @@ func parseStreamQuery(r *http.Request) (stream.SubscribeOptions, error) {
 	for _, k := range list("kinds") {
 		kind, err := stream.ParseKind(k)
 		if err != nil {
-			return o, fmt.Errorf("kinds: %q is not record, identity or account", k)
+			return o, fmt.Errorf("kinds: %q is not record, identity, account or repo", k)
 		}
 		o.Kinds = append(o.Kinds, kind)
 	}

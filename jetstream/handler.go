@@ -279,8 +279,10 @@ func (h *Handler) serve(ctx context.Context, conn *websocket.Conn, req Request, 
 	w := &writer{h: h, conn: conn, compress: req.Compress}
 	pos := start
 	for {
+		// Repo events (a failed sync) have no Jetstream form.
 		sub, err := h.src.Subscribe(ctx, stream.SubscribeOptions{
-			Cursor: pos, Collections: f.Collections(), DIDs: f.DIDs(), FromOldest: true})
+			Cursor: pos, Collections: f.Collections(), DIDs: f.DIDs(), FromOldest: true,
+			Kinds: []store.EventKind{store.KindRecord, store.KindIdentity, store.KindAccount}})
 		if err != nil {
 			return h.ended(ctx, err)
 		}

@@ -22,14 +22,17 @@ if ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 && ! command -v initdb 
     echo "setup: no apt-get; install PostgreSQL (initdb, postgres) for the PostgreSQL store tests" >&2
   fi
 fi
-# The Jetstream clients from npm that jetstream/node_test.go drives.
+# The npm clients the Go tests drive: Jetstream's (jetstream/node_test.go)
+# and tap's @atproto/tap (tapcompat; it needs Node 22, which refnet brings).
 if command -v npm >/dev/null; then
-  if [ ! -d jetstream/testdata/node/node_modules ] || [ jetstream/testdata/node/package-lock.json -nt jetstream/testdata/node/node_modules ]; then
-    (cd jetstream/testdata/node && npm ci --no-audit --no-fund --loglevel=error) ||
-      echo "setup: npm ci in jetstream/testdata/node failed; the Jetstream client tests cannot run" >&2
-  fi
+  for dir in jetstream/testdata/node tapcompat/testdata/node; do
+    if [ ! -d $dir/node_modules ] || [ $dir/package-lock.json -nt $dir/node_modules ]; then
+      (cd $dir && npm ci --no-audit --no-fund --loglevel=error) ||
+        echo "setup: npm ci in $dir failed; the tests that run its client cannot run" >&2
+    fi
+  done
 else
-  echo "setup: npm not found; the Jetstream client tests will be skipped" >&2
+  echo "setup: npm not found; the Jetstream and tap client tests will be skipped" >&2
 fi
 if [ -x ../shared/refnet/setup.sh ]; then
   if ! ../shared/refnet/setup.sh >/dev/null; then

@@ -29,8 +29,10 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/httpapi"
+	"github.com/cistern-dev/cistern/tapcompat"
 )
 
 // config is what the flags say.
@@ -48,12 +50,21 @@ type config struct {
 	Exclude     []string
 	AdminToken  string
 	Concurrency int
+	Strategy    backfill.Strategy
 	Verify      cistern.VerifyMode
 	Retention   time.Duration
 	LogLevel    slog.Level
 	Demo        bool
 	Sched       schedulerFlags
 	Debug       debugFlags
+	// tap compatibility (package tapcompat)
+	AdminPassword   string
+	Tap             bool
+	TapWebhook      string
+	TapDisableAcks  bool
+	TapRetryTimeout time.Duration
+	// SkipHandleVerification takes handles from DID documents unchecked.
+	SkipHandleVerification bool
 
 	dbSet bool // -db or -store was given (the demo uses a temporary store otherwise)
 }
@@ -94,14 +105,21 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.Var(listFlag{&c.Track}, "track", "comma list of DIDs tracked explicitly")
 	fs.Var(listFlag{&c.Exclude}, "exclude", "comma list of DIDs never indexed")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for the management API (default: loopback clients only)")
+	fs.StringVar(&c.AdminPassword, "admin-password", "", "password for the management API as Basic auth with user admin (tap's TAP_ADMIN_PASSWORD), beside -admin-token")
+	fs.BoolVar(&c.Tap, "tap", false, "serve tap's protocol: /channel, /resolve, /info, /stats/* (see docs/tap.md)")
+	fs.StringVar(&c.TapWebhook, "tap-webhook", "", "deliver tap events by POST to this URL instead of /channel (implies -tap)")
+	fs.BoolVar(&c.TapDisableAcks, "tap-disable-acks", false, "tap fire-and-forget mode: /channel events count as acknowledged once written")
+	fs.DurationVar(&c.TapRetryTimeout, "tap-retry-timeout", 60*time.Second, "send a /channel event again when not acknowledged within this")
 	fs.IntVar(&c.Concurrency, "backfill-concurrency", 16, "repos backfilled at once")
 	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
+	strategy := fs.String("backfill-strategy", "auto", "how repos are fetched: full (getRepo), sparse (getBlocks, stored collections only) or auto")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	c.Sched.register(fs)
 	c.Debug.register(fs)
 	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
+	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "take handles from DID documents unchecked (a test network's .test handles cannot be verified)")
 
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -132,6 +150,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	if c.Verify, err = cistern.ParseVerifyMode(*verify); err != nil {
 		return nil, err
 	}
+	if c.Strategy, err = backfill.ParseStrategy(*strategy); err != nil {
+		return nil, fmt.Errorf("-backfill-strategy: %w", err)
+	}
 	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
 	}
@@ -140,6 +161,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	if c.ReadOnly && c.Demo {
 		return nil, fmt.Errorf("-read-only and -demo cannot be combined: a replica serves a store another process indexes")
+	}
+	if c.TapWebhook != "" || c.TapDisableAcks {
+		c.Tap = true
+	}
+	if c.TapRetryTimeout <= 0 {
+		return nil, fmt.Errorf("-tap-retry-timeout must be positive")
 	}
 	if c.Concurrency < 1 {
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
@@ -185,12 +212,13 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		PLCURL:   cfg.PLC,
 		Filter:   cfg.spec(),
 		Verify:   cfg.Verify,
-		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency},
+		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency, Strategy: cfg.Strategy},
 		Logger:   log,
 		ReadOnly: cfg.ReadOnly,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
 	cfg.Sched.apply(&icfg)
+	icfg.SkipHandleVerification = cfg.SkipHandleVerification
 
 	var demo *demoNet
 	if cfg.Demo {
@@ -227,7 +255,20 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		return fmt.Errorf("-debug-listen: %w", err)
 	}
 	defer waitDebug()
-	api := httpapi.New(ix, httpapi.Options{AdminToken: cfg.AdminToken, Logger: log})
+	var tap *tapcompat.Service
+	if cfg.Tap {
+		if tap, err = tapcompat.New(ix, tapcompat.Options{
+			WebhookURL:    cfg.TapWebhook,
+			DisableAcks:   cfg.TapDisableAcks,
+			AdminPassword: cfg.AdminPassword,
+			RetryTimeout:  cfg.TapRetryTimeout,
+			Sources:       []string{icfg.RelayURL},
+			Logger:        log,
+		}); err != nil {
+			return err
+		}
+	}
+	api := httpapi.New(ix, httpapi.Options{AdminToken: cfg.AdminToken, AdminPassword: cfg.AdminPassword, Tap: tap, Logger: log})
 	st := newStatus(ix, time.Now())
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
@@ -245,6 +286,14 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- ix.Run(runCtx) }()
+	tapCtx, cancelTap := context.WithCancel(context.Background())
+	defer cancelTap()
+	tapDone := make(chan error, 1)
+	if tap != nil {
+		go func() { tapDone <- tap.Run(tapCtx) }()
+	} else {
+		tapDone <- nil
+	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	progDone := make(chan struct{})
@@ -259,6 +308,8 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	case runErr = <-runDone:
 		runDone <- runErr
 	case err := <-srvDone:
+		cancelTap()
+		<-tapDone
 		cancelRun()
 		<-runDone
 		return fmt.Errorf("http: %w", err)
@@ -268,6 +319,10 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("http shutdown", "err", err)
+	}
+	cancelTap()
+	if err := <-tapDone; err != nil {
+		log.Warn("tap delivery", "err", err)
 	}
 	cancelRun()
 	if err := <-runDone; err != nil && runErr == nil {
