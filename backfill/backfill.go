@@ -149,18 +149,10 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 			return nil
 		}
 		stale = false
-		r.State = store.StateBackfilling
 		if err := setIdentity(tx, r, ident, now); err != nil {
 			return err
 		}
-		r.Updated = now
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		// Live commits held so far were received before the CAR is
-		// fetched, so the CAR holds them: only those that arrive from now
-		// on need to be applied after the backfill.
-		return tx.DeleteBuffer(did, "")
+		return repos.MarkBackfilling(tx, r, now)
 	}); err != nil {
 		return err
 	}
@@ -350,20 +342,7 @@ func (s *Scheduler) deleted(ctx context.Context, did string, known bool) error {
 		if err != nil {
 			return err
 		}
-		emit := r.Status != "deleted"
-		r.State, r.Status = store.StateDeleted, "deleted"
-		repos.ClearError(r)
-		r.Updated = now
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		if err := tx.Dequeue(did); err != nil {
-			return err
-		}
-		if !emit {
-			return nil
-		}
-		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: did, Time: now, Active: false, Status: "deleted"})
+		return repos.MarkInactive(tx, r, "deleted", now)
 	})
 	if errors.Is(err, errGone) {
 		return errStale
@@ -387,21 +366,7 @@ func (s *Scheduler) inactive(ctx context.Context, did, status string) error {
 		if r == nil {
 			return tx.Dequeue(did) // untracked meanwhile: not to be brought back
 		}
-		emit := r.Status != status
-		state, _ := repos.InactiveState(status)
-		r.State, r.Status = state, status
-		repos.ClearError(r)
-		r.Updated = now
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		if err := tx.Dequeue(did); err != nil {
-			return err
-		}
-		if !emit {
-			return nil
-		}
-		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: did, Time: now, Active: false, Status: status})
+		return repos.MarkInactive(tx, r, status, now)
 	})
 	if err != nil {
 		return err
@@ -443,32 +408,16 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 			return nil
 		}
 		gone = false
-		r.ErrorKind, r.LastError = fl.kind, fl.err.Error()
-		r.Updated = now
 		switch fl.kind {
 		case KindRateLimited:
 			next = fl.until
-			if r.State == store.StateBackfilling {
-				r.State = store.StatePending
-			}
-			r.NextAttempt = next
-			if err := tx.PutRepo(r); err != nil {
-				return err
-			}
-			return tx.Enqueue(did, next)
+			return repos.MarkDeferred(tx, r, fl.kind, fl.err.Error(), next, now)
 		case KindTooLarge, KindInvalid:
-			r.Retries++
 			next = now.Add(backoff(s.opts.MaxBackoff, s.opts.MaxBackoff, 1, jitter))
 		default:
-			r.Retries++
-			next = now.Add(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, r.Retries, jitter))
+			next = now.Add(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, r.Retries+1, jitter))
 		}
-		r.NextAttempt = next
-		// Consumers see the failed sync in the log: a repo event.
-		if err := repos.MarkFailed(tx, r, now); err != nil {
-			return err
-		}
-		return tx.Enqueue(did, next)
+		return repos.MarkFailed(tx, r, fl.kind, fl.err.Error(), next, now)
 	})
 	if err != nil {
 		return err

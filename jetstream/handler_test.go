@@ -112,10 +112,9 @@ func TestSubscribe_NoCursorOrFutureCursorIsLive(t *testing.T) {
 	f := newFixture(t, jetstream.Options{}, stream.Options{})
 	f.writeMixed(t, 10)
 	for _, q := range []url.Values{nil, {"cursor": {fmt.Sprint(time.Now().Add(time.Hour).UnixMicro())}}} {
+		// The start is fixed before the upgrade: once dialed, what is
+		// written next is live.
 		c := dial(t, f.wsURL("/subscribe", q), nil)
-		// The subscription starts at connect; give it a moment to have
-		// resolved its start before writing.
-		time.Sleep(50 * time.Millisecond)
 		live := f.writeMixed(t, 5)
 		if got := msgKeys(c.take(5)); !reflect.DeepEqual(got, keys(live)) {
 			t.Fatalf("%v: got %v, want only the new events %v", q, got, keys(live))
@@ -230,7 +229,6 @@ func TestSubscribe_Compression(t *testing.T) {
 func TestSubscribe_OptionsUpdate(t *testing.T) {
 	f := newFixture(t, jetstream.Options{}, stream.Options{})
 	c := dial(t, f.wsURL("/subscribe", url.Values{"wantedCollections": {"app.bsky.feed.post"}}), nil)
-	time.Sleep(50 * time.Millisecond)
 	first := f.writeMixed(t, 9)
 	var want []*store.Event
 	for _, ev := range first {
@@ -247,7 +245,39 @@ func TestSubscribe_OptionsUpdate(t *testing.T) {
 	}
 	// An unknown message type is ignored.
 	c.conn.Write(context.Background(), websocket.MessageText, []byte(`{"type":"something_else","payload":{}}`))
-	time.Sleep(100 * time.Millisecond)
+	// Probes (bob's likes, which only the new filter passes) show when
+	// the server has applied the update. Frames are read in the
+	// background: a read that times out would end the connection.
+	frames := make(chan message, 256)
+	go func() {
+		defer close(frames)
+		for {
+			_, b, err := c.conn.Read(context.Background())
+			if err != nil {
+				return
+			}
+			var m message
+			json.Unmarshal(b, &m)
+			frames <- m
+		}
+	}()
+	probes := map[string]bool{}
+	for applied := false; !applied; {
+		if len(probes) > 50 {
+			t.Fatal("the options_update was not applied")
+		}
+		p := f.create("bob", "app.bsky.feed.like")
+		probes[eventKey(p)] = true
+		f.write(t, p)
+		select {
+		case m := <-frames:
+			if !probes[m.key()] {
+				t.Fatalf("first message after the update is not a probe: %s", m.key())
+			}
+			applied = true
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
 	second := f.writeMixed(t, 30)
 	want = nil
 	for _, ev := range second {
@@ -255,9 +285,24 @@ func TestSubscribe_OptionsUpdate(t *testing.T) {
 			want = append(want, ev)
 		}
 	}
-	if got := msgKeys(c.take(len(want))); !reflect.DeepEqual(got, keys(want)) {
+	var got []string
+	for len(got) < len(want) {
+		select {
+		case m, ok := <-frames:
+			if !ok {
+				t.Fatalf("connection ended after %d of %d events", len(got), len(want))
+			}
+			if !probes[m.key()] {
+				got = append(got, m.key())
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("after the update: %d of %d events", len(got), len(want))
+		}
+	}
+	if !reflect.DeepEqual(got, keys(want)) {
 		t.Fatalf("after the update: got %v\nwant %v", got, keys(want))
 	}
+	c.conn.CloseNow()
 
 	// An invalid update closes the connection, saying why.
 	for _, bad := range []string{
@@ -295,7 +340,6 @@ func TestSubscribe_RequireHelloWaitsForOptionsUpdate(t *testing.T) {
 	cancel()
 	// The Reader's context ended the connection; dial again.
 	c = dial(t, f.wsURL("/subscribe", url.Values{"cursor": {"0"}, "requireHello": {"true"}}), nil)
-	time.Sleep(100 * time.Millisecond)
 	hello := `{"type":"options_update","payload":{"wantedDids":["` + did("alice") + `"]}}`
 	if err := c.conn.Write(context.Background(), websocket.MessageText, []byte(hello)); err != nil {
 		t.Fatal(err)

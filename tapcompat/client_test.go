@@ -312,6 +312,15 @@ func TestTapWebhook_NodeReceiver(t *testing.T) {
 		return info.State == "deactivated"
 	})
 	waitIndexed(t, srv.URL(), password, []*testnet.Account{bob})
+	// The handle is checked off the commit path: its event may come later.
+	waitUntilT(t, "bob's new handle", func() bool {
+		for _, e := range got.snapshot() {
+			if e.Identity != nil && e.Identity.Handle == "robert.test" {
+				return true
+			}
+		}
+		return false
+	})
 	events := waitAll(t, &got, srv.URL(), password)
 	mu.Lock()
 	defer mu.Unlock()

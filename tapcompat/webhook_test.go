@@ -165,6 +165,15 @@ func TestWebhook_FailsRecoversAndSurvivesSIGKILL(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitIndexed(t, c.URL(), password, accts)
+	// The handle is checked off the commit path: its event may come later.
+	waitUntilT(t, "the new handle", func() bool {
+		for _, e := range h.got.snapshot() {
+			if e.Identity != nil && e.Identity.Handle == "renamed0.test" {
+				return true
+			}
+		}
+		return false
+	})
 	waitAll(t, &h.got, c.URL(), password)
 
 	c.restart(syscall.SIGTERM)

@@ -14,7 +14,7 @@ import (
 // SchemaVersion is the version of the tables this package reads and writes.
 // It is stored in cistern_sys when the tables are created; Open refuses any
 // other.
-const SchemaVersion = 1
+const SchemaVersion = 2 // 2: cistern_events.error (repo events)
 
 // SchemaSQL creates the tables of SchemaVersion in the current schema (the
 // first of the connection's search_path). Open runs it when the tables are
@@ -47,7 +47,7 @@ CREATE TABLE cistern_sys (
 	max_sec        bigint,
 	max_nsec       integer
 );
-INSERT INTO cistern_sys VALUES (1, 1, 0, 0, 0, 0, 0, 0, 0, NULL, NULL);
+INSERT INTO cistern_sys VALUES (1, 2, 0, 0, 0, 0, 0, 0, 0, NULL, NULL);
 
 CREATE TABLE cistern_state_counts (
 	state smallint PRIMARY KEY,
@@ -103,7 +103,8 @@ CREATE TABLE cistern_events (
 	cid        bytea,
 	handle     text     NOT NULL,
 	active     boolean  NOT NULL,
-	status     text     NOT NULL
+	status     text     NOT NULL,
+	error      text     NOT NULL DEFAULT ''
 );
 
 CREATE TABLE cistern_event_times (
