@@ -109,6 +109,13 @@ type Config struct {
 	// handle of a test network under .test) reads "handle.invalid". Ignored
 	// when Resolver is set (Open warns).
 	SkipHandleVerification bool
+	// HandleCheckConcurrency is how many handles are checked at once when
+	// the resolver is a resolver.HandleChecker (the default resolver is).
+	// Backfill and live sync then resolve DID documents only, and each
+	// repo's handle is checked beside them (DNS, then HTTPS to the
+	// handle's domain); its verdict is written on the repo's state, with an
+	// identity event when it changed, once it is known. Default 32.
+	HandleCheckConcurrency int
 	// HTTPClient is used for PDS, relay and crawl requests, and for PLC and
 	// handle lookups of the default resolver (not of a Resolver of yours).
 	// Default: a client with a 30 s dial and header timeout.

@@ -49,6 +49,7 @@ import (
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/internal/crawl"
+	"github.com/cistern-dev/cistern/internal/handles"
 	"github.com/cistern-dev/cistern/internal/ingest"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/internal/writer"
@@ -88,7 +89,8 @@ type Indexer struct {
 	log      *slog.Logger
 	st       store.Store
 	ownStore bool
-	res      resolver.Resolver
+	res      resolver.Resolver // the full answer, handle checked (queries); the paths get one that does not wait
+	handles  *handles.Checker  // checks handles beside backfill and live; nil for a resolver that is no HandleChecker
 
 	w      *writer.Writer
 	events *stream.Log
@@ -166,13 +168,32 @@ func Open(cfg Config) (*Indexer, error) {
 	}()
 	ix.repos = repos.New(repos.Options{Store: ix.st, Writer: writeFunc(ix.write), Pending: ix.pipe,
 		Kick: func() { ix.bf.Kick() }})
+	var (
+		checkHandle   func(did string, live bool)
+		backfillCheck func(did string)
+	)
+	// fast is the resolver of the backfill, live and crawl paths: with a
+	// HandleChecker, it does not wait for handle checks, which run beside
+	// them. ix.res (queries such as DIDDocument) keeps the full answer.
+	// The default resolver told to skip handle checks has none to defer,
+	// and a read-only indexer writes no verdicts.
+	fast := ix.res
+	skipChecks := cfg.ReadOnly || (cfg.Resolver == nil && cfg.SkipHandleVerification)
+	if hc, ok := ix.res.(resolver.HandleChecker); ok && !skipChecks {
+		ix.handles = handles.New(handles.Deps{Resolver: hc, Repos: ix.repos, Store: ix.st, Logger: cfg.Logger},
+			handles.Options{Concurrency: cfg.HandleCheckConcurrency})
+		fast = handles.Deferred(hc)
+		checkHandle = func(did string, live bool) { ix.handles.Request(did, live) }
+		backfillCheck = func(did string) { ix.handles.Request(did, false) }
+	}
 	ix.ing = ingest.New(ingest.Config{
+		CheckHandle:    checkHandle,
 		Store:          ix.st,
 		Writer:         ix.w,
 		Write:          writeFunc(ix.write),
 		Repos:          ix.repos,
 		Pipeline:       ix.pipe,
-		Resolver:       ix.res,
+		Resolver:       fast,
 		Filter:         ix.Filter,
 		FullVerify:     cfg.Verify == VerifyFull,
 		HTTPClient:     cfg.HTTPClient,
@@ -186,7 +207,7 @@ func Open(cfg Config) (*Indexer, error) {
 	ix.bf, err = backfill.New(backfill.Options{
 		Store:        ix.st,
 		Writer:       ix.w,
-		Resolver:     ix.res,
+		Resolver:     fast,
 		Filter:       ix.Filter,
 		HTTPClient:   cfg.HTTPClient,
 		Concurrency:  bcfg.Concurrency,
@@ -202,6 +223,7 @@ func Open(cfg Config) (*Indexer, error) {
 		Strategy:     bcfg.Strategy,
 		Logger:       cfg.Logger,
 		OnBackfilled: ix.ing.Drain,
+		CheckHandle:  backfillCheck,
 	})
 	if err != nil {
 		ix.shutdown()
@@ -212,7 +234,7 @@ func Open(cfg Config) (*Indexer, error) {
 		Store:      ix.st,
 		Write:      writeFunc(ix.write),
 		Repos:      ix.repos,
-		Resolver:   ix.res,
+		Resolver:   fast,
 		Hosts:      ix.bf,
 		HTTPClient: cfg.HTTPClient,
 		URL:        cfg.CrawlURL,
@@ -289,6 +311,9 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
+	if ix.handles != nil {
+		start("handle checks", ix.handles.Run)
+	}
 	if !ix.cfg.NoFirehose {
 		for _, src := range ix.cfg.Sources {
 			start("firehose "+src, func(ctx context.Context) error { return ix.ing.Follow(ctx, src) })

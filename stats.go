@@ -35,6 +35,24 @@ type Stats struct {
 	Rejected map[RejectReason]int64 `json:"rejected"`
 	// Backfill reports the scheduler's work.
 	Backfill backfill.Stats `json:"backfill"`
+	// HandleChecks reports the handle checks run beside backfill and live
+	// sync (all zero with a resolver that is no resolver.HandleChecker).
+	HandleChecks HandleCheckStats `json:"handleChecks"`
+}
+
+// HandleCheckStats counts handle checks since Open (see
+// Config.HandleCheckConcurrency).
+type HandleCheckStats struct {
+	// Queued repos wait for a check; Running are being checked.
+	Queued  int `json:"queued"`
+	Running int `json:"running"`
+	// Checked checks answered, of which Changed changed a stored handle;
+	// Failed could not resolve the DID; Dropped were not queued because
+	// the queue was full (checked again at the repo's next resolution).
+	Checked int64 `json:"checked"`
+	Changed int64 `json:"changed"`
+	Failed  int64 `json:"failed"`
+	Dropped int64 `json:"dropped"`
 }
 
 // Stats returns counts of repos by state, records, events and bytes on
@@ -68,6 +86,11 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 	s.DiskBytes = ix.st.Size()
 	s.Backfill = ix.bf.Stats()
 	s.Subscriptions = ix.events.Subscriptions()
+	if ix.handles != nil {
+		h := ix.handles.Stats()
+		s.HandleChecks = HandleCheckStats{Queued: h.Queued, Running: h.Running, Checked: h.Checked,
+			Changed: h.Changed, Failed: h.Failed, Dropped: h.Dropped}
+	}
 	return s, nil
 }
 

@@ -159,6 +159,7 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 	if stale {
 		return errStale
 	}
+	s.checkHandle(did, ident)
 	// Read the filter again now that the repo is marked backfilling: a
 	// filter change from here on sees that state and queues the repo again,
 	// while one made before is in f.
@@ -286,9 +287,17 @@ func (s *Scheduler) verify(ctx context.Context, d syntax.DID, ident *resolver.Id
 		return nil, fail(KindVerify, "commit %s: %w", commit.Rev, err)
 	}
 	if fresh != nil {
+		s.checkHandle(d.String(), fresh)
 		return fresh, nil
 	}
 	return ident, nil
+}
+
+// checkHandle asks for the handle check of a repo resolved without it.
+func (s *Scheduler) checkHandle(did string, ident *resolver.Identity) {
+	if ident.Handle == "" && s.opts.CheckHandle != nil {
+		s.opts.CheckHandle(did)
+	}
 }
 
 // finalize returns the write that ends a successful backfill: rev and data
@@ -450,10 +459,13 @@ func loadRepo(tx store.ReadTx, did string) (*store.Repo, error) {
 
 // setIdentity copies ident onto r. A handle that differs from the one r
 // held is also written to tx as an identity event, as the live path does
-// for an #identity: a change it missed (or failed to apply) is not lost.
+// for an #identity: a change it missed (or failed to apply) is not lost. A
+// handle not checked yet (empty) leaves r's as it is: the check writes it.
 func setIdentity(tx store.Tx, r *store.Repo, ident *resolver.Identity, now time.Time) error {
 	old := r.Handle
-	r.Handle = ident.Handle.String()
+	if ident.Handle != "" {
+		r.Handle = ident.Handle.String()
+	}
 	r.PDS = ident.PDS
 	if ident.SigningKey != nil {
 		r.SigningKey = ident.SigningKey.Multibase()

@@ -92,6 +92,13 @@ type Options struct {
 	// Logger receives one line per failed backfill. Default slog.Default().
 	Logger *slog.Logger
 
+	// CheckHandle, if set, is called (and must not block) when a repo's
+	// identity was resolved without its handle (Identity.Handle empty: a
+	// resolver that defers the handle check, see resolver.HandleChecker).
+	// The repo keeps the handle it had, and the caller checks the handle
+	// beside the backfill and writes it. Default nil.
+	CheckHandle func(did string)
+
 	// OnBackfilled, if set, is called after the final batch wrote the
 	// repo's rev and data CID, while the repo is still in
 	// StateBackfilling and still queued: the indexer drains the live

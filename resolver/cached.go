@@ -32,8 +32,9 @@ type Options struct {
 	// cache. Default 1 h.
 	TTL time.Duration
 	// NegativeTTL is how long a "not found" or "incomplete" answer is served
-	// from the cache, and how long an identity whose handle could not be
-	// checked (a transient failure) is kept before trying again. Default 1 m.
+	// from the cache, and how long the verdict of a handle check that failed
+	// for a transient reason (handle reported invalid) is kept before the
+	// handle is checked again. Default 1 m.
 	NegativeTTL time.Duration
 	// SkipHandleVerification turns off the bidirectional handle check:
 	// Resolve then reports the handle the DID document declares, unchecked
@@ -45,6 +46,10 @@ type Options struct {
 	// SkipDNSDomainSuffixes lists handle suffixes (such as ".test") that are
 	// resolved over HTTPS only, without a DNS TXT lookup. Default none.
 	SkipDNSDomainSuffixes []string
+	// HandleTimeout bounds one handle check (the DNS TXT lookup and the
+	// HTTPS well-known request together); a check that runs out of time
+	// counts as a transient failure. Default 10 s.
+	HandleTimeout time.Duration
 	// UserAgent is sent with every HTTP request when not empty.
 	UserAgent string
 	// Logger receives debug messages about failed handle checks. Default:
@@ -70,6 +75,9 @@ func (o Options) withDefaults() Options {
 	if o.NegativeTTL <= 0 {
 		o.NegativeTTL = time.Minute
 	}
+	if o.HandleTimeout <= 0 {
+		o.HandleTimeout = 10 * time.Second
+	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.DiscardHandler)
 	}
@@ -84,6 +92,12 @@ func (o Options) withDefaults() Options {
 // ways, answers kept in a bounded LRU cache with expiry, negative caching of
 // "not found", and concurrent resolves of one DID coalesced into one request.
 //
+// Cached is also a HandleChecker: ResolveDocument answers from the DID
+// document alone, and CheckHandle does the handle check, whose answer is
+// cached beside the document (TTL for a verdict, NegativeTTL after a
+// transient failure). Resolve is ResolveDocument followed, when the handle
+// is not known yet, by CheckHandle.
+//
 // Cached is safe for concurrent use and starts no goroutines.
 type Cached struct {
 	opts Options
@@ -93,13 +107,21 @@ type Cached struct {
 	dids      *lru[syntax.DID, didEntry]
 	handles   *lru[syntax.Handle, handleEntry]
 	handlesOf map[syntax.DID][]syntax.Handle // reverse index of positive handle entries
-	flights   map[syntax.DID]*flight
+	flights   map[syntax.DID]*flight[didEntry]
+	checks    map[syntax.DID]*flight[syntax.Handle]
 }
 
+// didEntry is what is cached about a DID: its document's answer, and the
+// verdict of the check of the handle it declares.
 type didEntry struct {
-	ident   Identity
-	err     error // ErrNotFound or ErrIncomplete when not nil
-	expires time.Time
+	ident    Identity      // Handle unused: see declared and handle
+	declared syntax.Handle // the handle the document declares; "" for none
+	err      error         // ErrNotFound or ErrIncomplete when not nil
+	expires  time.Time
+	// handle is the verdict of the last check of declared (declared, or
+	// HandleInvalid), valid until handleExpires; "" when never checked.
+	handle        syntax.Handle
+	handleExpires time.Time
 }
 
 type handleEntry struct {
@@ -108,11 +130,11 @@ type handleEntry struct {
 	expires time.Time
 }
 
-// flight is one resolve in progress; callers that want the same DID wait
+// flight is one lookup in progress; callers that want the same answer wait
 // for it instead of starting their own.
-type flight struct {
+type flight[T any] struct {
 	done   chan struct{}
-	ident  Identity
+	val    T
 	err    error
 	purged bool // Purge ran while in flight: do not cache the result
 	// abandoned is set when the caller that started the lookup gave up
@@ -137,143 +159,246 @@ func NewCached(opts Options) *Cached {
 		dids:      newLRU[syntax.DID, didEntry](opts.Capacity),
 		handles:   newLRU[syntax.Handle, handleEntry](opts.Capacity),
 		handlesOf: make(map[syntax.DID][]syntax.Handle),
-		flights:   make(map[syntax.DID]*flight),
+		flights:   make(map[syntax.DID]*flight[didEntry]),
+		checks:    make(map[syntax.DID]*flight[syntax.Handle]),
 	}
 	c.handles.onEvict = c.unindexHandle
 	return c
 }
 
 // Resolve returns the identity of did, from the cache when it holds a fresh
-// answer, otherwise from the network. Concurrent calls for the same DID
+// answer, otherwise from the network, with its handle checked both ways
+// (unless Options.SkipHandleVerification). Concurrent calls for the same DID
 // share one lookup. Not-found and incomplete answers are cached for
 // Options.NegativeTTL; network failures are not cached.
 func (c *Cached) Resolve(ctx context.Context, did syntax.DID) (*Identity, error) {
+	e, err := c.document(ctx, did)
+	if err != nil {
+		return nil, err
+	}
+	ident := e.ident
+	if ident.Handle, err = c.checkHandle(ctx, did, e); err != nil {
+		return nil, err
+	}
+	return &ident, nil
+}
+
+// ResolveDocument returns the identity of did from its DID document, cached
+// as Resolve caches it, without waiting for a handle check: Handle is the
+// verdict of an earlier check while it is fresh, HandleInvalid when the
+// document declares no handle, the declared handle unchecked when
+// Options.SkipHandleVerification is set, and "" otherwise (call CheckHandle).
+func (c *Cached) ResolveDocument(ctx context.Context, did syntax.DID) (*Identity, error) {
+	e, err := c.document(ctx, did)
+	if err != nil {
+		return nil, err
+	}
+	ident := e.ident
+	ident.Handle = c.handleOf(did, e)
+	return &ident, nil
+}
+
+// handleOf returns what is known of the handle of e, the cached document of
+// did: see ResolveDocument.
+func (c *Cached) handleOf(did syntax.DID, e didEntry) syntax.Handle {
+	switch {
+	case e.declared == "":
+		return syntax.HandleInvalid
+	case c.opts.SkipHandleVerification:
+		return e.declared
+	case e.handle != "" && c.opts.Now().Before(e.handleExpires):
+		return e.handle
+	}
+	// ResolveHandle may have verified it from the other side.
+	c.mu.Lock()
+	he, ok := c.handles.get(e.declared)
+	c.mu.Unlock()
+	if ok && he.err == nil && he.did == did && c.opts.Now().Before(he.expires) {
+		return e.declared
+	}
+	return ""
+}
+
+// CheckHandle checks the handle that did's document declares both ways: it
+// must resolve (DNS TXT record, then HTTPS well-known) back to did. It
+// returns the handle when it does, HandleInvalid when it does not, when the
+// document declares none, or when the check failed for a transient reason
+// (that verdict is kept only NegativeTTL). Each check is bounded by
+// Options.HandleTimeout; concurrent checks of one DID share one lookup, and
+// the verdict is cached (TTL) for Resolve and ResolveDocument. An error is
+// returned only when the DID itself does not resolve or ctx ends.
+func (c *Cached) CheckHandle(ctx context.Context, did syntax.DID) (syntax.Handle, error) {
+	e, err := c.document(ctx, did)
+	if err != nil {
+		return "", err
+	}
+	return c.checkHandle(ctx, did, e)
+}
+
+// checkHandle is CheckHandle for e, the document of did just resolved.
+func (c *Cached) checkHandle(ctx context.Context, did syntax.DID, e didEntry) (syntax.Handle, error) {
+	if h := c.handleOf(did, e); h != "" {
+		return h, nil
+	}
+	declared := e.declared
+	return join(ctx, c, c.checks, did, func(f *flight[syntax.Handle]) (syntax.Handle, error) {
+		h, ttl, err := c.verifyHandle(ctx, did, declared)
+		if err != nil {
+			return "", err
+		}
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if f.purged {
+			return h, nil
+		}
+		now := c.opts.Now()
+		if cur, ok := c.dids.get(did); ok && cur.err == nil && cur.declared == declared {
+			cur.handle, cur.handleExpires = h, now.Add(ttl)
+			c.dids.put(did, cur)
+		}
+		if h == declared {
+			c.putHandleLocked(declared, handleEntry{did: did, expires: now.Add(ttl)})
+		}
+		return h, nil
+	})
+}
+
+// join runs lookup for key unless a lookup of key is already in flight in
+// flights, in which case it waits for that one's answer. A waiter whose
+// leader gave up (its context ended) looks up again.
+func join[T any](ctx context.Context, c *Cached, flights map[syntax.DID]*flight[T], key syntax.DID,
+	lookup func(f *flight[T]) (T, error)) (T, error) {
+	var zero T
 	for {
 		c.mu.Lock()
-		if e, ok := c.dids.get(did); ok && c.opts.Now().Before(e.expires) {
-			c.mu.Unlock()
-			if e.err != nil {
-				return nil, e.err
-			}
-			id := e.ident
-			return &id, nil
-		}
-		if f, ok := c.flights[did]; ok {
+		if f, ok := flights[key]; ok {
 			f.waiters++
 			c.mu.Unlock()
 			select {
 			case <-f.done:
 			case <-ctx.Done():
-				return nil, fmt.Errorf("resolver: resolve %s: %w", did, ctx.Err())
+				return zero, fmt.Errorf("resolver: resolve %s: %w", key, ctx.Err())
 			}
 			if f.abandoned {
-				// The caller that started the lookup gave up; this one has
-				// not, so it looks up again.
 				continue
 			}
-			if f.err != nil {
-				return nil, f.err
-			}
-			id := f.ident
-			return &id, nil
+			return f.val, f.err
 		}
-		f := &flight{done: make(chan struct{})}
-		c.flights[did] = f
+		f := &flight[T]{done: make(chan struct{})}
+		flights[key] = f
 		c.mu.Unlock()
 
-		ident, ttl, err := c.fetch(ctx, did)
+		val, err := lookup(f)
 
 		c.mu.Lock()
-		f.ident, f.err = ident, err
+		f.val, f.err = val, err
 		f.abandoned = err != nil && ctx.Err() != nil
-		if c.flights[did] == f {
-			delete(c.flights, did)
-		}
-		if !f.purged {
-			c.storeLocked(did, ident, ttl, err)
+		if flights[key] == f {
+			delete(flights, key)
 		}
 		c.mu.Unlock()
 		close(f.done)
-		if err != nil {
-			return nil, err
-		}
-		return &ident, nil
+		return val, err
 	}
 }
 
-// storeLocked caches the outcome of a fetch: an identity for ttl, a
+// document returns the cached answer for did's document, or fetches it.
+func (c *Cached) document(ctx context.Context, did syntax.DID) (didEntry, error) {
+	c.mu.Lock()
+	if e, ok := c.dids.get(did); ok && c.opts.Now().Before(e.expires) {
+		c.mu.Unlock()
+		return e, e.err
+	}
+	c.mu.Unlock()
+	return join(ctx, c, c.flights, did, func(f *flight[didEntry]) (didEntry, error) {
+		e, err := c.fetch(ctx, did)
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if !f.purged {
+			c.storeLocked(did, e, err)
+		}
+		if err != nil {
+			return didEntry{}, err
+		}
+		return e, nil
+	})
+}
+
+// storeLocked caches the outcome of a fetch: a document for TTL (keeping
+// the verdict of the previous check if it was of the same handle), a
 // not-found or incomplete answer for NegativeTTL, anything else not at all.
-func (c *Cached) storeLocked(did syntax.DID, ident Identity, ttl time.Duration, err error) {
+func (c *Cached) storeLocked(did syntax.DID, e didEntry, err error) {
 	now := c.opts.Now()
 	switch {
 	case err == nil:
-		c.dids.put(did, didEntry{ident: ident, expires: now.Add(ttl)})
-		if !ident.Handle.IsInvalidHandle() {
-			c.putHandleLocked(ident.Handle, handleEntry{did: did, expires: now.Add(ttl)})
+		if old, ok := c.dids.get(did); ok && old.err == nil && old.declared == e.declared {
+			e.handle, e.handleExpires = old.handle, old.handleExpires
 		}
+		e.expires = now.Add(c.opts.TTL)
+		c.dids.put(did, e)
 	case errors.Is(err, ErrNotFound), errors.Is(err, ErrIncomplete):
 		c.dids.put(did, didEntry{err: err, expires: now.Add(c.opts.NegativeTTL)})
 	}
 }
 
-func isContextErr(err error) bool {
-	return errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)
-}
-
-// fetch resolves did over the network, without the cache. It returns how
-// long the identity may be cached: TTL, or NegativeTTL when the handle could
-// not be checked for a transient reason.
-func (c *Cached) fetch(ctx context.Context, did syntax.DID) (Identity, time.Duration, error) {
+// fetch resolves did's document over the network, without the cache and
+// without checking its handle.
+func (c *Cached) fetch(ctx context.Context, did syntax.DID) (didEntry, error) {
 	switch did.Method() {
 	case "plc", "web":
 	default:
-		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w: DID method %q is not supported", did, ErrNotFound, did.Method())
+		return didEntry{}, fmt.Errorf("resolver: resolve %s: %w: DID method %q is not supported", did, ErrNotFound, did.Method())
 	}
 	doc, err := c.dir.ResolveDID(ctx, did)
 	if err != nil {
 		if errors.Is(err, identity.ErrDIDNotFound) {
-			return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w: %w", did, ErrNotFound, err)
+			return didEntry{}, fmt.Errorf("resolver: resolve %s: %w: %w", did, ErrNotFound, err)
 		}
-		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w", did, err)
+		return didEntry{}, fmt.Errorf("resolver: resolve %s: %w", did, err)
 	}
 	parsed := identity.ParseIdentity(doc)
 	pds := parsed.PDSEndpoint()
 	if pds == "" {
-		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w: no #atproto_pds service endpoint", did, ErrIncomplete)
+		return didEntry{}, fmt.Errorf("resolver: resolve %s: %w: no #atproto_pds service endpoint", did, ErrIncomplete)
 	}
 	key, err := parsed.PublicKey()
 	if err != nil {
-		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w: #atproto signing key: %w", did, ErrIncomplete, err)
+		return didEntry{}, fmt.Errorf("resolver: resolve %s: %w: #atproto signing key: %w", did, ErrIncomplete, err)
 	}
-	ident := Identity{DID: did, Handle: syntax.HandleInvalid, PDS: pds, SigningKey: key}
-	ttl := c.opts.TTL
-	declared, err := parsed.DeclaredHandle()
-	if err != nil {
-		// No handle, or one that does not parse: nothing to verify.
-		return ident, ttl, nil
+	e := didEntry{ident: Identity{DID: did, Handle: syntax.HandleInvalid, PDS: pds, SigningKey: key}}
+	if declared, err := parsed.DeclaredHandle(); err == nil {
+		// A handle that does not parse is as good as none.
+		e.declared = declared.Normalize()
 	}
-	if c.opts.SkipHandleVerification {
-		ident.Handle = declared
-		return ident, ttl, nil
-	}
-	resolved, err := c.lookupHandle(ctx, declared)
+	return e, nil
+}
+
+// verifyHandle checks over the network that declared resolves to did. It
+// returns the verdict and how long it may be cached: TTL, or NegativeTTL
+// when the handle could not be checked for a transient reason (a timeout
+// included). It fails only when ctx ends.
+func (c *Cached) verifyHandle(ctx context.Context, did syntax.DID, declared syntax.Handle) (syntax.Handle, time.Duration, error) {
+	lctx, cancel := context.WithTimeout(ctx, c.opts.HandleTimeout)
+	defer cancel()
+	resolved, err := c.lookupHandle(lctx, declared)
 	switch {
 	case err == nil && resolved == did:
-		ident.Handle = declared
+		return declared, c.opts.TTL, nil
 	case err == nil:
 		c.opts.Logger.Debug("handle points to another DID", "did", did, "handle", declared, "resolved", resolved)
+		return syntax.HandleInvalid, c.opts.TTL, nil
 	case errors.Is(err, identity.ErrHandleNotFound), errors.Is(err, identity.ErrHandleReservedTLD),
 		errors.Is(err, identity.ErrInvalidHandle):
 		c.opts.Logger.Debug("handle does not resolve", "did", did, "handle", declared, "err", err)
-	case isContextErr(err):
-		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: verify handle %s: %w", did, declared, err)
+		return syntax.HandleInvalid, c.opts.TTL, nil
+	case ctx.Err() != nil:
+		return "", 0, fmt.Errorf("resolver: resolve %s: verify handle %s: %w", did, declared, ctx.Err())
 	default:
-		// A transient failure: report the handle invalid, and look again
-		// soon rather than in an hour.
+		// A transient failure (or HandleTimeout): report the handle
+		// invalid, and look again soon rather than in an hour.
 		c.opts.Logger.Debug("handle check failed", "did", did, "handle", declared, "err", err)
-		ttl = c.opts.NegativeTTL
+		return syntax.HandleInvalid, c.opts.NegativeTTL, nil
 	}
-	return ident, ttl, nil
 }
 
 // ResolveHandle returns the DID that h points to (DNS TXT record or HTTPS
@@ -305,11 +430,13 @@ func (c *Cached) ResolveHandle(ctx context.Context, h syntax.Handle) (syntax.DID
 		return "", fmt.Errorf("resolver: resolve handle %s: %w", h, err)
 	}
 	if !c.opts.SkipHandleVerification {
-		ident, err := c.Resolve(ctx, did)
+		// h resolves to did; it is verified both ways if did's document
+		// claims it.
+		e, err := c.document(ctx, did)
 		if err != nil {
 			return "", fmt.Errorf("resolver: resolve handle %s: %w", h, err)
 		}
-		if ident.Handle != h {
+		if e.declared != h {
 			err := fmt.Errorf("resolver: resolve handle %s: %w: %s does not claim it", h, ErrNotFound, did)
 			c.mu.Lock()
 			c.putHandleLocked(h, handleEntry{err: err, expires: c.opts.Now().Add(c.opts.NegativeTTL)})
@@ -378,9 +505,9 @@ func (c *Cached) unindexHandle(h syntax.Handle, e handleEntry) {
 	}
 }
 
-// Purge forgets the cached identity of did, the cached handles that point
-// to it, and any lookup of it in flight (its result will not be cached).
-// It returns nil.
+// Purge forgets the cached identity of did, the verdict of its handle
+// check, the cached handles that point to it, and any lookup or check of it
+// in flight (its result will not be cached). It returns nil.
 func (c *Cached) Purge(ctx context.Context, did syntax.DID) error {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -391,6 +518,10 @@ func (c *Cached) Purge(ctx context.Context, did syntax.DID) error {
 	if f, ok := c.flights[did]; ok {
 		f.purged = true
 		delete(c.flights, did)
+	}
+	if f, ok := c.checks[did]; ok {
+		f.purged = true
+		delete(c.checks, did)
 	}
 	return nil
 }

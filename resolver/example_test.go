@@ -59,3 +59,30 @@ func ExampleStatic() {
 	fmt.Println(ident.DID, ident.PDS)
 	// Output: did:plc:alice000000000000000000000 http://127.0.0.1:2583
 }
+
+// A Cached resolver answers from the DID document alone, and checks the
+// handle on the side: what needs only the PDS and the signing key (fetching
+// and verifying a repo) does not wait for the handle's DNS and HTTPS.
+func ExampleCached_ResolveDocument() {
+	r := resolver.NewCached(resolver.Options{HandleTimeout: 5 * time.Second})
+	ctx := context.Background()
+	did := syntax.DID("did:plc:ewvi7nxzyoun6zhxrhs64oiz")
+
+	ident, err := r.ResolveDocument(ctx, did)
+	if err != nil {
+		fmt.Println("resolve:", err)
+		return
+	}
+	fmt.Println("fetch the repo from", ident.PDS)
+	if ident.Handle == "" {
+		// Not checked yet: check it beside the fetch (the indexer does it
+		// with its own pool of workers). The verdict is cached, and later
+		// ResolveDocument answers carry it.
+		h, err := r.CheckHandle(ctx, did)
+		if err != nil {
+			fmt.Println("check:", err)
+			return
+		}
+		fmt.Println("handle:", h) // or handle.invalid
+	}
+}

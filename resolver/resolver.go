@@ -36,7 +36,9 @@ type Identity struct {
 	DID syntax.DID
 	// Handle is the account's handle if it was verified both ways (the DID
 	// document claims it and it resolves back to DID), or
-	// syntax.HandleInvalid ("handle.invalid") otherwise.
+	// syntax.HandleInvalid ("handle.invalid") otherwise. Resolve always
+	// sets it; HandleChecker.ResolveDocument leaves it empty when the
+	// handle has not been checked yet.
 	Handle syntax.Handle
 	// PDS is the URL of the account's PDS (the #atproto_pds service
 	// endpoint), such as "https://pds.example.com".
@@ -67,7 +69,37 @@ type Resolver interface {
 	Purge(ctx context.Context, did syntax.DID) error
 }
 
+// HandleChecker is a Resolver that can answer from a DID document without
+// waiting for the check of the handle, and check the handle on its own.
+//
+// Backfill and live verification need only the PDS endpoint and the
+// signing key; the bidirectional handle check costs a DNS lookup and an
+// HTTPS request to the handle's own domain, which may be slow or dead. The
+// indexer therefore resolves with ResolveDocument on its critical paths and
+// runs CheckHandle beside them, with its own concurrency, writing the
+// handle when it is known. A Resolver that does not implement
+// HandleChecker is called with Resolve and its handle is taken as final.
+//
+// Implementations must be safe for concurrent use. After Purge(did), neither
+// method may return what was cached about did before.
+type HandleChecker interface {
+	Resolver
+	// ResolveDocument returns did's identity as Resolve does, except that
+	// Handle is empty when the handle has not been checked yet (it is
+	// HandleInvalid when the document declares no handle, and a verdict
+	// of an earlier check while the implementation keeps it). Errors are
+	// those of Resolve.
+	ResolveDocument(ctx context.Context, did syntax.DID) (*Identity, error)
+	// CheckHandle checks the handle did's document declares and returns
+	// it if it resolves back to did, or HandleInvalid if it does not (or
+	// could not be checked). Later ResolveDocument calls may return the
+	// verdict. It fails when did does not resolve (the errors of Resolve)
+	// or ctx ends.
+	CheckHandle(ctx context.Context, did syntax.DID) (syntax.Handle, error)
+}
+
 var (
-	_ Resolver = (*Cached)(nil)
-	_ Resolver = (*Static)(nil)
+	_ Resolver      = (*Cached)(nil)
+	_ Resolver      = (*Static)(nil)
+	_ HandleChecker = (*Cached)(nil)
 )

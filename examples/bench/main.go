@@ -10,6 +10,7 @@
 //     backfills them (getRepo, signature check with -verify full, MST walk,
 //     diff, records and events stored); repos/s and records/s from Run to
 //     the last repo synced.
+//
 //   - live: -live-commits commits are written to the network first (the
 //     relay keeps them all), then the backfilled store follows the firehose
 //     from the cursor just before them and applies the backlog as fast as
@@ -18,8 +19,18 @@
 //     verification, a load of -lag-rate commits/s for -lag-seconds measures
 //     the lag from a record's createdAt (set by the producer when it signs
 //     the commit) to the event reaching a live subscriber.
+//
 //   - stream: one subscriber, then -subscribers subscribers at once, replay
 //     the event log from cursor 0 (events/s, summed over subscribers).
+//
+//   - server (the user's path): the examples/testnet and examples/cistern
+//     binaries are built and started as a user runs them: cistern with its
+//     defaults (the default resolver, handles checked) and -track with
+//     every DID the testnet lists, over HTTP; records/s from the start of
+//     the cistern process to the last repo synced (its /stats), with its
+//     peak RSS and CPU time. With BENCH_PROFILE=dir, a CPU profile and a
+//     goroutine dump of the server are saved there (server.cpu.pprof,
+//     server.goroutines.txt).
 //
 // Raw limits measured on the same machine, for comparison: bbolt's grouped
 // write rate (1000 puts per fsynced transaction), the CAR parse rate
@@ -45,6 +56,11 @@
 //	-noverify-live    also run the live backlog with verification off (default true)
 //	-firehose-workers N  Config.FirehoseWorkers of the live runs (default 0: the indexer's default)
 //	-limits           measure the raw limits (default true)
+//	-server-repos N   accounts of the user's-path run (default 200; 0 skips it)
+//	-server-records N records per account of the user's-path run (default 1000)
+//	-server-args "..." extra flags for examples/cistern in that run
+//	-server-only      run only the user's-path measurement
+//	-server-profile-seconds N  CPU profile length of that run with BENCH_PROFILE (default 10)
 //	-dir path         where stores are written (default a temporary directory, removed)
 //	-json path        write the results as JSON
 //	-store s          "" for bbolt (default); a postgres:// URL: a new schema on that
@@ -73,6 +89,11 @@ func main() {
 	flag.StringVar(&o.Verify, "verify", "full", "verification: full, backfill or none")
 	flag.BoolVar(&o.NoVerifyLive, "noverify-live", true, "also run the live backlog with verification off")
 	flag.BoolVar(&o.Limits, "limits", true, "measure the raw limits")
+	flag.IntVar(&o.ServerRepos, "server-repos", 200, "accounts of the user's-path run (examples/cistern against examples/testnet); 0 skips it")
+	flag.IntVar(&o.ServerRecords, "server-records", 1000, "records per account of the user's-path run")
+	flag.StringVar(&o.ServerArgs, "server-args", "", "extra flags for examples/cistern in the user's-path run, space-separated")
+	flag.BoolVar(&o.ServerOnly, "server-only", false, "run only the user's-path measurement")
+	flag.IntVar(&o.ServerProfileSeconds, "server-profile-seconds", 10, "with BENCH_PROFILE set, seconds of CPU profile taken from the server")
 	flag.StringVar(&o.Dir, "dir", "", "directory for the stores (default: a temporary one, removed)")
 	flag.StringVar(&o.JSON, "json", "", "write the results as JSON to this file")
 	flag.StringVar(&o.Store, "store", "", "the store: empty for bbolt, a postgres:// URL (a new schema on it), or throwaway (a durable PostgreSQL started for the run)")

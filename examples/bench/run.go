@@ -32,6 +32,11 @@ type options struct {
 	// that server) or "throwaway" (a durable PostgreSQL server started
 	// for the run).
 	Store string
+
+	ServerRepos, ServerRecords int
+	ServerArgs                 string
+	ServerOnly                 bool
+	ServerProfileSeconds       int
 }
 
 // Results is everything one run measured; it is what -json writes.
@@ -40,6 +45,7 @@ type Results struct {
 	Options  options         `json:"options"`
 	Setup    Setup           `json:"setup"`
 	Limits   *LimitsResult   `json:"limits,omitempty"`
+	Server   *ServerResult   `json:"server,omitempty"`
 	Backfill *BackfillResult `json:"backfill"`
 	Disk     Disk            `json:"disk"`
 	Live     []*LiveResult   `json:"live"`
@@ -90,6 +96,18 @@ func run(o options) error {
 	}
 	progress := func(format string, args ...any) {
 		fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
+	}
+
+	if o.ServerRepos > 0 {
+		var err error
+		res.Server, err = runServerPath(dir, o.ServerRepos, o.ServerRecords, strings.Fields(o.ServerArgs),
+			os.Getenv("BENCH_PROFILE"), o.ServerProfileSeconds, progress)
+		if err != nil {
+			return fmt.Errorf("server path: %w", err)
+		}
+	}
+	if o.ServerOnly {
+		return report(o, res)
 	}
 
 	net, err := testnet.Start(ctx, testnet.Options{Hosts: o.Hosts, Retention: o.LiveCommits + int(o.LagRate*o.LagSeconds*2) + 1024,
@@ -219,6 +237,11 @@ func run(o options) error {
 		return fmt.Errorf("stream: %w", err)
 	}
 
+	return report(o, res)
+}
+
+// report prints the table and writes the JSON file if asked.
+func report(o options, res *Results) error {
 	printTable(os.Stdout, res)
 	if o.JSON != "" {
 		b, err := json.MarshalIndent(res, "", "  ")
@@ -317,12 +340,28 @@ func mib(b int64) string { return fmt.Sprintf("%.0f MiB", float64(b)/(1<<20)) }
 
 func printTable(w io.Writer, r *Results) {
 	fmt.Fprintf(w, "\ncistern bench: %s, %d CPUs, %s\n", r.Machine.CPU, r.Machine.CPUs, r.Machine.GoVersion)
-	fmt.Fprintf(w, "%d repos × %d records, %d PDS hosts\n\n", r.Options.Repos, r.Options.Records, r.Options.Hosts)
+	if r.Backfill != nil {
+		fmt.Fprintf(w, "library path: %d repos × %d records, %d PDS hosts, in-process network\n", r.Options.Repos, r.Options.Records, r.Options.Hosts)
+	}
+	if r.Server != nil {
+		fmt.Fprintf(w, "user path: %d repos × %d records, one PDS host (examples/testnet)\n", r.Server.Repos, r.Options.ServerRecords)
+	}
+	fmt.Fprintln(w)
 	row := func(what, value, target, note string) {
 		fmt.Fprintf(w, "%-44s %-22s %-16s %s\n", what, value, target, note)
 	}
 	row("measure", "value", "target", "")
 	row(strings.Repeat("-", 44), strings.Repeat("-", 22), strings.Repeat("-", 16), "")
+	if sv := r.Server; sv != nil {
+		args := ""
+		if len(sv.Args) > 0 {
+			args = " " + strings.Join(sv.Args, " ")
+		}
+		row("backfill records/s, user path", fmt.Sprintf("%.0f", sv.RecordsPerSec), "≥ 100000",
+			fmt.Sprintf("examples/cistern%s ↔ examples/testnet over HTTP: %d repos, %d records in %.1f s", args, sv.Repos, sv.Records, sv.Seconds))
+		row("  user path: records per server CPU-second", fmt.Sprintf("%.0f", float64(sv.Records)/sv.CPUSeconds), "",
+			fmt.Sprintf("%.1f CPU-s; peak RSS %s", sv.CPUSeconds, mib(sv.PeakRSS)))
+	}
 	if b := r.Backfill; b != nil {
 		row("backfill records/s (verify "+r.Options.Verify+")", fmt.Sprintf("%.0f", b.RecordsPerSec), "≥ 100000",
 			fmt.Sprintf("%d records in %.1f s", b.Records, b.Seconds))

@@ -55,6 +55,8 @@ type config struct {
 	Retention   time.Duration
 	LogLevel    slog.Level
 	Demo        bool
+	Sched       schedulerFlags
+	Debug       debugFlags
 	// tap compatibility (package tapcompat)
 	AdminPassword   string
 	Tap             bool
@@ -113,6 +115,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	strategy := fs.String("backfill-strategy", "auto", "how repos are fetched: full (getRepo), sparse (getBlocks, stored collections only) or auto")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	c.Sched.register(fs)
+	c.Debug.register(fs)
 	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "take handles from DID documents unchecked (a test network's .test handles cannot be verified)")
@@ -167,6 +171,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	if c.Concurrency < 1 {
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
 	}
+	if err := c.Sched.validate(); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -210,6 +217,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		ReadOnly: cfg.ReadOnly,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
+	cfg.Sched.apply(&icfg)
 	icfg.SkipHandleVerification = cfg.SkipHandleVerification
 
 	var demo *demoNet
@@ -241,6 +249,12 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	waitDebug, err := cfg.Debug.serve(ctx, log)
+	if err != nil {
+		ln.Close()
+		return fmt.Errorf("-debug-listen: %w", err)
+	}
+	defer waitDebug()
 	var tap *tapcompat.Service
 	if cfg.Tap {
 		if tap, err = tapcompat.New(ix, tapcompat.Options{

@@ -53,6 +53,21 @@ func TestParseFlags(t *testing.T) {
 		{"flag wins over environment", []string{"-listen", ":1"}, map[string]string{"CISTERN_LISTEN": ":2"}, func(c *config) bool {
 			return c.Listen == ":1"
 		}, ""},
+		{"scheduler defaults", nil, nil, func(c *config) bool {
+			return c.Sched.PerHost == 16 && c.Sched.HostInterval == 0 && c.Sched.ByteBudget == 512<<20 && c.Sched.HandleChecks == 32
+		}, ""},
+		{"scheduler flags", []string{"-backfill-per-host", "2", "-backfill-host-interval", "250ms",
+			"-backfill-byte-budget", "2GiB", "-handle-checks", "4"}, nil, func(c *config) bool {
+			return c.Sched.PerHost == 2 && c.Sched.HostInterval == 250*time.Millisecond && c.Sched.ByteBudget == 2<<30 && c.Sched.HandleChecks == 4
+		}, ""},
+		{"byte budget in plain bytes, from the environment", nil, map[string]string{"CISTERN_BACKFILL_BYTE_BUDGET": "67108864"}, func(c *config) bool {
+			return c.Sched.ByteBudget == 64<<20
+		}, ""},
+		{"bad byte budget", []string{"-backfill-byte-budget", "lots"}, nil, nil, "invalid size"},
+		{"tiny byte budget", []string{"-backfill-byte-budget", "10KiB"}, nil, nil, "backfill-byte-budget"},
+		{"zero per-host", []string{"-backfill-per-host", "0"}, nil, nil, "backfill-per-host"},
+		{"negative host interval", []string{"-backfill-host-interval", "-1s"}, nil, nil, "backfill-host-interval"},
+		{"zero handle checks", []string{"-handle-checks", "0"}, nil, nil, "handle-checks"},
 		{"bad verify", []string{"-verify", "some"}, nil, nil, "verify mode"},
 		{"bad backfill strategy", []string{"-backfill-strategy", "partial"}, nil, nil, `-backfill-strategy: backfill: unknown strategy "partial"`},
 		{"bad environment", nil, map[string]string{"CISTERN_RETENTION": "soon"}, nil, "CISTERN_RETENTION"},

@@ -50,6 +50,11 @@ type Config struct {
 	Pipeline *Pipeline
 	// Resolver finds signing keys.
 	Resolver resolver.Resolver
+	// CheckHandle, if set, is called (and must not block) after an
+	// #identity was applied without the repo's handle (the resolver
+	// answered before checking it): the handle is checked beside the live
+	// path and written, with a live identity event if it changed.
+	CheckHandle func(did string, live bool)
 	// Filter returns the filter in force.
 	Filter func() *filter.Filter
 	// FullVerify checks signatures and the sync 1.1 inversion of live

@@ -484,7 +484,13 @@ func (in *Ingest) handleIdentity(ctx context.Context, msg *comatproto.SyncSubscr
 	if id.SigningKey != nil {
 		key = id.SigningKey.Multibase()
 	}
-	return in.repos.SetIdentity(ctx, r.DID, id.Handle.String(), id.PDS, key)
+	if err := in.repos.SetIdentity(ctx, r.DID, id.Handle.String(), id.PDS, key); err != nil {
+		return err
+	}
+	if id.Handle == "" && in.cfg.CheckHandle != nil {
+		in.cfg.CheckHandle(r.DID, true)
+	}
+	return nil
 }
 
 func (in *Ingest) handleAccount(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Account) error {

@@ -401,7 +401,8 @@ func (t *Table) AdvanceRev(ctx context.Context, did, from, to string) error {
 
 // SetIdentity records a repo's handle, PDS and signing key (as resolved
 // after an #identity) and emits an identity event when the handle changed.
-// signingKey "" keeps the key held.
+// signingKey "" keeps the key held; handle "" (not checked yet) keeps the
+// handle held, for SetHandle to write once it is checked.
 func (t *Table) SetIdentity(ctx context.Context, did, handle, pds, signingKey string) error {
 	return t.w.Write(ctx, func(tx store.Tx) error {
 		cur, err := tx.Repo(did)
@@ -409,7 +410,10 @@ func (t *Table) SetIdentity(ctx context.Context, did, handle, pds, signingKey st
 			return err
 		}
 		next := *cur
-		next.Handle, next.PDS = handle, pds
+		next.PDS = pds
+		if handle != "" {
+			next.Handle = handle
+		}
 		if signingKey != "" {
 			next.SigningKey = signingKey
 		}
@@ -421,6 +425,35 @@ func (t *Table) SetIdentity(ctx context.Context, did, handle, pds, signingKey st
 		}
 		return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, Live: true, DID: did, Time: time.Now(), Handle: next.Handle})
 	})
+}
+
+// SetHandle records the verdict of a repo's handle check (the handle, or
+// "handle.invalid") and emits an identity event, live or not, when it
+// changed what the repo held. A repo not tracked (any more) is left alone.
+// It reports whether the handle changed.
+func (t *Table) SetHandle(ctx context.Context, did, handle string, live bool) (bool, error) {
+	changed := false
+	err := t.w.Write(ctx, func(tx store.Tx) error {
+		changed = false
+		cur, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		if cur.Handle == handle {
+			return nil
+		}
+		next := *cur
+		next.Handle = handle
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		changed = true
+		return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, Live: live, DID: did, Time: time.Now(), Handle: handle})
+	})
+	return changed, err
 }
 
 // Reactivate brings an inactive account back: pending, queued for a

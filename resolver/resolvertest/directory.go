@@ -29,6 +29,7 @@ type Directory struct {
 	handles  map[syntax.Handle]syntax.DID
 	requests map[string]int // DID or handle -> requests served
 	gate     chan struct{}  // when not nil, document requests wait for it to close
+	hgate    chan struct{}  // when not nil, handle requests wait for it to close
 	down     bool           // answer every request with 503
 }
 
@@ -130,17 +131,24 @@ func (d *Directory) Requests(key string) int {
 
 // Hold makes DID document requests wait until release is called (or the
 // request is cancelled). Calling release more than once is harmless.
-func (d *Directory) Hold() (release func()) {
+func (d *Directory) Hold() (release func()) { return d.hold(&d.gate) }
+
+// HoldHandles makes handle requests (/.well-known/atproto-did) wait until
+// release is called (or the request is cancelled): a handle domain that
+// hangs. Calling release more than once is harmless.
+func (d *Directory) HoldHandles() (release func()) { return d.hold(&d.hgate) }
+
+func (d *Directory) hold(slot *chan struct{}) (release func()) {
 	gate := make(chan struct{})
 	d.mu.Lock()
-	d.gate = gate
+	*slot = gate
 	d.mu.Unlock()
 	var once sync.Once
 	return func() {
 		once.Do(func() {
 			d.mu.Lock()
-			if d.gate == gate {
-				d.gate = nil
+			if *slot == gate {
+				*slot = nil
 			}
 			d.mu.Unlock()
 			close(gate)
@@ -179,12 +187,15 @@ func (d *Directory) serve(w http.ResponseWriter, r *http.Request) {
 	d.mu.Lock()
 	d.requests[key]++
 	gate, down := d.gate, d.down
+	if !doc {
+		gate = d.hgate
+	}
 	d.mu.Unlock()
 	if down {
 		http.Error(w, "directory unavailable", http.StatusServiceUnavailable)
 		return
 	}
-	if doc && gate != nil {
+	if gate != nil {
 		select {
 		case <-gate:
 		case <-r.Context().Done():
