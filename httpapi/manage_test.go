@@ -56,7 +56,7 @@ func TestManagement_Auth(t *testing.T) {
 			{"192.0.2.7:5000", http.StatusForbidden},
 			{"[2001:db8::1]:5000", http.StatusForbidden},
 		} {
-			req := httptest.NewRequest(http.MethodGet, "/filter", nil)
+			req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:2470/filter", nil)
 			req.RemoteAddr = tc.remote
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
@@ -231,28 +231,28 @@ func TestManagement_Filter(t *testing.T) {
 	alice := net.Account(t, "alice.test", testnet.Records(posts, 3), testnet.Records(likes, 2))
 	ix := openIndexer(t, net, filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{posts}})
 	waitSynced(t, ix, alice.DID().String())
-	api := serve(t, ix, httpapi.Options{}).URL
+	api := serve(t, ix, httpapi.Options{AdminToken: "tok"}).URL
 
 	var spec filter.Spec
-	get(t, api+"/filter").decode(t, &spec)
+	do(t, http.MethodGet, api+"/filter", "tok", nil).decode(t, &spec)
 	if len(spec.DIDs) != 1 || len(spec.Collections) != 1 || spec.Collections[0] != posts {
 		t.Fatalf("GET /filter: %+v", spec)
 	}
 	for _, body := range []string{`{"addCollections":["app.*.post"]}`, `{"addDids":["alice"]}`, `{"bogus":true}`, `[]`} {
-		if a := do(t, http.MethodPatch, api+"/filter", "", []byte(body)); a.Status != http.StatusBadRequest || a.errName() != "InvalidRequest" {
+		if a := do(t, http.MethodPatch, api+"/filter", "tok", []byte(body)); a.Status != http.StatusBadRequest || a.errName() != "InvalidRequest" {
 			t.Errorf("PATCH /filter %s: %d %s", body, a.Status, a.Body)
 		}
 	}
-	if a := do(t, http.MethodPut, api+"/filter", "", []byte(`{"signals":["not an nsid"]}`)); a.Status != http.StatusBadRequest {
+	if a := do(t, http.MethodPut, api+"/filter", "tok", []byte(`{"signals":["not an nsid"]}`)); a.Status != http.StatusBadRequest {
 		t.Errorf("PUT bad spec: %d %s", a.Status, a.Body)
 	}
-	get(t, api+"/filter").decode(t, &spec)
+	do(t, http.MethodGet, api+"/filter", "tok", nil).decode(t, &spec)
 	if len(spec.Collections) != 1 {
 		t.Fatalf("refused patches changed the filter: %+v", spec)
 	}
 
 	// Widening the collections backfills the likes.
-	a := do(t, http.MethodPatch, api+"/filter", "", []byte(`{"addCollections":["app.bsky.feed.like"]}`))
+	a := do(t, http.MethodPatch, api+"/filter", "tok", []byte(`{"addCollections":["app.bsky.feed.like"]}`))
 	if a.Status != http.StatusOK {
 		t.Fatalf("PATCH: %d %s", a.Status, a.Body)
 	}
@@ -265,7 +265,7 @@ func TestManagement_Filter(t *testing.T) {
 		return n == 2
 	})
 	// PUT replaces the whole spec.
-	a = do(t, http.MethodPut, api+"/filter", "", mustJSON(t, filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{likes}}))
+	a = do(t, http.MethodPut, api+"/filter", "tok", mustJSON(t, filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{likes}}))
 	if a.Status != http.StatusOK {
 		t.Fatalf("PUT: %d %s", a.Status, a.Body)
 	}

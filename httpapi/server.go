@@ -1,12 +1,9 @@
 package httpapi
 
 import (
-	"crypto/subtle"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -22,12 +19,29 @@ const DefaultMaxBodyBytes = 1 << 20
 
 // Options configure a Server. Zero values mean the defaults.
 type Options struct {
-	// AdminToken, when set, is required as "Authorization: Bearer <token>"
-	// on every management endpoint. When empty, management endpoints answer
-	// loopback clients only (by the connection's remote address: behind a
-	// reverse proxy on the same host every client looks local, so set a
-	// token there). Read endpoints (XRPC, /stream, /health) are public.
+	// AdminToken is the bearer token of the management API, sent as
+	// "Authorization: Bearer <token>" (the scheme in any case). Every
+	// management call that changes state needs it: with no token
+	// configured, those calls are refused. Reads (GET /repos, /filter,
+	// /stats, /metrics) need it too unless LoopbackReads is set; with no
+	// token configured they answer loopback clients only (by the
+	// connection's remote address: behind a reverse proxy on the same host
+	// every client looks local, so set a token there). Read endpoints
+	// (XRPC, /stream, /health) are public. See Admin for the whole rule.
 	AdminToken string
+	// LoopbackReads lets loopback clients read management endpoints (GET)
+	// without the token, as they do when no token is configured. The
+	// server binary sets it with a token it generated itself, so that the
+	// status page opens in a local browser. Default false.
+	LoopbackReads bool
+	// AllowedHosts lists host names, besides localhost, *.localhost and IP
+	// addresses, that a token-less management request may name in its Host
+	// header (for a server reached by a local DNS name). Default none.
+	AllowedHosts []string
+	// AllowedOrigins lists browser origins ("https://admin.example"),
+	// besides the server's own, allowed to call management endpoints.
+	// Default none.
+	AllowedOrigins []string
 	// MaxBodyBytes bounds request bodies; larger ones get 413.
 	// Default DefaultMaxBodyBytes (1 MiB).
 	MaxBodyBytes int64
@@ -162,38 +176,6 @@ type statusProbe struct {
 func (p *statusProbe) Header() http.Header         { return p.header }
 func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
 func (p *statusProbe) WriteHeader(code int)        { p.status = code }
-
-// Admin wraps h with the management access rule: with Options.AdminToken
-// set, "Authorization: Bearer <token>" is required (401 otherwise); without
-// one, only loopback clients are served (403 otherwise). Host applications
-// use it to protect pages of their own, such as a status page.
-func (s *Server) Admin(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if s.opts.AdminToken != "" {
-			tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer ")
-			if !ok || subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(s.opts.AdminToken)) != 1 {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="cistern"`)
-				writeError(w, http.StatusUnauthorized, "AuthenticationRequired", "this endpoint needs Authorization: Bearer <admin token>")
-				return
-			}
-		} else if !isLoopback(r.RemoteAddr) {
-			writeError(w, http.StatusForbidden, "Forbidden", "management endpoints answer loopback clients only when no admin token is configured")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// isLoopback reports whether a remote address ("host:port") is a loopback
-// address.
-func isLoopback(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	s.subscribers.Add(1)

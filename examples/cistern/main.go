@@ -43,11 +43,14 @@ type config struct {
 	Track       []string
 	Exclude     []string
 	AdminToken  string
-	Concurrency int
-	Verify      cistern.VerifyMode
-	Retention   time.Duration
-	LogLevel    slog.Level
-	Demo        bool
+	// AdminTokenFile is where the generated token is kept when no
+	// -admin-token is given; "" means <DB>.admin-token.
+	AdminTokenFile string
+	Concurrency    int
+	Verify         cistern.VerifyMode
+	Retention      time.Duration
+	LogLevel       slog.Level
+	Demo           bool
 
 	dbSet bool // -db was given (the demo uses a temporary store otherwise)
 }
@@ -86,7 +89,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.Var(listFlag{&c.Collections}, "collections", "comma list of collection patterns stored (default: all)")
 	fs.Var(listFlag{&c.Track}, "track", "comma list of DIDs tracked explicitly")
 	fs.Var(listFlag{&c.Exclude}, "exclude", "comma list of DIDs never indexed")
-	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for the management API (default: loopback clients only)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for the management API (default: one generated into -admin-token-file)")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the management token, created with a random token (mode 0600) if absent (default <db>.admin-token)")
 	fs.IntVar(&c.Concurrency, "backfill-concurrency", 16, "repos backfilled at once")
 	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
@@ -127,6 +131,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	if c.Retention < 0 {
 		return nil, fmt.Errorf("-retention must not be negative")
+	}
+	if !loopbackListen(c.Listen) && c.AdminToken == "" && c.AdminTokenFile == "" {
+		return nil, fmt.Errorf("-listen %s is not a loopback address: set -admin-token (or -admin-token-file) to serve beyond this machine", c.Listen)
 	}
 	if c.Concurrency < 1 {
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
@@ -193,7 +200,17 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	api := httpapi.New(ix, httpapi.Options{AdminToken: cfg.AdminToken, Logger: log})
+	tok, err := loadAdminToken(cfg, icfg.Path)
+	if err != nil {
+		return err
+	}
+	api := httpapi.New(ix, httpapi.Options{
+		AdminToken: tok.value,
+		// Reads without the token from a local browser, when the token is
+		// the server's own and nothing beyond this machine can connect.
+		LoopbackReads: tok.file != "" && loopbackListen(cfg.Listen),
+		Logger:        log,
+	})
 	st := newStatus(ix, time.Now())
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
@@ -203,6 +220,8 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "cistern: tracking %s; store %s; listening on %s (status page %s/)\n",
 		describe(ix.Filter().Spec()), icfg.Path, base, base)
+	fmt.Fprintf(stdout, "cistern: %s\n", tok.describe())
+	log.Info("management token", "file", tok.file, "generated", tok.generated)
 	if demo != nil {
 		demo.printHelp(stdout, base)
 	}
