@@ -211,6 +211,8 @@ func decodeBody(r *http.Request, v any) *apiError {
 		switch {
 		case errors.As(err, &mbe):
 			return &apiError{http.StatusRequestEntityTooLarge, "PayloadTooLarge", fmt.Sprintf("request body is larger than %d bytes", mbe.Limit)}
+		case isTimeout(err):
+			return &apiError{http.StatusRequestTimeout, "RequestTimeout", "the request body was not received in time"}
 		case errors.Is(err, io.EOF):
 			return badRequest("request body is empty; a JSON object is expected")
 		default:

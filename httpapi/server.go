@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -50,6 +51,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Stream configures the /stream WebSocket endpoint.
 	Stream StreamOptions
+	// MaxStreams bounds concurrent /stream connections; one more is
+	// refused with 503 {"error":"TooManyStreams",...} and Retry-After.
+	// Default DefaultMaxStreams (1000); negative means no limit.
+	MaxStreams int
 }
 
 func (o Options) withDefaults() Options {
@@ -58,6 +63,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.MaxStreams == 0 {
+		o.MaxStreams = DefaultMaxStreams
 	}
 	return o
 }
@@ -178,8 +186,14 @@ func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
 func (p *statusProbe) WriteHeader(code int)        { p.status = code }
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
-	s.subscribers.Add(1)
+	n := s.subscribers.Add(1)
 	defer s.subscribers.Add(-1)
+	if s.opts.MaxStreams > 0 && n > int64(s.opts.MaxStreams) {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "TooManyStreams",
+			fmt.Sprintf("the server has %d /stream connections open, as many as it allows; retry later", s.opts.MaxStreams))
+		return
+	}
 	s.stream.ServeHTTP(w, r)
 }
 

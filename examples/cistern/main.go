@@ -43,14 +43,21 @@ type config struct {
 	Track       []string
 	Exclude     []string
 	AdminToken  string
+	Concurrency int
+	Verify      cistern.VerifyMode
+	Retention   time.Duration
+	LogLevel    slog.Level
+	Demo        bool
+
 	// AdminTokenFile is where the generated token is kept when no
 	// -admin-token is given; "" means <DB>.admin-token.
 	AdminTokenFile string
-	Concurrency    int
-	Verify         cistern.VerifyMode
-	Retention      time.Duration
-	LogLevel       slog.Level
-	Demo           bool
+
+	// HTTP connection limits.
+	ReadTimeout time.Duration
+	IdleTimeout time.Duration
+	MaxConns    int
+	MaxStreams  int
 
 	dbSet bool // -db was given (the demo uses a temporary store otherwise)
 }
@@ -95,6 +102,10 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", httpapi.DefaultReadTimeout, "longest time to read one request, body included")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", httpapi.DefaultIdleTimeout, "close keep-alive connections idle this long")
+	fs.IntVar(&c.MaxConns, "max-conns", httpapi.DefaultMaxConns, "open connections at most (/stream included); more are refused with 503")
+	fs.IntVar(&c.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "concurrent /stream connections at most; more are refused with 503")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 
 	var err error
@@ -134,6 +145,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	}
 	if !loopbackListen(c.Listen) && c.AdminToken == "" && c.AdminTokenFile == "" {
 		return nil, fmt.Errorf("-listen %s is not a loopback address: set -admin-token (or -admin-token-file) to serve beyond this machine", c.Listen)
+	}
+	if c.ReadTimeout <= 0 || c.IdleTimeout <= 0 {
+		return nil, fmt.Errorf("-read-timeout and -idle-timeout must be positive")
+	}
+	if c.MaxConns < 1 || c.MaxStreams < 1 {
+		return nil, fmt.Errorf("-max-conns and -max-streams must be at least 1")
+	}
+	if c.MaxStreams >= c.MaxConns {
+		return nil, fmt.Errorf("-max-streams (%d) must be below -max-conns (%d), or streams would leave no room for queries", c.MaxStreams, c.MaxConns)
 	}
 	if c.Concurrency < 1 {
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
@@ -210,12 +230,14 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		// the server's own and nothing beyond this machine can connect.
 		LoopbackReads: tok.file != "" && loopbackListen(cfg.Listen),
 		Logger:        log,
+		MaxStreams:    cfg.MaxStreams,
 	})
 	st := newStatus(ix, time.Now())
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
 	mux.Handle("GET /{$}", api.Admin(st))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := httpapi.NewHTTPServer(mux, httpapi.Limits{ReadTimeout: cfg.ReadTimeout, IdleTimeout: cfg.IdleTimeout}, log)
+	ln = httpapi.LimitListener(ln, cfg.MaxConns)
 
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "cistern: tracking %s; store %s; listening on %s (status page %s/)\n",

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/httpapi"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -55,6 +56,16 @@ func TestParseFlags(t *testing.T) {
 		{"every interface with a token file", []string{"-listen", "0.0.0.0:2470"}, map[string]string{"CISTERN_ADMIN_TOKEN_FILE": "/etc/cistern/token"}, func(c *config) bool {
 			return c.AdminTokenFile == "/etc/cistern/token"
 		}, ""},
+		{"connection limits by default", nil, nil, func(c *config) bool {
+			return c.ReadTimeout == httpapi.DefaultReadTimeout && c.IdleTimeout == httpapi.DefaultIdleTimeout &&
+				c.MaxConns == httpapi.DefaultMaxConns && c.MaxStreams == httpapi.DefaultMaxStreams
+		}, ""},
+		{"connection limits", []string{"-read-timeout", "5s", "-idle-timeout", "1m", "-max-conns", "100", "-max-streams", "50"}, nil, func(c *config) bool {
+			return c.ReadTimeout == 5*time.Second && c.IdleTimeout == time.Minute && c.MaxConns == 100 && c.MaxStreams == 50
+		}, ""},
+		{"streams fill every connection", []string{"-max-conns", "100", "-max-streams", "100"}, nil, nil, "below -max-conns"},
+		{"no read timeout", []string{"-read-timeout", "0s"}, nil, nil, "must be positive"},
+		{"no connections", []string{"-max-conns", "0"}, nil, nil, "at least 1"},
 		{"bad verify", []string{"-verify", "some"}, nil, nil, "verify mode"},
 		{"bad environment", nil, map[string]string{"CISTERN_RETENTION": "soon"}, nil, "CISTERN_RETENTION"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, nil, "log-level"},
