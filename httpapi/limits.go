@@ -5,7 +5,9 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"path"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 )
@@ -63,13 +65,14 @@ func (l Limits) withDefaults() Limits {
 }
 
 // NewHTTPServer returns an http.Server for h with the timeouts of l. It
+// answers paths that are not in canonical form as CanonicalPaths does, and
 // sets no WriteTimeout: streams answer for as long as their client reads,
 // and a client that stops reading is cut off by the stream's own write
 // timeout. Serve it on LimitListener(ln, l.MaxConns) to bound connections.
 func NewHTTPServer(h http.Handler, l Limits, log *slog.Logger) *http.Server {
 	l = l.withDefaults()
 	srv := &http.Server{
-		Handler:           h,
+		Handler:           CanonicalPaths(h),
 		ReadHeaderTimeout: l.ReadHeaderTimeout,
 		ReadTimeout:       l.ReadTimeout,
 		IdleTimeout:       l.IdleTimeout,
@@ -164,4 +167,37 @@ func (c *countedConn) Close() error {
 func isTimeout(err error) bool {
 	var ne net.Error
 	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// CanonicalPaths wraps h so that a request whose path is not in canonical
+// form ("/repos/../stats", "//stats", "/stats/.") gets a JSON 404 instead
+// of the HTML redirect that http.ServeMux answers: paths are matched as
+// sent. NewHTTPServer applies it; Server.ServeHTTP does the same for the
+// API's own paths.
+func CanonicalPaths(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if refuseUncleanPath(w, r) {
+			return
+		}
+		h.ServeHTTP(w, r)
+	})
+}
+
+// refuseUncleanPath answers a request whose path path.Clean would change
+// (a trailing slash aside) with a JSON 404, and reports whether it did.
+func refuseUncleanPath(w http.ResponseWriter, r *http.Request) bool {
+	p := r.URL.Path
+	if r.Method == http.MethodConnect || p == "" {
+		return false
+	}
+	clean := path.Clean(p)
+	if strings.HasSuffix(p, "/") && clean != "/" {
+		clean += "/"
+	}
+	if clean == p {
+		return false
+	}
+	writeError(w, http.StatusNotFound, "NotFound", "no endpoint at "+truncate(p, 200)+
+		"; paths are matched as sent, without resolving dot segments or double slashes (did you mean "+truncate(clean, 200)+"?)")
+	return true
 }

@@ -156,6 +156,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 	}
+	if refuseUncleanPath(w, r) {
+		return
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
 		// The mux would answer 404 or 405 in plain text; answer in JSON.
@@ -165,10 +168,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if allow := rec.header.Get("Allow"); allow != "" {
 				w.Header().Set("Allow", allow)
 			}
-			writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", r.Method+" is not allowed on "+r.URL.Path)
+			writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", truncate(r.Method, 20)+" is not allowed on "+truncate(r.URL.Path, 200))
 			return
 		}
-		writeError(w, http.StatusNotFound, "NotFound", "no endpoint at "+r.URL.Path)
+		writeError(w, http.StatusNotFound, "NotFound", "no endpoint at "+truncate(r.URL.Path, 200))
 		return
 	}
 	s.mux.ServeHTTP(w, r)
