@@ -39,15 +39,19 @@ func badRequest(format string, args ...any) *apiError {
 	return &apiError{http.StatusBadRequest, "InvalidRequest", fmt.Sprintf(format, args...)}
 }
 
+// writeJSON answers v as JSON. Like a PDS, it does not escape <, > and &
+// in strings: the answer is JSON, never HTML.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil { // Encode adds the newline
 		writeError(w, http.StatusInternalServerError, "InternalServerError", "encode answer: "+err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
 // maxMessageBytes bounds the message of an error answer, so that a huge

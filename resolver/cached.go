@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -229,14 +231,18 @@ func (c *Cached) fetch(ctx context.Context, did syntax.DID) (Identity, time.Dura
 	default:
 		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w: DID method %q is not supported", did, ErrNotFound, did.Method())
 	}
-	doc, err := c.dir.ResolveDID(ctx, did)
+	raw, err := c.dir.ResolveDIDRaw(ctx, did)
 	if err != nil {
 		if errors.Is(err, identity.ErrDIDNotFound) {
 			return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w: %w", did, ErrNotFound, err)
 		}
 		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w", did, err)
 	}
-	parsed := identity.ParseIdentity(doc)
+	var doc identity.DIDDocument
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: DID document: %w", did, err)
+	}
+	parsed := identity.ParseIdentity(&doc)
 	pds := parsed.PDSEndpoint()
 	if pds == "" {
 		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w: no #atproto_pds service endpoint", did, ErrIncomplete)
@@ -245,7 +251,7 @@ func (c *Cached) fetch(ctx context.Context, did syntax.DID) (Identity, time.Dura
 	if err != nil {
 		return Identity{}, 0, fmt.Errorf("resolver: resolve %s: %w: #atproto signing key: %w", did, ErrIncomplete, err)
 	}
-	ident := Identity{DID: did, Handle: syntax.HandleInvalid, PDS: pds, SigningKey: key}
+	ident := Identity{DID: did, Handle: syntax.HandleInvalid, PDS: pds, SigningKey: key, Document: compactJSON(raw)}
 	ttl := c.opts.TTL
 	declared, err := parsed.DeclaredHandle()
 	if err != nil {
@@ -401,4 +407,14 @@ func (c *Cached) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.dids.len()
+}
+
+// compactJSON returns raw without insignificant whitespace (a DID document
+// as served may be indented), or raw itself if it does not compact.
+func compactJSON(raw []byte) json.RawMessage {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return raw
+	}
+	return b.Bytes()
 }

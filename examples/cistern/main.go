@@ -59,6 +59,10 @@ type config struct {
 	MaxConns    int
 	MaxStreams  int
 
+	// SkipHandleVerification serves handles as DID documents declare them,
+	// without checking that they point back (Config.SkipHandleVerification).
+	SkipHandleVerification bool
+
 	dbSet bool // -db was given (the demo uses a temporary store otherwise)
 }
 
@@ -106,6 +110,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", httpapi.DefaultIdleTimeout, "close keep-alive connections idle this long")
 	fs.IntVar(&c.MaxConns, "max-conns", httpapi.DefaultMaxConns, "open connections at most (/stream included); more are refused with 503")
 	fs.IntVar(&c.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "concurrent /stream connections at most; more are refused with 503")
+	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "serve handles as DID documents declare them, without checking DNS or /.well-known (private or test networks)")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 
 	var err error
@@ -200,6 +205,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		Logger:   log,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
+	icfg.SkipHandleVerification = cfg.SkipHandleVerification
 
 	var demo *demoNet
 	if cfg.Demo {

@@ -66,6 +66,10 @@ func TestParseFlags(t *testing.T) {
 		{"streams fill every connection", []string{"-max-conns", "100", "-max-streams", "100"}, nil, nil, "below -max-conns"},
 		{"no read timeout", []string{"-read-timeout", "0s"}, nil, nil, "must be positive"},
 		{"no connections", []string{"-max-conns", "0"}, nil, nil, "at least 1"},
+		{"handles verified by default", nil, nil, func(c *config) bool { return !c.SkipHandleVerification }, ""},
+		{"skip handle verification", nil, map[string]string{"CISTERN_SKIP_HANDLE_VERIFICATION": "true"}, func(c *config) bool {
+			return c.SkipHandleVerification
+		}, ""},
 		{"bad verify", []string{"-verify", "some"}, nil, nil, "verify mode"},
 		{"bad environment", nil, map[string]string{"CISTERN_RETENTION": "soon"}, nil, "CISTERN_RETENTION"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, nil, "log-level"},
