@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/crawl"
 	"github.com/cistern-dev/cistern/testnet"
 )
 
@@ -20,13 +21,13 @@ func TestCrawl_FilterChangeRestartsACrawlUnderWay(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer ix.Close()
-	key := metaCrawlPrefix + crawlSignalPrefix + sig
+	key := crawl.SignalKey(sig)
 
-	saved, err := ix.startCrawl(ctx, key, crawlStart)
-	if err != nil || saved != crawlStart {
+	saved, err := ix.crawler.StartCursor(ctx, key, crawl.StartMarker)
+	if err != nil || saved != crawl.StartMarker {
 		t.Fatalf("startCrawl = %q, %v; want the start marker", saved, err)
 	}
-	if ok, err := ix.advanceCrawl(ctx, key, saved, "page2"); !ok || err != nil {
+	if ok, err := ix.crawler.AdvanceCursor(ctx, key, saved, "page2"); !ok || err != nil {
 		t.Fatalf("advanceCrawl to page2 = %v, %v; want saved", ok, err)
 	}
 	for _, p := range []filter.Patch{{RemoveSignals: []string{sig}}, {AddSignals: []string{sig}}} {
@@ -34,21 +35,21 @@ func TestCrawl_FilterChangeRestartsACrawlUnderWay(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if ok, err := ix.advanceCrawl(ctx, key, "page2", "page3"); ok || err != nil {
+	if ok, err := ix.crawler.AdvanceCursor(ctx, key, "page2", "page3"); ok || err != nil {
 		t.Fatalf("advanceCrawl after the signal was added again = %v, %v; want refused", ok, err)
 	}
-	if saved, err := ix.startCrawl(ctx, key, crawlStart); err != nil || saved != crawlStart {
+	if saved, err := ix.crawler.StartCursor(ctx, key, crawl.StartMarker); err != nil || saved != crawl.StartMarker {
 		t.Fatalf("startCrawl after the reset = %q, %v; want the crawl started again", saved, err)
 	}
 
 	// A change that leaves the signal alone leaves its crawl alone.
-	if ok, err := ix.advanceCrawl(ctx, key, crawlStart, "page2"); !ok || err != nil {
+	if ok, err := ix.crawler.AdvanceCursor(ctx, key, crawl.StartMarker, "page2"); !ok || err != nil {
 		t.Fatalf("advanceCrawl = %v, %v; want saved", ok, err)
 	}
 	if _, err := ix.PatchFilter(ctx, filter.Patch{AddCollections: []string{"app.bsky.feed.post"}}); err != nil {
 		t.Fatal(err)
 	}
-	if ok, err := ix.advanceCrawl(ctx, key, "page2", "page3"); !ok || err != nil {
+	if ok, err := ix.crawler.AdvanceCursor(ctx, key, "page2", "page3"); !ok || err != nil {
 		t.Fatalf("advanceCrawl after an unrelated change = %v, %v; want saved", ok, err)
 	}
 }

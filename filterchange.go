@@ -6,6 +6,8 @@ import (
 	"fmt"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/crawl"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -135,7 +137,7 @@ func (ix *Indexer) setFilterLocked(ctx context.Context, spec filter.Spec) error 
 		if err := tx.PutMeta(metaFilterFrom, fromEnc); err != nil {
 			return err
 		}
-		return resetCrawls(tx, from.Spec(), spec)
+		return crawl.Reset(tx, from.Spec(), spec)
 	}); err != nil {
 		return fmt.Errorf("cistern: persist filter: %w", err)
 	}
@@ -175,85 +177,43 @@ func (ix *Indexer) applyFilterChange(ctx context.Context, change filter.Change) 
 
 	for _, did := range change.Excluded {
 		unlock := ix.lock(did)
-		err := ix.untrackLocked(ctx, did, true)
+		err := ix.repos.Untrack(ctx, did, true)
 		unlock()
 		if err != nil {
 			return err
 		}
 	}
-	// requeue queues repos for a new backfill; keep selects which.
-	requeue := func(keep func(r *store.Repo) bool) error {
-		return ix.forEachRepo(ctx, func(r *store.Repo) error {
-			if !r.State.Active() || r.State == store.StatePending || !keep(r) {
-				return nil
-			}
-			unlock := ix.lock(r.DID)
-			defer unlock()
-			return ix.write(ctx, func(tx store.Tx) error {
-				cur, err := tx.Repo(r.DID)
-				if err != nil {
-					return err
-				}
-				return ix.requeue(tx, cur)
-			})
-		})
-	}
+	requeue := ix.repos.RequeueWhere
 	if change.CollectionsNarrowed {
 		// A backfill in flight may have read the old filter and store
 		// records of a dropped collection after the deletion below: queue
 		// it again first, so that the next backfill's diff deletes them.
-		if err := requeue(func(r *store.Repo) bool { return r.State == store.StateBackfilling }); err != nil {
+		if err := requeue(ctx, func(r *store.Repo) bool { return r.State == store.StateBackfilling }); err != nil {
 			return err
 		}
-		if err := ix.forEachRepo(ctx, func(r *store.Repo) error {
+		if err := ix.repos.ForEach(ctx, func(r *store.Repo) error {
 			unlock := ix.lock(r.DID)
 			defer unlock()
-			return ix.deleteRecords(ctx, r.DID, change.Removed, false)
+			_, err := repos.DeleteRecords(ctx, ix.st, writeFunc(ix.write), r.DID, repos.DeleteOptions{Which: change.Removed})
+			return err
 		}); err != nil {
 			return err
 		}
 	}
 	if change.CollectionsWidened() {
-		if err := requeue(func(*store.Repo) bool { return true }); err != nil {
+		if err := requeue(ctx, func(*store.Repo) bool { return true }); err != nil {
 			return err
 		}
 	}
 	for _, did := range change.Tracked {
 		unlock := ix.lock(did)
-		err := ix.trackLocked(ctx, did, reasonExplicit)
+		err := ix.repos.Track(ctx, did, repos.ReasonExplicit)
 		unlock()
 		if err != nil {
 			return err
 		}
 	}
 	ix.bf.Kick()
-	ix.kickCrawl()
+	ix.crawler.Kick()
 	return nil
-}
-
-// forEachRepo calls fn for every repo, reading them in pages so that fn
-// may write.
-func (ix *Indexer) forEachRepo(ctx context.Context, fn func(r *store.Repo) error) error {
-	after := ""
-	for {
-		var page []*store.Repo
-		err := ix.st.View(ctx, func(tx store.ReadTx) error {
-			return tx.ScanRepos(after, func(r *store.Repo) (bool, error) {
-				page = append(page, r)
-				return len(page) < 500, nil
-			})
-		})
-		if err != nil {
-			return err
-		}
-		if len(page) == 0 {
-			return nil
-		}
-		for _, r := range page {
-			if err := fn(r); err != nil {
-				return err
-			}
-		}
-		after = page[len(page)-1].DID
-	}
 }

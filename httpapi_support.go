@@ -19,7 +19,7 @@ import (
 // lag and cursors; live commits applied, skipped and rejected by reason),
 // for a host to serve or merge with its own registry. Package httpapi
 // serves them at /metrics along with store and backfill gauges.
-func (ix *Indexer) Gatherer() prometheus.Gatherer { return ix.metrics.reg }
+func (ix *Indexer) Gatherer() prometheus.Gatherer { return ix.ing.Metrics().Registry() }
 
 // LookupHandle returns the DID of the tracked repo whose last resolved
 // handle is h (compared without case), or an error wrapping ErrNotTracked.

@@ -38,6 +38,9 @@ import (
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/crawl"
+	"github.com/cistern-dev/cistern/internal/ingest"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
@@ -62,11 +65,9 @@ var (
 
 // meta keys.
 const (
-	metaFilter       = "filter"
-	metaFilterFrom   = "filter/changing-from"
-	metaCursorPrefix = "firehose/cursor/"
-	metaCrawlPrefix  = "crawl/"
-	metaRejectPrefix = "stats/rejected/"
+	metaFilter      = "filter"
+	metaFilterFrom  = "filter/changing-from"
+	metaCrawlPrefix = "crawl/"
 )
 
 // Indexer indexes part of the network into a store. It is safe for
@@ -78,21 +79,19 @@ type Indexer struct {
 	ownStore bool
 	res      resolver.Resolver
 
-	w       *writer.Writer
-	events  *stream.Log
-	bf      *backfill.Scheduler
-	filt    atomic.Pointer[filter.Filter]
-	filtMu  sync.Mutex // serialises filter changes
-	repoMus [256]sync.Mutex
-	pipe    *pipeline // live writes queued, per repo
-	keys    *keyCache // parsed signing keys
+	w      *writer.Writer
+	events *stream.Log
+	bf     *backfill.Scheduler
+	filt   atomic.Pointer[filter.Filter]
+	filtMu sync.Mutex       // serialises filter changes
+	repos  *repos.Table     // per-repo lock and state transitions
+	pipe   *ingest.Pipeline // live writes queued, per repo
+	ing    *ingest.Ingest   // firehose sources, live commits
 
-	crawlKick chan struct{}
+	crawler *crawl.Crawler // discovery of repos that wrote before
 
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced after each commit
-
-	metrics *metrics
 
 	ctx       context.Context // ends when the writer must stop
 	cancel    context.CancelFunc
@@ -112,8 +111,8 @@ func Open(cfg Config) (*Indexer, error) {
 	if err != nil {
 		return nil, err
 	}
-	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}), metrics: newMetrics(),
-		crawlKick: make(chan struct{}, 1), pipe: newPipeline(), keys: newKeyCache()}
+	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}),
+		pipe: ingest.NewPipeline()}
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
@@ -140,6 +139,23 @@ func Open(cfg Config) (*Indexer, error) {
 		Logger:    cfg.Logger,
 	})
 	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	ix.repos = repos.New(repos.Options{Store: ix.st, Writer: writeFunc(ix.write), Pending: ix.pipe,
+		Kick: func() { ix.bf.Kick() }})
+	ix.ing = ingest.New(ingest.Config{
+		Store:          ix.st,
+		Writer:         ix.w,
+		Write:          writeFunc(ix.write),
+		Repos:          ix.repos,
+		Pipeline:       ix.pipe,
+		Resolver:       ix.res,
+		Filter:         ix.Filter,
+		FullVerify:     cfg.Verify == VerifyFull,
+		HTTPClient:     cfg.HTTPClient,
+		Workers:        cfg.FirehoseWorkers,
+		MaxFrameSize:   cfg.FirehoseMaxFrameSize,
+		CursorInterval: cfg.CursorInterval,
+		Logger:         cfg.Logger,
+	})
 	ix.bg.Add(1)
 	go func() {
 		defer ix.bg.Done()
@@ -164,12 +180,24 @@ func Open(cfg Config) (*Indexer, error) {
 		MaxBackoff:   bcfg.MaxBackoff,
 		BatchSize:    bcfg.BatchSize,
 		Logger:       cfg.Logger,
-		OnBackfilled: ix.drain,
+		OnBackfilled: ix.ing.Drain,
 	})
 	if err != nil {
 		ix.shutdown()
 		return nil, fmt.Errorf("cistern: backfill: %w", err)
 	}
+
+	ix.crawler = crawl.New(crawl.Config{
+		Store:      ix.st,
+		Write:      writeFunc(ix.write),
+		Repos:      ix.repos,
+		Resolver:   ix.res,
+		Hosts:      ix.bf,
+		HTTPClient: cfg.HTTPClient,
+		URL:        cfg.CrawlURL,
+		Filter:     ix.Filter,
+		Logger:     cfg.Logger,
+	})
 
 	if err := ix.loadFilter(ix.ctx); err != nil {
 		ix.shutdown()
@@ -235,11 +263,11 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	start("retention", ix.events.Run)
 	if !ix.cfg.NoFirehose {
 		for _, src := range ix.cfg.Sources {
-			start("firehose "+src, func(ctx context.Context) error { return ix.followSource(ctx, src) })
+			start("firehose "+src, func(ctx context.Context) error { return ix.ing.Follow(ctx, src) })
 		}
 	}
 	if !ix.cfg.NoCrawl {
-		start("crawler", ix.crawl)
+		start("crawler", ix.crawler.Run)
 	}
 	wg.Wait()
 	close(errc)
@@ -263,6 +291,7 @@ func (ix *Indexer) Close() error {
 
 func (ix *Indexer) shutdown() error {
 	ix.cancelRun()
+	ix.ing.Close()
 	ix.cancel()
 	ix.bg.Wait()
 	ix.events.Close()
@@ -272,26 +301,8 @@ func (ix *Indexer) shutdown() error {
 	return nil
 }
 
-// lock serialises live processing, draining and state changes of one repo,
-// and waits for the repo's pipelined live writes to commit, so that what
-// the caller reads from the store is the repo's current state.
-func (ix *Indexer) lock(did string) func() {
-	unlock := ix.lockLive(did)
-	ix.pipe.settle(did)
-	return unlock
-}
-
-// lockLive is lock without the wait for pipelined writes: for live commits,
-// which read the pipelined state (see applyLive).
-func (ix *Indexer) lockLive(did string) func() {
-	h := uint32(2166136261)
-	for i := 0; i < len(did); i++ {
-		h = (h ^ uint32(did[i])) * 16777619
-	}
-	m := &ix.repoMus[h%uint32(len(ix.repoMus))]
-	m.Lock()
-	return m.Unlock
-}
+// lock takes the repo's lock (repos.Table.Lock).
+func (ix *Indexer) lock(did string) func() { return ix.repos.Lock(did) }
 
 // write runs fn through the group-commit writer. It works until the
 // writer stops, at the end of Close, so that Run can save its cursors while
@@ -303,6 +314,11 @@ func (ix *Indexer) write(ctx context.Context, fn func(tx store.Tx) error) error 
 	}
 	return err
 }
+
+// writeFunc adapts Indexer.write to repos.Writer.
+type writeFunc func(ctx context.Context, fn func(tx store.Tx) error) error
+
+func (f writeFunc) Write(ctx context.Context, fn func(tx store.Tx) error) error { return f(ctx, fn) }
 
 // Store returns the store the Indexer writes to, for read-only use by
 // tools; writing to it behind the Indexer's back breaks its invariants.

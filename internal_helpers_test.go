@@ -75,7 +75,7 @@ func assertResynced(t *testing.T, ctx context.Context, ix *Indexer, a *testnet.A
 	if err := ix.WaitSynced(wctx, did); err != nil {
 		t.Fatal(err)
 	}
-	r, err := ix.repo(ctx, did)
+	r, err := ix.repos.Get(ctx, did)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -11,9 +11,9 @@ import (
 
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/firehose"
+	"github.com/cistern-dev/cistern/internal/ingest"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/testnet"
-	dto "github.com/prometheus/client_model/go"
 )
 
 // TestHandleSync feeds #sync frames straight to the indexer, which follows
@@ -43,7 +43,7 @@ func TestHandleSync(t *testing.T) {
 		return m
 	}
 	state := func() *store.Repo {
-		r, err := ix.repo(ctx, did)
+		r, err := ix.repos.Get(ctx, did)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -51,7 +51,7 @@ func TestHandleSync(t *testing.T) {
 	}
 
 	// A #sync of the state we hold: nothing to do.
-	if err := ix.handleMessage(ctx, "test", syncFrame()); err != nil {
+	if err := ix.ing.HandleMessage(ctx, "test", syncFrame()); err != nil {
 		t.Fatal(err)
 	}
 	if r := state(); r.State != store.StateSynced {
@@ -62,7 +62,7 @@ func TestHandleSync(t *testing.T) {
 	if _, err := a.CreateRecord("app.bsky.feed.post", testnet.Post("app.bsky.feed.post", "unseen")); err != nil {
 		t.Fatal(err)
 	}
-	if err := ix.handleMessage(ctx, "test", syncFrame()); err != nil {
+	if err := ix.ing.HandleMessage(ctx, "test", syncFrame()); err != nil {
 		t.Fatal(err)
 	}
 	if r := state(); r.State == store.StateSynced && r.Data != a.DataCID().String() {
@@ -92,7 +92,7 @@ func TestHandleSyncDuringBackfill(t *testing.T) {
 		t.Fatal(err)
 	}
 	for {
-		r, err := ix.repo(ctx, did)
+		r, err := ix.repos.Get(ctx, did)
 		if err == nil && r.State == store.StateBackfilling && net.Host(0).Requests("com.atproto.sync.getRepo") > 0 {
 			break
 		}
@@ -111,13 +111,13 @@ func TestHandleSyncDuringBackfill(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ix.handleMessage(ctx, "test", m); err != nil {
+	if err := ix.ing.HandleMessage(ctx, "test", m); err != nil {
 		t.Fatal(err)
 	}
 	net.Host(0).SlowGetRepo(0, 0)
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		r, err := ix.repo(ctx, did)
+		r, err := ix.repos.Get(ctx, did)
 		if err == nil && r.State == store.StateSynced && r.Rev == a.Rev() {
 			break
 		}
@@ -177,7 +177,7 @@ func TestLive_PipelinesCommitsOfOneRepo(t *testing.T) {
 	handled := make(chan error, 1)
 	go func() {
 		for _, m := range msgs {
-			if err := ix.handleMessage(ctx, "test", m); err != nil {
+			if err := ix.ing.HandleMessage(ctx, "test", m); err != nil {
 				handled <- err
 				return
 			}
@@ -201,11 +201,7 @@ func TestLive_PipelinesCommitsOfOneRepo(t *testing.T) {
 	if txs := ix.w.Stats().Commits - before.Commits; txs > 10 {
 		t.Fatalf("100 commits of one repo took %d transactions", txs)
 	}
-	var applied dto.Metric
-	if err := ix.metrics.appliedC.Write(&applied); err != nil {
-		t.Fatal(err)
-	}
-	if got := applied.GetCounter().GetValue(); got != 100 {
+	if got := counterValue(t, ix, "cistern_commits_applied_total"); got != 100 {
 		t.Fatalf("%v commits applied, want all 100 (none held or rejected)", got)
 	}
 	assertResynced(t, ctx, ix, a) // 103 records
@@ -268,13 +264,13 @@ func TestLive_FailedPipelinedWriteResyncs(t *testing.T) {
 	fs.setFailRKey("3zzzzzzzzzz05")
 	msgs := commitFrames(t, net, a, 20, func(i int) string { return fmt.Sprintf("3zzzzzzzzzz%02d", i) })
 	for _, m := range msgs {
-		if err := ix.handleMessage(ctx, "test", m); err != nil {
+		if err := ix.ing.HandleMessage(ctx, "test", m); err != nil {
 			t.Fatal(err)
 		}
 	}
 	// The failure is noticed: a resync is under way.
 	waitFor(t, 30*time.Second, func() string {
-		if r, err := ix.repo(ctx, did); err != nil || r.State == store.StateSynced {
+		if r, err := ix.repos.Get(ctx, did); err != nil || r.State == store.StateSynced {
 			return fmt.Sprintf("repo still synced after a failed write (%v)", err)
 		}
 		return ""
@@ -337,13 +333,13 @@ func TestAccountDeletion_FinishedWhenTheMessageComesAgain(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := ix.handleMessage(ctx, "test", frameAt(t, net, seq)); err != nil {
+	if err := ix.ing.HandleMessage(ctx, "test", frameAt(t, net, seq)); err != nil {
 		t.Fatal(err)
 	}
 	if n, err := ix.CountRecords(ctx, did, ""); err != nil || n != 0 {
 		t.Fatalf("%d records left after the deletion came again (err %v)", n, err)
 	}
-	r, err := ix.repo(ctx, did)
+	r, err := ix.repos.Get(ctx, did)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -352,7 +348,7 @@ func TestAccountDeletion_FinishedWhenTheMessageComesAgain(t *testing.T) {
 	}
 	// Once finished, the message again changes nothing and emits nothing.
 	_, before, _ := ix.eventBounds(ctx)
-	if err := ix.handleMessage(ctx, "test", frameAt(t, net, seq)); err != nil {
+	if err := ix.ing.HandleMessage(ctx, "test", frameAt(t, net, seq)); err != nil {
 		t.Fatal(err)
 	}
 	if _, after, _ := ix.eventBounds(ctx); after != before {
@@ -430,7 +426,7 @@ func TestUntrack_ExplicitDIDStaysUntracked(t *testing.T) {
 		t.Fatal("the filter still lists the untracked DID")
 	}
 	msgs := commitFrames(t, net, a, 1, func(int) string { return "" })
-	if err := ix.handleMessage(ctx, "test", msgs[0]); err != nil {
+	if err := ix.ing.HandleMessage(ctx, "test", msgs[0]); err != nil {
 		t.Fatal(err)
 	}
 	if r, err := ix.Repo(ctx, did); !errors.Is(err, ErrNotTracked) {
@@ -505,7 +501,7 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 	cursor := func() int64 {
 		var c int64
 		if err := ix.st.View(ctx, func(tx store.ReadTx) error {
-			v, err := tx.Meta(metaCursorPrefix + net.RelayURL())
+			v, err := tx.Meta(ingest.MetaCursorPrefix + net.RelayURL())
 			if err == nil {
 				c, err = strconv.ParseInt(string(v), 10, 64)
 			}
@@ -535,10 +531,10 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 		last = c.Seq
 	}
 	waitFor(t, 10*time.Second, func() string {
-		if r, err := ix.repo(ctx, b.DID().String()); err != nil || r.Rev != b.Rev() {
+		if r, err := ix.repos.Get(ctx, b.DID().String()); err != nil || r.Rev != b.Rev() {
 			return fmt.Sprintf("the other repo's commits were not applied (%v)", err)
 		}
-		if !ix.pipe.broken(a.DID().String()) {
+		if !ix.pipe.Broken(a.DID().String()) {
 			return "the failed write was never reported"
 		}
 		return ""
@@ -578,4 +574,20 @@ func TestLive_CursorHeldWhileAFailedWriteIsNotResynced(t *testing.T) {
 	if len(st.Rejected) != 0 {
 		t.Fatalf("rejections %v: a commit after the failed write was verified against the stale state", st.Rejected)
 	}
+}
+
+// counterValue returns the value of a counter of the Indexer's metrics.
+func counterValue(t *testing.T, ix *Indexer, name string) float64 {
+	t.Helper()
+	mfs, err := ix.Gatherer().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() == name && len(mf.GetMetric()) == 1 {
+			return mf.GetMetric()[0].GetCounter().GetValue()
+		}
+	}
+	t.Fatalf("no counter %s", name)
+	return 0
 }

@@ -9,14 +9,8 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
-)
-
-// Why a repo is tracked (store.Repo.Reason).
-const (
-	reasonExplicit = "explicit"
-	reasonSignal   = "signal"
-	reasonNetwork  = "network"
 )
 
 // Repo is the state of one tracked repo, as returned by Indexer.Repo.
@@ -75,17 +69,6 @@ func parseDID(s string) (string, error) {
 	return d.String(), nil
 }
 
-// repo reads one repo's state.
-func (ix *Indexer) repo(ctx context.Context, did string) (*store.Repo, error) {
-	var r *store.Repo
-	err := ix.st.View(ctx, func(tx store.ReadTx) error {
-		var err error
-		r, err = tx.Repo(did)
-		return err
-	})
-	return r, err
-}
-
 // Track starts tracking a repo explicitly (whatever the filter says) and
 // queues its backfill. Tracking a repo already tracked queues nothing and
 // is not an error. Excluded DIDs are refused.
@@ -99,37 +82,7 @@ func (ix *Indexer) Track(ctx context.Context, did string) error {
 	}
 	unlock := ix.lock(did)
 	defer unlock()
-	return ix.trackLocked(ctx, did, reasonExplicit)
-}
-
-// trackLocked queues a repo for backfill unless it is already tracked.
-func (ix *Indexer) trackLocked(ctx context.Context, did, reason string) error {
-	queued := false
-	err := ix.write(ctx, func(tx store.Tx) error {
-		queued = false
-		now := time.Now()
-		r, err := tx.Repo(did)
-		switch {
-		case err == nil && r.State != store.StateDeleted:
-			if reason == reasonExplicit && r.Reason != reasonExplicit {
-				next := *r
-				next.Reason = reasonExplicit
-				return tx.PutRepo(&next)
-			}
-			return nil
-		case err != nil && !errors.Is(err, store.ErrNotFound):
-			return err
-		}
-		queued = true
-		if err := tx.PutRepo(&store.Repo{DID: did, State: store.StatePending, Reason: reason, Updated: now}); err != nil {
-			return err
-		}
-		return tx.Enqueue(did, now)
-	})
-	if err == nil && queued {
-		ix.bf.Kick()
-	}
-	return err
+	return ix.repos.Track(ctx, did, repos.ReasonExplicit)
 }
 
 // Untrack stops tracking a repo. With deleteData its records are removed,
@@ -154,36 +107,7 @@ func (ix *Indexer) Untrack(ctx context.Context, did string, deleteData bool) err
 	}
 	unlock := ix.lock(did)
 	defer unlock()
-	return ix.untrackLocked(ctx, did, deleteData)
-}
-
-func (ix *Indexer) untrackLocked(ctx context.Context, did string, deleteData bool) error {
-	if deleteData {
-		// First take the repo out of the queue and out of backfilling, so
-		// that a backfill in flight stops before its next batch rather
-		// than write records behind the deletion.
-		if err := ix.write(ctx, func(tx store.Tx) error {
-			r, err := tx.Repo(did)
-			if errors.Is(err, store.ErrNotFound) {
-				return nil
-			}
-			if err != nil {
-				return err
-			}
-			next := *r
-			next.State, next.Status, next.Updated = store.StateDeleted, "untracked", time.Now()
-			if err := tx.PutRepo(&next); err != nil {
-				return err
-			}
-			return tx.Dequeue(did)
-		}); err != nil {
-			return err
-		}
-		if err := ix.deleteRecords(ctx, did, func(string) bool { return true }, false); err != nil {
-			return err
-		}
-	}
-	return ix.write(ctx, func(tx store.Tx) error { return tx.DeleteRepo(did) })
+	return ix.repos.Untrack(ctx, did, deleteData)
 }
 
 // Resync queues a tracked repo for a new backfill; the diff against what is
@@ -195,32 +119,11 @@ func (ix *Indexer) Resync(ctx context.Context, did string) error {
 	}
 	unlock := ix.lock(did)
 	defer unlock()
-	err = ix.write(ctx, func(tx store.Tx) error {
-		r, err := tx.Repo(did)
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%w: %s", ErrNotTracked, did)
-		}
-		if err != nil {
-			return err
-		}
-		return ix.requeue(tx, r)
-	})
-	if err == nil {
-		ix.bf.Kick()
+	tracked, err := ix.repos.Resync(ctx, did)
+	if err == nil && !tracked {
+		return fmt.Errorf("%w: %s", ErrNotTracked, did)
 	}
 	return err
-}
-
-// requeue puts a repo back to pending, due now, in tx.
-func (ix *Indexer) requeue(tx store.Tx, r *store.Repo) error {
-	now := time.Now()
-	next := *r
-	next.State, next.Resync, next.Updated = store.StatePending, true, now
-	next.Retries, next.NextAttempt = 0, time.Time{}
-	if err := tx.PutRepo(&next); err != nil {
-		return err
-	}
-	return tx.Enqueue(r.DID, now)
 }
 
 // Repo returns the state of one repo, or an error wrapping ErrNotTracked.
@@ -311,7 +214,7 @@ func (ix *Indexer) WaitSynced(ctx context.Context, did string) error {
 	}
 	for {
 		ch := ix.changes()
-		r, err := ix.repo(ctx, did)
+		r, err := ix.repos.Get(ctx, did)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return fmt.Errorf("%w: %s", ErrNotTracked, did)

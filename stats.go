@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -52,7 +53,7 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 		if err != nil {
 			return err
 		}
-		if s.Rejected, err = rejectCounts(tx); err != nil {
+		if s.Rejected, err = repos.RejectCounts(tx); err != nil {
 			return err
 		}
 		return tx.ScanQueue(func(string, time.Time) (bool, error) {

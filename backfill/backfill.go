@@ -8,14 +8,17 @@ import (
 	"net/url"
 	"time"
 
+	"github.com/bluesky-social/indigo/atproto/atcrypto"
 	"github.com/bluesky-social/indigo/atproto/repo"
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 	"github.com/multiformats/go-multihash"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/verify"
 )
 
 // ErrBusy is returned by Backfill when the same DID is already being
@@ -202,7 +205,7 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 		}
 	}
 
-	explicit := f.Explicit(did) || (cur != nil && cur.Reason == "explicit")
+	explicit := f.Explicit(did) || (cur != nil && cur.Reason == repos.ReasonExplicit)
 	if !f.FullNetwork() && !explicit {
 		ok, err := hasSignal(rp, f)
 		if err != nil {
@@ -227,29 +230,34 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 	return nil
 }
 
-// verify checks the commit signature; on failure it purges the cached
-// identity and tries once more with a fresh one, which it returns.
+// verify checks the commit signature (verify.Signature): with the key of
+// ident, and on failure once more with a fresh identity, which it returns.
 func (s *Scheduler) verify(ctx context.Context, d syntax.DID, ident *resolver.Identity, commit *repo.Commit) (*resolver.Identity, error) {
-	if ident.SigningKey != nil && commit.VerifySignature(ident.SigningKey) == nil {
-		return ident, nil
+	var fresh *resolver.Identity
+	key := func(ctx context.Context, refresh bool) (atcrypto.PublicKey, error) {
+		if !refresh {
+			return ident.SigningKey, nil
+		}
+		if err := s.opts.Resolver.Purge(ctx, d); err != nil && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		id, err := s.opts.Resolver.Resolve(ctx, d)
+		if err != nil {
+			return nil, fmt.Errorf("signature did not verify, and resolving again failed: %w", err)
+		}
+		fresh = id
+		return id.SigningKey, nil
 	}
-	if err := s.opts.Resolver.Purge(ctx, d); err != nil && ctx.Err() != nil {
-		return nil, ctx.Err()
-	}
-	fresh, err := s.opts.Resolver.Resolve(ctx, d)
-	if err != nil {
+	if _, err := verify.Signature(ctx, commit, key); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, fail(KindVerify, "signature did not verify, and resolving again failed: %w", err)
-	}
-	if fresh.SigningKey == nil {
-		return nil, fail(KindVerify, "identity has no signing key")
-	}
-	if err := commit.VerifySignature(fresh.SigningKey); err != nil {
 		return nil, fail(KindVerify, "commit %s: %w", commit.Rev, err)
 	}
-	return fresh, nil
+	if fresh != nil {
+		return fresh, nil
+	}
+	return ident, nil
 }
 
 // finalize returns the write that ends a successful backfill: rev and data
@@ -273,15 +281,11 @@ func (s *Scheduler) finalize(did string, ident *resolver.Identity, commit *repo.
 		if err := setIdentity(tx, r, ident, now); err != nil {
 			return err
 		}
-		clearError(r)
+		repos.ClearError(r)
 		r.Status = ""
 		r.Updated = now
 		if !hook {
-			r.State = store.StateSynced
-			r.Resync = false
-			if err := tx.Dequeue(did); err != nil {
-				return err
-			}
+			return repos.MarkSynced(tx, r, now)
 		}
 		return tx.PutRepo(r)
 	}
@@ -300,7 +304,7 @@ func (s *Scheduler) deleted(ctx context.Context, did string, known bool) error {
 		}
 		emit := r.Status != "deleted"
 		r.State, r.Status = store.StateDeleted, "deleted"
-		clearError(r)
+		repos.ClearError(r)
 		r.Updated = now
 		if err := tx.PutRepo(r); err != nil {
 			return err
@@ -322,12 +326,6 @@ func (s *Scheduler) deleted(ctx context.Context, did string, known bool) error {
 	return ErrRepoNotFound
 }
 
-var inactiveStates = map[string]store.RepoState{
-	"deactivated": store.StateDeactivated,
-	"takendown":   store.StateTakendown,
-	"suspended":   store.StateSuspended,
-}
-
 // inactive records an inactive account: state and status set, dequeued, an
 // account event emitted unless the status was already recorded. Records
 // are kept.
@@ -342,8 +340,9 @@ func (s *Scheduler) inactive(ctx context.Context, did, status string) error {
 			return tx.Dequeue(did) // untracked meanwhile: not to be brought back
 		}
 		emit := r.Status != status
-		r.State, r.Status = inactiveStates[status], status
-		clearError(r)
+		state, _ := repos.InactiveState(status)
+		r.State, r.Status = state, status
+		repos.ClearError(r)
 		r.Updated = now
 		if err := tx.PutRepo(r); err != nil {
 			return err
@@ -471,10 +470,6 @@ func setIdentity(tx store.Tx, r *store.Repo, ident *resolver.Identity, now time.
 		return nil
 	}
 	return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, DID: r.DID, Time: now, Handle: r.Handle})
-}
-
-func clearError(r *store.Repo) {
-	r.ErrorKind, r.LastError, r.Retries, r.NextAttempt = "", "", 0, time.Time{}
 }
 
 // hasSignal reports whether the repo holds a key in a signal collection.

@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -118,37 +119,17 @@ func (s *Scheduler) diff(ctx context.Context, did string, f *filter.Filter, comm
 }
 
 // deleteAll deletes every stored record of a repo with its delete event,
-// in batches, and runs final in the last batch's transaction.
+// in batches (repos.DeleteRecords), and runs final in the last batch's
+// transaction. With mustExist it stops with errGone once the repo was
+// untracked meanwhile.
 func (s *Scheduler) deleteAll(ctx context.Context, did string, mustExist bool, final func(tx store.Tx) error) error {
-	cur := &storeCursor{st: s.opts.Store, did: did, size: s.opts.BatchSize}
-	b := &batch{s: s, did: did, mustExist: mustExist}
-	now := s.opts.Now()
-	// The deletes belong to the repo's current rev: they come after every
-	// event of it so far.
-	rev := ""
-	if err := s.opts.Store.View(ctx, func(tx store.ReadTx) error {
-		if r, err := tx.Repo(did); err == nil {
-			rev = r.Rev
-		}
-		return nil
-	}); err != nil {
-		return err
+	n, err := repos.DeleteRecords(ctx, s.opts.Store, s.opts.Writer, did, repos.DeleteOptions{
+		BatchSize: s.opts.BatchSize, MustExist: mustExist, Final: final})
+	s.records.Add(n)
+	if errors.Is(err, repos.ErrGone) {
+		return errGone
 	}
-	for {
-		sr, err := cur.peek(ctx)
-		if err != nil {
-			return err
-		}
-		if sr == nil {
-			break
-		}
-		cur.next()
-		if err := b.add(ctx, &store.Event{Kind: store.KindRecord, DID: did, Rev: rev, Time: now,
-			Collection: sr.rec.Collection, RKey: sr.rec.RKey, Action: store.ActionDelete}); err != nil {
-			return err
-		}
-	}
-	return b.flush(ctx, final)
+	return err
 }
 
 // keySplitter splits MST keys into a valid collection NSID and record key,
@@ -257,9 +238,7 @@ type batch struct {
 	// moved out of backfilling meanwhile (untracked, deleted, made
 	// inactive, or queued again).
 	checkState bool
-	// mustExist aborts with errGone if the repo was untracked meanwhile.
-	mustExist bool
-	evs       []*store.Event
+	evs        []*store.Event
 }
 
 func (b *batch) add(ctx context.Context, ev *store.Event) error {
@@ -276,15 +255,8 @@ func (b *batch) flush(ctx context.Context, final func(tx store.Tx) error) error 
 	if len(b.evs) == 0 && final == nil {
 		return nil
 	}
-	evs, did, check, mustExist := b.evs, b.did, b.checkState, b.mustExist
+	evs, did, check := b.evs, b.did, b.checkState
 	err := b.s.opts.Writer.Write(ctx, func(tx store.Tx) error {
-		if mustExist {
-			if _, err := tx.Repo(did); errors.Is(err, store.ErrNotFound) {
-				return errGone
-			} else if err != nil {
-				return err
-			}
-		}
 		if check {
 			// Untracked, deleted, made inactive or queued again (a filter
 			// change) while we diffed: stop; what comes next decides.

@@ -1,6 +1,6 @@
 //go:build !cistern_mutant_dropdeletes
 
-package cistern
+package ingest
 
 // mutantDropDeletes is false in every real build. scripts/mutation.sh
 // builds with the tag cistern_mutant_dropdeletes, which makes live deletes

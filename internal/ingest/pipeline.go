@@ -1,4 +1,4 @@
-package cistern
+package ingest
 
 import (
 	"sync"
@@ -6,14 +6,14 @@ import (
 	"github.com/cistern-dev/cistern/store"
 )
 
-// pipeline remembers, for each repo with live writes queued and not yet
+// Pipeline remembers, for each repo with live writes queued and not yet
 // committed, the state those writes leave it in. The next live commit of
 // the repo is verified against that state instead of waiting for the
 // commit (and its fsync), so that consecutive commits of one repo share a
 // transaction. Everything else that reads a repo's state to act on it
-// first waits for its queued writes (Indexer.lock), so the pipeline is
+// first waits for its queued writes (repos.Table.Lock), so the pipeline is
 // seen only by live commits.
-type pipeline struct {
+type Pipeline struct {
 	mu    sync.Mutex
 	repos map[string]*pipelined
 	// failed counts, per repo, queued writes that failed and whose resync
@@ -29,20 +29,21 @@ type pipelined struct {
 	idle chan struct{} // closed when n drops to 0
 }
 
-func newPipeline() *pipeline {
-	return &pipeline{repos: map[string]*pipelined{}, failed: map[string]int{}}
+// NewPipeline returns an empty pipeline.
+func NewPipeline() *Pipeline {
+	return &Pipeline{repos: map[string]*pipelined{}, failed: map[string]int{}}
 }
 
 // fail records that a queued write of did failed. Call it before done for
 // that write, so that no commit reads the store's state in between.
-func (p *pipeline) fail(did string) {
+func (p *Pipeline) fail(did string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.failed[did]++
 }
 
 // recovered records that the resync after one failed write is queued.
-func (p *pipeline) recovered(did string) {
+func (p *Pipeline) recovered(did string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.failed[did]--; p.failed[did] <= 0 {
@@ -52,14 +53,14 @@ func (p *pipeline) recovered(did string) {
 
 // anyBroken reports whether a failed write of any repo awaits its resync;
 // firehose cursors are held meanwhile.
-func (p *pipeline) anyBroken() bool {
+func (p *Pipeline) anyBroken() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.failed) > 0
 }
 
-// broken reports whether a failed write of did awaits its resync.
-func (p *pipeline) broken(did string) bool {
+// Broken reports whether a failed write of did awaits its resync.
+func (p *Pipeline) Broken(did string) bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.failed[did] > 0
@@ -67,7 +68,7 @@ func (p *pipeline) broken(did string) bool {
 
 // repo returns a copy of the state the repo's queued writes leave it in,
 // or nil if none is queued.
-func (p *pipeline) repo(did string) *store.Repo {
+func (p *Pipeline) repo(did string) *store.Repo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e := p.repos[did]; e != nil {
@@ -78,7 +79,7 @@ func (p *pipeline) repo(did string) *store.Repo {
 }
 
 // queued records one more queued write of did leaving it in state r.
-func (p *pipeline) queued(did string, r *store.Repo) {
+func (p *Pipeline) queued(did string, r *store.Repo) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.repos[did]
@@ -92,7 +93,7 @@ func (p *pipeline) queued(did string, r *store.Repo) {
 
 // done records that one queued write of did was reported (committed or
 // not). It never blocks.
-func (p *pipeline) done(did string) {
+func (p *Pipeline) done(did string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.repos[did]
@@ -105,9 +106,9 @@ func (p *pipeline) done(did string) {
 	}
 }
 
-// settle waits until no write of did is queued. The writer reports every
+// Settle waits until no write of did is queued. The writer reports every
 // queued write (committed, failed or closed), so the wait ends.
-func (p *pipeline) settle(did string) {
+func (p *Pipeline) Settle(did string) {
 	p.mu.Lock()
 	e := p.repos[did]
 	p.mu.Unlock()

@@ -1,4 +1,4 @@
-package cistern
+package verify
 
 import (
 	"context"
@@ -40,7 +40,7 @@ func BenchmarkCheckCommit(b *testing.B) {
 			for b.Loop() {
 				c := frames[i%n]
 				i++
-				if _, err := checkCommit(ctx, c.Frame, c.PrevData.String(), key, full, now); err != nil {
+				if _, err := CheckCommit(ctx, c.Frame, c.PrevData.String(), key, full, now); err != nil {
 					b.Fatal(err)
 				}
 			}

@@ -1,10 +1,23 @@
-package cistern
+// Package crawl discovers repos that existed before cistern started
+// following the firehose: every repo of the crawled host in full-network
+// mode, and otherwise the repos holding a record of each signal collection
+// (com.atproto.sync.listReposByCollection, or listRepos and each repo's
+// describeRepo where that is not served, and for wildcard signals).
+//
+// A repo found is tracked through internal/repos (Table.Track), which
+// queues its backfill. Questions to PDS hosts (describeRepo) go through
+// the backfill scheduler's per-host limits and 429 handling (HostGetter),
+// so the crawl and the backfills share each host's limits. Each
+// enumeration's cursor is persisted in the store's meta; a filter change
+// resets the crawls it starts afresh, in its own transaction (Reset).
+package crawl
 
 import (
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -13,15 +26,70 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
+	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 )
 
+// HostGetter sends a GET to a PDS host under the per-host limits shared
+// with backfill (*backfill.Scheduler.Get): a 429, or a host paused after
+// one, is an error wrapping backfill.ErrRateLimited; any other answer is
+// returned with up to limit bytes of its body.
+type HostGetter interface {
+	Get(ctx context.Context, u string, limit int64) (status int, body []byte, err error)
+}
+
+// Config is what a Crawler needs. Every field is required.
+type Config struct {
+	// Store is read for repo states, the queue's length and the cursors.
+	Store store.Store
+	// Write carries the cursor saves.
+	Write repos.Writer
+	// Repos tracks the repos found.
+	Repos *repos.Table
+	// Resolver finds a repo's PDS, for describeRepo.
+	Resolver resolver.Resolver
+	// Hosts asks PDS hosts (describeRepo), under the per-host limits.
+	Hosts HostGetter
+	// HTTPClient asks the crawled host (listRepos, listReposByCollection).
+	HTTPClient *http.Client
+	// URL is the host enumerated (a relay or a PDS), http(s) or ws(s).
+	URL string
+	// Filter returns the filter in force.
+	Filter func() *filter.Filter
+	// Logger receives the crawl's warnings.
+	Logger *slog.Logger
+}
+
+// Crawler runs the discovery crawls. Create it with New; Run runs it.
+type Crawler struct {
+	cfg  Config
+	st   store.Store
+	res  resolver.Resolver
+	log  *slog.Logger
+	kick chan struct{}
+}
+
+// New returns a Crawler over cfg. Nothing runs until Run.
+func New(cfg Config) *Crawler {
+	return &Crawler{cfg: cfg, st: cfg.Store, res: cfg.Resolver, log: cfg.Logger, kick: make(chan struct{}, 1)}
+}
+
+// MetaPrefix prefixes the meta keys of the crawls' cursors.
+const MetaPrefix = "crawl/"
+
+// maxBody bounds the JSON read of one answer.
+const maxBody = 16 << 20
+
+// SignalKey returns the meta key of the crawl for a signal.
+func SignalKey(signal string) string { return MetaPrefix + crawlSignalPrefix + signal }
+
 // crawlPendingLimit pauses the crawler while this many repos wait.
 const crawlPendingLimit = 10_000
 
-// The crawler's jobs, named by their meta key after metaCrawlPrefix: the
+// The crawler's jobs, named by their meta key after MetaPrefix: the
 // full-network enumeration, and one per signal (crawlSignalPrefix and the
 // signal as written in the filter).
 const (
@@ -33,22 +101,24 @@ const (
 // enumeration begun, crawlDone a finished one, and crawlFallback prefixes
 // the cursor of a listRepos walk for a signal.
 const (
-	crawlStart    = "\x00start"
+	// StartMarker is saved as the cursor of an enumeration begun.
+	StartMarker   = "\x00start"
+	crawlStart    = StartMarker
 	crawlDone     = "\x00done"
 	crawlFallback = "\x00listRepos:"
 )
 
-// kickCrawl wakes the crawler after a filter change.
-func (ix *Indexer) kickCrawl() {
+// Kick wakes the crawler after a filter change.
+func (c *Crawler) Kick() {
 	select {
-	case ix.crawlKick <- struct{}{}:
+	case c.kick <- struct{}{}:
 	default:
 	}
 }
 
 // crawlBase returns the http(s) base URL the crawler enumerates.
-func (ix *Indexer) crawlBase() string {
-	u := strings.TrimSuffix(ix.cfg.CrawlURL, "/")
+func (c *Crawler) crawlBase() string {
+	u := strings.TrimSuffix(c.cfg.URL, "/")
 	switch {
 	case strings.HasPrefix(u, "wss://"):
 		u = "https://" + strings.TrimPrefix(u, "wss://")
@@ -61,7 +131,7 @@ func (ix *Indexer) crawlBase() string {
 	return u
 }
 
-// crawl discovers repos that exist already: every repo of the relay in
+// Run discovers repos that exist already, until ctx ends: every repo of the relay in
 // full-network mode, the repos holding a record of each signal otherwise.
 // An exact signal is asked of listReposByCollection; a wildcard signal,
 // which that method cannot take, walks listRepos and asks each repo's PDS
@@ -71,9 +141,9 @@ func (ix *Indexer) crawlBase() string {
 // repeated until a filter change removes and adds its signal (or turns
 // FullNetwork off and on) again, which deletes its cursor (see
 // resetCrawls).
-func (ix *Indexer) crawl(ctx context.Context) error {
+func (c *Crawler) Run(ctx context.Context) error {
 	for {
-		f := ix.Filter()
+		f := c.cfg.Filter()
 		var jobs []string
 		if f.FullNetwork() {
 			jobs = append(jobs, crawlNetworkJob)
@@ -83,23 +153,23 @@ func (ix *Indexer) crawl(ctx context.Context) error {
 			}
 		}
 		for _, job := range jobs {
-			if err := ix.crawlJob(ctx, job); err != nil {
+			if err := c.crawlJob(ctx, job); err != nil {
 				if ctx.Err() != nil {
 					return nil
 				}
-				ix.log.Warn("crawl failed; will retry", "job", job, "err", err)
+				c.log.Warn("crawl failed; will retry", "job", job, "err", err)
 			}
 		}
 		select {
 		case <-ctx.Done():
 			return nil
-		case <-ix.crawlKick:
+		case <-c.kick:
 		case <-time.After(time.Minute):
 		}
 	}
 }
 
-func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
+func (c *Crawler) crawlJob(ctx context.Context, job string) error {
 	signal, bySignal := strings.CutPrefix(job, crawlSignalPrefix)
 	var pattern filter.Pattern
 	if bySignal {
@@ -108,48 +178,48 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 			return err // the filter was validated: not reached
 		}
 	}
-	key := metaCrawlPrefix + job
+	key := MetaPrefix + job
 	// A wildcard is walked with listRepos from the start.
-	saved, err := ix.startCrawl(ctx, key, encodeCrawlCursor("", pattern.IsWildcard()))
+	saved, err := c.StartCursor(ctx, key, encodeCrawlCursor("", pattern.IsWildcard()))
 	if err != nil || saved == crawlDone {
 		return err
 	}
 	cursor, fallback := decodeCrawlCursor(saved)
 	for {
-		if err := ix.waitQueue(ctx); err != nil {
+		if err := c.waitQueue(ctx); err != nil {
 			return err
 		}
 		var dids []string
 		var next string
 		if bySignal && !fallback {
-			dids, next, err = ix.listPage(ctx, "com.atproto.sync.listReposByCollection", url.Values{"collection": {signal}}, cursor)
+			dids, next, err = c.listPage(ctx, "com.atproto.sync.listReposByCollection", url.Values{"collection": {signal}}, cursor)
 			if notServed(err) {
 				// A bare PDS does not serve listReposByCollection: enumerate
 				// its repos and ask each for its collections.
-				ix.log.Info("listReposByCollection not served; falling back to listRepos + describeRepo", "host", ix.crawlBase())
+				c.log.Info("listReposByCollection not served; falling back to listRepos + describeRepo", "host", c.crawlBase())
 				fallback, cursor = true, ""
 				continue
 			}
 		} else {
-			dids, next, err = ix.listPage(ctx, "com.atproto.sync.listRepos", nil, cursor)
+			dids, next, err = c.listPage(ctx, "com.atproto.sync.listRepos", nil, cursor)
 		}
 		if err != nil {
 			return err
 		}
 		for _, did := range dids {
-			if _, err := syntax.ParseDID(did); err != nil || ix.Filter().Excluded(did) {
+			if _, err := syntax.ParseDID(did); err != nil || c.cfg.Filter().Excluded(did) {
 				continue
 			}
-			reason := reasonNetwork
+			reason := repos.ReasonNetwork
 			if bySignal {
-				reason = reasonSignal
+				reason = repos.ReasonSignal
 				if fallback {
-					if tracked, err := ix.tracked(ctx, did); err != nil {
+					if tracked, err := c.tracked(ctx, did); err != nil {
 						return err
 					} else if tracked {
 						continue // nothing to learn: spare its PDS the question
 					}
-					ok, err := ix.holdsSignal(ctx, did, pattern)
+					ok, err := c.holdsSignal(ctx, did, pattern)
 					if err != nil {
 						return fmt.Errorf("%s: %w", did, err) // the page is done again
 					}
@@ -158,8 +228,8 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 					}
 				}
 			}
-			unlock := ix.lock(did)
-			err := ix.trackLocked(ctx, did, reason)
+			unlock := c.cfg.Repos.Lock(did)
+			err := c.cfg.Repos.Track(ctx, did, reason)
 			unlock()
 			if err != nil {
 				return err
@@ -169,8 +239,8 @@ func (ix *Indexer) crawlJob(ctx context.Context, job string) error {
 		if next == "" || len(dids) == 0 {
 			nextSaved = crawlDone
 		}
-		if ok, err := ix.advanceCrawl(ctx, key, saved, nextSaved); err != nil || !ok {
-			// !ok: a filter change reset this crawl (see resetCrawls), and
+		if ok, err := c.AdvanceCursor(ctx, key, saved, nextSaved); err != nil || !ok {
+			// !ok: a filter change reset this crawl (see Reset), and
 			// kicked the crawler to start it again.
 			return err
 		}
@@ -194,13 +264,13 @@ func notServed(err error) bool {
 		he.status >= 400 && he.status < 500 && he.status != http.StatusTooManyRequests
 }
 
-// resetCrawls deletes, in the transaction that puts the filter in force,
+// Reset deletes, in the transaction that puts the filter in force,
 // the saved crawls that a change from one spec to the next starts afresh:
 // of every signal added or removed, and of the full network when
 // FullNetwork is turned on or off. A signal added again (or FullNetwork
 // turned on again) is thus crawled again for the repos that wrote while it
-// was off, and a crawl under way for one removed stops (advanceCrawl).
-func resetCrawls(tx store.Tx, from, to filter.Spec) error {
+// was off, and a crawl under way for one removed stops (AdvanceCursor).
+func Reset(tx store.Tx, from, to filter.Spec) error {
 	var keys []string
 	if from.FullNetwork != to.FullNetwork {
 		keys = append(keys, crawlNetworkJob)
@@ -216,7 +286,7 @@ func resetCrawls(tx store.Tx, from, to filter.Spec) error {
 		}
 	}
 	for _, k := range keys {
-		if err := tx.DeleteMeta(metaCrawlPrefix + k); err != nil {
+		if err := tx.DeleteMeta(MetaPrefix + k); err != nil {
 			return err
 		}
 	}
@@ -227,7 +297,7 @@ func resetCrawls(tx store.Tx, from, to filter.Spec) error {
 // listRepos walk for a signal is saved with a prefix, so that a restart
 // resumes the walk rather than hand its cursor to listReposByCollection;
 // the start of an enumeration is saved too (crawlStart), so that a filter
-// change that deletes the key (resetCrawls) can be told from a crawl that
+// change that deletes the key (Reset) can be told from a crawl that
 // has not begun.
 func encodeCrawlCursor(cursor string, fallback bool) string {
 	switch {
@@ -247,9 +317,9 @@ func decodeCrawlCursor(saved string) (cursor string, fallback bool) {
 	return strings.CutPrefix(saved, crawlFallback)
 }
 
-// startCrawl returns the saved cursor of the crawl at key, saving start
+// StartCursor returns the saved cursor of the crawl at key, saving start
 // first when there is none.
-func (ix *Indexer) startCrawl(ctx context.Context, key, start string) (string, error) {
+func (c *Crawler) StartCursor(ctx context.Context, key, start string) (string, error) {
 	var saved []byte
 	read := func(tx store.ReadTx) error {
 		v, err := tx.Meta(key)
@@ -260,10 +330,10 @@ func (ix *Indexer) startCrawl(ctx context.Context, key, start string) (string, e
 		saved = v
 		return err
 	}
-	if err := ix.st.View(ctx, read); err != nil || saved != nil {
+	if err := c.st.View(ctx, read); err != nil || saved != nil {
 		return string(saved), err
 	}
-	err := ix.write(ctx, func(tx store.Tx) error {
+	err := c.cfg.Write.Write(ctx, func(tx store.Tx) error {
 		if err := read(tx); err != nil || saved != nil {
 			return err
 		}
@@ -273,13 +343,13 @@ func (ix *Indexer) startCrawl(ctx context.Context, key, start string) (string, e
 	return string(saved), err
 }
 
-// advanceCrawl saves next as the cursor of the crawl at key if prev is
+// AdvanceCursor saves next as the cursor of the crawl at key if prev is
 // still saved there. It reports false, saving nothing, when a filter change
-// has deleted the key since (resetCrawls): what was enumerated before may
+// has deleted the key since (Reset): what was enumerated before may
 // predate the change.
-func (ix *Indexer) advanceCrawl(ctx context.Context, key, prev, next string) (bool, error) {
+func (c *Crawler) AdvanceCursor(ctx context.Context, key, prev, next string) (bool, error) {
 	ok := false
-	err := ix.write(ctx, func(tx store.Tx) error {
+	err := c.cfg.Write.Write(ctx, func(tx store.Tx) error {
 		v, err := tx.Meta(key)
 		if errors.Is(err, store.ErrNotFound) || err == nil && string(v) != prev {
 			ok = false
@@ -295,9 +365,9 @@ func (ix *Indexer) advanceCrawl(ctx context.Context, key, prev, next string) (bo
 }
 
 // tracked reports whether did is tracked (held and not deleted).
-func (ix *Indexer) tracked(ctx context.Context, did string) (bool, error) {
+func (c *Crawler) tracked(ctx context.Context, did string) (bool, error) {
 	var ok bool
-	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+	err := c.st.View(ctx, func(tx store.ReadTx) error {
 		r, err := tx.Repo(did)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
@@ -309,10 +379,10 @@ func (ix *Indexer) tracked(ctx context.Context, did string) (bool, error) {
 }
 
 // waitQueue pauses while the pending queue is long.
-func (ix *Indexer) waitQueue(ctx context.Context) error {
+func (c *Crawler) waitQueue(ctx context.Context) error {
 	for {
 		var pending int64
-		err := ix.st.View(ctx, func(tx store.ReadTx) error {
+		err := c.st.View(ctx, func(tx store.ReadTx) error {
 			c, err := tx.Counts()
 			pending = c.ReposByState[store.StatePending]
 			return err
@@ -335,12 +405,12 @@ type httpError struct {
 
 func (e *httpError) Error() string { return fmt.Sprintf("HTTP %d: %s", e.status, e.body) }
 
-func (ix *Indexer) getJSON(ctx context.Context, u string, out any) error {
+func (c *Crawler) getJSON(ctx context.Context, u string, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
 		return err
 	}
-	resp, err := ix.cfg.HTTPClient.Do(req)
+	resp, err := c.cfg.HTTPClient.Do(req)
 	if err != nil {
 		return err
 	}
@@ -350,10 +420,10 @@ func (ix *Indexer) getJSON(ctx context.Context, u string, out any) error {
 		n, _ := resp.Body.Read(b[:])
 		return &httpError{status: resp.StatusCode, body: string(b[:n])}
 	}
-	return json.NewDecoder(http.MaxBytesReader(nil, resp.Body, 16<<20)).Decode(out)
+	return json.NewDecoder(http.MaxBytesReader(nil, resp.Body, maxBody)).Decode(out)
 }
 
-func (ix *Indexer) listPage(ctx context.Context, method string, q url.Values, cursor string) ([]string, string, error) {
+func (c *Crawler) listPage(ctx context.Context, method string, q url.Values, cursor string) ([]string, string, error) {
 	if q == nil {
 		q = url.Values{}
 	}
@@ -368,7 +438,7 @@ func (ix *Indexer) listPage(ctx context.Context, method string, q url.Values, cu
 			Active *bool  `json:"active"`
 		} `json:"repos"`
 	}
-	if err := ix.getJSON(ctx, ix.crawlBase()+"/xrpc/"+method+"?"+q.Encode(), &out); err != nil {
+	if err := c.getJSON(ctx, c.crawlBase()+"/xrpc/"+method+"?"+q.Encode(), &out); err != nil {
 		return nil, "", fmt.Errorf("%s: %w", method, err)
 	}
 	dids := make([]string, 0, len(out.Repos))
@@ -388,8 +458,8 @@ func (ix *Indexer) listPage(ctx context.Context, method string, q url.Values, cu
 // malformed document) is likewise logged and skipped: retrying the page
 // would stall the walk on it for good. Any other failure is returned, for
 // the page to be done again.
-func (ix *Indexer) holdsSignal(ctx context.Context, did string, p filter.Pattern) (bool, error) {
-	ident, err := ix.res.Resolve(ctx, syntax.DID(did))
+func (c *Crawler) holdsSignal(ctx context.Context, did string, p filter.Pattern) (bool, error) {
+	ident, err := c.res.Resolve(ctx, syntax.DID(did))
 	if errors.Is(err, resolver.ErrNotFound) {
 		return false, nil
 	}
@@ -397,7 +467,7 @@ func (ix *Indexer) holdsSignal(ctx context.Context, did string, p filter.Pattern
 		if ctx.Err() != nil {
 			return false, ctx.Err()
 		}
-		ix.log.Warn("crawl: DID does not resolve; repo skipped", "did", did, "err", err)
+		c.log.Warn("crawl: DID does not resolve; repo skipped", "did", did, "err", err)
 		return false, nil
 	}
 	if ident.PDS == "" {
@@ -407,14 +477,20 @@ func (ix *Indexer) holdsSignal(ctx context.Context, did string, p filter.Pattern
 		Collections []string `json:"collections"`
 	}
 	pds := strings.TrimSuffix(ident.PDS, "/")
-	err = ix.getJSON(ctx, pds+"/xrpc/com.atproto.repo.describeRepo?repo="+url.QueryEscape(did), &out)
+	status, body, err := c.cfg.Hosts.Get(ctx, pds+"/xrpc/com.atproto.repo.describeRepo?repo="+url.QueryEscape(did), maxBody)
+	if err == nil && status != http.StatusOK {
+		err = &httpError{status: status, body: string(body[:min(len(body), 512)])}
+	}
+	if err == nil {
+		err = json.Unmarshal(body, &out)
+	}
 	var he *httpError
 	switch {
 	case errors.As(err, &he) && he.status == http.StatusBadRequest:
 		return false, nil
-	case err != nil && ctx.Err() == nil && hostOf(pds) != hostOf(ix.crawlBase()) &&
-		!(errors.As(err, &he) && he.status == http.StatusTooManyRequests):
-		ix.log.Warn("crawl: describeRepo failed; repo skipped", "did", did, "pds", pds, "err", err)
+	case err != nil && ctx.Err() == nil && hostOf(pds) != hostOf(c.crawlBase()) &&
+		!errors.Is(err, backfill.ErrRateLimited):
+		c.log.Warn("crawl: describeRepo failed; repo skipped", "did", did, "pds", pds, "err", err)
 		return false, nil
 	case err != nil:
 		return false, fmt.Errorf("describeRepo: %w", err)

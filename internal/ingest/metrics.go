@@ -1,17 +1,19 @@
-package cistern
+package ingest
 
 import (
-	"sync"
 	"time"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cistern-dev/cistern/firehose"
+	"github.com/cistern-dev/cistern/verify"
 )
 
-// metrics are the Indexer's own counters, exported through Collector.
-type metrics struct {
+// Metrics are the counters of live ingestion: firehose messages, lag and
+// cursors; live commits applied, skipped and rejected by reason. They are
+// served through Registry.
+type Metrics struct {
 	reg *prometheus.Registry
 
 	frames   *prometheus.CounterVec
@@ -21,13 +23,11 @@ type metrics struct {
 	ops      prometheus.Counter
 	skippedC prometheus.Counter
 	rejects  *prometheus.CounterVec
-
-	mu        sync.Mutex
-	rejectedN map[RejectReason]int64
 }
 
-func newMetrics() *metrics {
-	m := &metrics{
+// NewMetrics returns zeroed counters on a registry of their own.
+func NewMetrics() *Metrics {
+	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cistern_firehose_messages_total",
 			Help: "Firehose messages received, by source and kind."}, []string{"source", "kind"}),
@@ -43,16 +43,15 @@ func newMetrics() *metrics {
 			Help: "Live commits skipped as stale (rev at or below the stored rev)."}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cistern_commits_rejected_total",
 			Help: "Live commits rejected, by reason."}, []string{"reason"}),
-		rejectedN: map[RejectReason]int64{},
 	}
 	m.reg.MustRegister(m.frames, m.lag, m.cursor, m.appliedC, m.ops, m.skippedC, m.rejects)
-	for _, r := range RejectReasons {
+	for _, r := range verify.RejectReasons {
 		m.rejects.WithLabelValues(string(r))
 	}
 	return m
 }
 
-func (m *metrics) observeFrame(src string, msg *firehose.Message) {
+func (m *Metrics) observeFrame(src string, msg *firehose.Message) {
 	m.frames.WithLabelValues(src, msg.Kind).Inc()
 	var ts string
 	switch {
@@ -70,23 +69,11 @@ func (m *metrics) observeFrame(src string, msg *firehose.Message) {
 	}
 }
 
-func (m *metrics) setCursor(src string, c int64) { m.cursor.WithLabelValues(src).Set(float64(c)) }
-func (m *metrics) skipped()                      { m.skippedC.Inc() }
-func (m *metrics) applied(ops int)               { m.appliedC.Inc(); m.ops.Add(float64(ops)) }
+func (m *Metrics) setCursor(src string, c int64) { m.cursor.WithLabelValues(src).Set(float64(c)) }
+func (m *Metrics) skipped()                      { m.skippedC.Inc() }
+func (m *Metrics) applied(ops int)               { m.appliedC.Inc(); m.ops.Add(float64(ops)) }
 
-func (m *metrics) rejected(r RejectReason) {
-	m.rejects.WithLabelValues(string(r)).Inc()
-	m.mu.Lock()
-	m.rejectedN[r]++
-	m.mu.Unlock()
-}
+func (m *Metrics) rejected(r verify.RejectReason) { m.rejects.WithLabelValues(string(r)).Inc() }
 
-func (m *metrics) rejectCounts() map[RejectReason]int64 {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	out := make(map[RejectReason]int64, len(m.rejectedN))
-	for k, v := range m.rejectedN {
-		out[k] = v
-	}
-	return out
-}
+// Registry returns the registry the counters are on.
+func (m *Metrics) Registry() *prometheus.Registry { return m.reg }

@@ -1,0 +1,426 @@
+package repos
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/verify"
+)
+
+// InactiveState maps a host's account status ("deactivated", "takendown",
+// "suspended", "deleted") to a repo state; false for any other status
+// (desynchronized, throttled, unknown), which says nothing of the account.
+func InactiveState(status string) (store.RepoState, bool) {
+	switch status {
+	case "deactivated":
+		return store.StateDeactivated, true
+	case "takendown":
+		return store.StateTakendown, true
+	case "suspended":
+		return store.StateSuspended, true
+	case "deleted":
+		return store.StateDeleted, true
+	}
+	return 0, false
+}
+
+// ClearError forgets a repo's last failure and its retries.
+func ClearError(r *store.Repo) {
+	r.ErrorKind, r.LastError, r.Retries, r.NextAttempt = "", "", 0, time.Time{}
+}
+
+// MarkSynced writes r as synced in tx, errors cleared, and dequeues it: the
+// one way into the synced state, at the end of a backfill (by backfill
+// itself, or after the live commits held meanwhile were applied).
+func MarkSynced(tx store.Tx, r *store.Repo, now time.Time) error {
+	next := *r
+	next.State = store.StateSynced
+	next.Resync, next.SyncRev = false, ""
+	ClearError(&next)
+	next.Updated = now
+	if err := tx.PutRepo(&next); err != nil {
+		return err
+	}
+	return tx.Dequeue(r.DID)
+}
+
+// Requeue puts a repo back to pending, due now, in tx.
+func Requeue(tx store.Tx, r *store.Repo) error {
+	now := time.Now()
+	next := *r
+	next.State, next.Resync, next.Updated = store.StatePending, true, now
+	next.Retries, next.NextAttempt = 0, time.Time{}
+	if err := tx.PutRepo(&next); err != nil {
+		return err
+	}
+	return tx.Enqueue(r.DID, now)
+}
+
+// Track queues a repo for backfill unless it is already tracked (a deleted
+// repo is tracked anew). Tracking explicitly a repo tracked for another
+// reason records the explicit reason. The caller holds the lock.
+func (t *Table) Track(ctx context.Context, did, reason string) error {
+	queued := false
+	err := t.w.Write(ctx, func(tx store.Tx) error {
+		queued = false
+		now := time.Now()
+		r, err := tx.Repo(did)
+		switch {
+		case err == nil && r.State != store.StateDeleted:
+			if reason == ReasonExplicit && r.Reason != ReasonExplicit {
+				next := *r
+				next.Reason = ReasonExplicit
+				return tx.PutRepo(&next)
+			}
+			return nil
+		case err != nil && !errors.Is(err, store.ErrNotFound):
+			return err
+		}
+		queued = true
+		if err := tx.PutRepo(&store.Repo{DID: did, State: store.StatePending, Reason: reason, Updated: now}); err != nil {
+			return err
+		}
+		return tx.Enqueue(did, now)
+	})
+	if err == nil && queued {
+		t.kick()
+	}
+	return err
+}
+
+// Discover tracks a repo found by one of its live commits, and holds the
+// commit (bc) for after the backfill; if the repo is tracked meanwhile the
+// commit is only held. The caller holds the lock.
+func (t *Table) Discover(ctx context.Context, did, reason string, bc *store.BufferedCommit) error {
+	err := t.w.Write(ctx, func(tx store.Tx) error {
+		if _, err := tx.Repo(did); err == nil {
+			return tx.PutBuffer(bc)
+		}
+		now := time.Now()
+		if err := tx.PutRepo(&store.Repo{DID: did, State: store.StatePending, Reason: reason, Updated: now}); err != nil {
+			return err
+		}
+		if err := tx.Enqueue(did, now); err != nil {
+			return err
+		}
+		return tx.PutBuffer(bc)
+	})
+	if err == nil {
+		t.kick()
+	}
+	return err
+}
+
+// Untrack forgets a repo. With deleteData it is first marked deleted
+// ("untracked") and dequeued, so that a backfill in flight stops before its
+// next batch rather than write records behind the deletion, and its
+// records are removed, each with a delete event. The caller holds the lock.
+func (t *Table) Untrack(ctx context.Context, did string, deleteData bool) error {
+	if deleteData {
+		if err := t.w.Write(ctx, func(tx store.Tx) error {
+			r, err := tx.Repo(did)
+			if errors.Is(err, store.ErrNotFound) {
+				return nil
+			}
+			if err != nil {
+				return err
+			}
+			next := *r
+			next.State, next.Status, next.Updated = store.StateDeleted, "untracked", time.Now()
+			if err := tx.PutRepo(&next); err != nil {
+				return err
+			}
+			return tx.Dequeue(did)
+		}); err != nil {
+			return err
+		}
+		if _, err := DeleteRecords(ctx, t.st, t.w, did, DeleteOptions{}); err != nil {
+			return err
+		}
+	}
+	return t.w.Write(ctx, func(tx store.Tx) error { return tx.DeleteRepo(did) })
+}
+
+// Resync queues a tracked repo for a new backfill. It reports false, and
+// writes nothing, for a repo that is not tracked. The caller holds the lock.
+func (t *Table) Resync(ctx context.Context, did string) (tracked bool, err error) {
+	err = t.w.Write(ctx, func(tx store.Tx) error {
+		r, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) {
+			tracked = false
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		tracked = true
+		return Requeue(tx, r)
+	})
+	if err == nil && tracked {
+		t.kick()
+	}
+	return tracked, err
+}
+
+// ResyncTracked queues a resync of a tracked, active repo; untracked repos
+// are left alone. It takes the lock.
+func (t *Table) ResyncTracked(ctx context.Context, did string) error {
+	unlock := t.Lock(did)
+	defer unlock()
+	err := t.w.Write(ctx, func(tx store.Tx) error {
+		r, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) || err == nil && !r.State.Active() {
+			return nil
+		}
+		if err != nil {
+			return err
+		}
+		return Requeue(tx, r)
+	})
+	t.kick()
+	return err
+}
+
+// ResyncAll queues a resync of every synced repo, taking each one's lock.
+func (t *Table) ResyncAll(ctx context.Context) error {
+	err := t.ForEach(ctx, func(r *store.Repo) error {
+		if r.State != store.StateSynced {
+			return nil
+		}
+		unlock := t.Lock(r.DID)
+		defer unlock()
+		return t.w.Write(ctx, func(tx store.Tx) error {
+			cur, err := tx.Repo(r.DID)
+			if err != nil || cur.State != store.StateSynced {
+				return err
+			}
+			return Requeue(tx, cur)
+		})
+	})
+	t.kick()
+	return err
+}
+
+// RequeueWhere queues again every active repo not already pending that
+// keep selects, taking each one's lock (a filter change).
+func (t *Table) RequeueWhere(ctx context.Context, keep func(r *store.Repo) bool) error {
+	err := t.ForEach(ctx, func(r *store.Repo) error {
+		if !r.State.Active() || r.State == store.StatePending || !keep(r) {
+			return nil
+		}
+		unlock := t.Lock(r.DID)
+		defer unlock()
+		return t.w.Write(ctx, func(tx store.Tx) error {
+			cur, err := tx.Repo(r.DID)
+			if err != nil {
+				return err
+			}
+			return Requeue(tx, cur)
+		})
+	})
+	t.kick()
+	return err
+}
+
+// MarkDesync records that a repo's live chain broke (or a commit was
+// rejected), counts the rejection and queues a resync.
+func (t *Table) MarkDesync(ctx context.Context, did string, ce *verify.CommitError) error {
+	err := t.w.Write(ctx, func(tx store.Tx) error {
+		r, err := tx.Repo(did)
+		if err != nil {
+			return err
+		}
+		next := *r
+		next.State = store.StateDesynchronized
+		next.Resync = true
+		next.ErrorKind = string(ce.Reason)
+		next.LastError = ce.Error()
+		next.Updated = time.Now()
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		if err := CountReject(tx, ce.Reason); err != nil {
+			return err
+		}
+		return tx.Enqueue(did, time.Now())
+	})
+	if err == nil {
+		t.kick()
+	}
+	return err
+}
+
+// FinishBackfill ends a backfill whose held live commits were applied: the
+// repo is synced (MarkSynced), or queued again when a #sync announced a
+// newer state than the backfill found (see NoteSyncRev). A repo that left
+// the backfilling state meanwhile (untracked, a rejection, an account
+// event) is left as it is. The caller holds the lock.
+func (t *Table) FinishBackfill(ctx context.Context, did string) error {
+	requeued := false
+	err := t.w.Write(ctx, func(tx store.Tx) error {
+		requeued = false
+		r, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) {
+			return nil // untracked meanwhile
+		}
+		if err != nil {
+			return err
+		}
+		if r.State != store.StateBackfilling {
+			return nil // something else (a rejection, an account event) decided
+		}
+		if r.SyncRev != "" && r.SyncRev > r.Rev {
+			// A #sync announced a newer state than the backfill found:
+			// fetch again.
+			next := *r
+			next.State, next.Resync, next.SyncRev, next.Updated = store.StatePending, true, "", time.Now()
+			requeued = true
+			if err := tx.PutRepo(&next); err != nil {
+				return err
+			}
+			return tx.Enqueue(did, time.Now())
+		}
+		return MarkSynced(tx, r, time.Now())
+	})
+	if err == nil && requeued {
+		t.kick()
+	}
+	return err
+}
+
+// NoteSyncRev remembers the rev of a #sync that came while the repo was
+// queued or backfilling (the CAR being fetched may predate it), so that a
+// backfill ending below it is done again (FinishBackfill).
+func (t *Table) NoteSyncRev(ctx context.Context, did, rev string) error {
+	return t.w.Write(ctx, func(tx store.Tx) error {
+		cur, err := tx.Repo(did)
+		if err != nil || cur.SyncRev >= rev {
+			return err
+		}
+		next := *cur
+		next.SyncRev = rev
+		return tx.PutRepo(&next)
+	})
+}
+
+// AdvanceRev moves a synced repo at rev from to rev to, its data being
+// unchanged (a #sync of the state already held).
+func (t *Table) AdvanceRev(ctx context.Context, did, from, to string) error {
+	return t.w.Write(ctx, func(tx store.Tx) error {
+		cur, err := tx.Repo(did)
+		if err != nil || cur.Rev != from {
+			return err
+		}
+		next := *cur
+		next.Rev = to
+		return tx.PutRepo(&next)
+	})
+}
+
+// SetIdentity records a repo's handle, PDS and signing key (as resolved
+// after an #identity) and emits an identity event when the handle changed.
+// signingKey "" keeps the key held.
+func (t *Table) SetIdentity(ctx context.Context, did, handle, pds, signingKey string) error {
+	return t.w.Write(ctx, func(tx store.Tx) error {
+		cur, err := tx.Repo(did)
+		if err != nil {
+			return err
+		}
+		next := *cur
+		next.Handle, next.PDS = handle, pds
+		if signingKey != "" {
+			next.SigningKey = signingKey
+		}
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		if cur.Handle == next.Handle {
+			return nil
+		}
+		return tx.AppendEvent(&store.Event{Kind: store.KindIdentity, Live: true, DID: did, Time: time.Now(), Handle: next.Handle})
+	})
+}
+
+// Reactivate brings an inactive account back: pending, queued for a
+// resync (the repo may have changed meanwhile), with an account event.
+func (t *Table) Reactivate(ctx context.Context, did string, now time.Time) error {
+	err := t.w.Write(ctx, func(tx store.Tx) error {
+		cur, err := tx.Repo(did)
+		if err != nil {
+			return err
+		}
+		next := *cur
+		next.State, next.Status, next.Resync, next.Updated = store.StatePending, "", true, now
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		if err := tx.Enqueue(did, now); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Active: true})
+	})
+	if err == nil {
+		t.kick()
+	}
+	return err
+}
+
+// AccountStatus emits an account event of a status that says nothing of
+// the account itself (desynchronized, throttled, unknown), without changing
+// its state.
+func (t *Table) AccountStatus(ctx context.Context, did, status string, now time.Time) error {
+	return t.w.Write(ctx, func(tx store.Tx) error {
+		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Status: status})
+	})
+}
+
+// BeginDelete marks an account deleted, without its status, dequeued and
+// with its held commits dropped: a backfill in flight sees it and stops
+// before its next batch, instead of writing records behind the deletion.
+// Then the caller removes the records (DeleteRecords) and records the
+// status (SetInactive); if the process stops before, the deletion is
+// finished when the message comes again, the status not being set yet.
+func (t *Table) BeginDelete(ctx context.Context, did string, now time.Time) error {
+	return t.w.Write(ctx, func(tx store.Tx) error {
+		cur, err := tx.Repo(did)
+		if err != nil {
+			return err
+		}
+		next := *cur
+		next.State, next.Status, next.Updated = store.StateDeleted, "", now
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		if err := tx.Dequeue(did); err != nil {
+			return err
+		}
+		return tx.DeleteBuffer(did, "")
+	})
+}
+
+// SetInactive records an account's inactive state and status (see
+// InactiveState): dequeued, its held commits dropped, an account event
+// emitted. Records are kept (a deleted account's are removed first, see
+// BeginDelete).
+func (t *Table) SetInactive(ctx context.Context, did string, state store.RepoState, status string, now time.Time) error {
+	return t.w.Write(ctx, func(tx store.Tx) error {
+		cur, err := tx.Repo(did)
+		if err != nil {
+			return err
+		}
+		next := *cur
+		next.State, next.Status, next.Updated = state, status, now
+		if err := tx.PutRepo(&next); err != nil {
+			return err
+		}
+		if err := tx.Dequeue(did); err != nil {
+			return err
+		}
+		if err := tx.DeleteBuffer(did, ""); err != nil {
+			return err
+		}
+		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, Live: true, DID: did, Time: now, Status: status})
+	})
+}
