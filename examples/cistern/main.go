@@ -20,6 +20,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -93,7 +94,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.SetOutput(stderr)
 	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:2470", "HTTP listen address")
-	fs.StringVar(&c.Relay, "relay", "wss://bsky.network", "firehose relay (or PDS) URL")
+	fs.StringVar(&c.Relay, "relay", "wss://bsky.network", "firehose relay (or PDS) URL; a comma list follows several, each with its own cursor")
 	fs.StringVar(&c.PLC, "plc", "https://plc.directory", "PLC directory URL")
 	fs.BoolVar(&c.FullNetwork, "full-network", false, "track every repo of the network")
 	fs.Var(listFlag{&c.Signals}, "signal", "comma list of signal collections: repos holding a record in one are tracked")
@@ -151,6 +152,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	if !loopbackListen(c.Listen) && c.AdminToken == "" && c.AdminTokenFile == "" {
 		return nil, fmt.Errorf("-listen %s is not a loopback address: set -admin-token (or -admin-token-file) to serve beyond this machine", c.Listen)
 	}
+	for _, r := range c.relays() {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || (u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "http" && u.Scheme != "https") {
+			return nil, fmt.Errorf("-relay: %q is not a ws, wss, http or https URL", r)
+		}
+	}
+	if len(c.relays()) == 0 {
+		return nil, fmt.Errorf("-relay: no firehose source given")
+	}
 	if c.ReadTimeout <= 0 || c.IdleTimeout <= 0 {
 		return nil, fmt.Errorf("-read-timeout and -idle-timeout must be positive")
 	}
@@ -164,6 +174,27 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
 	}
 	return c, nil
+}
+
+// applyHardening sets what the hardening flags say in icfg: handle
+// verification and the firehose sources.
+func (c *config) applyHardening(icfg *cistern.Config) {
+	icfg.SkipHandleVerification = c.SkipHandleVerification
+	if relays := c.relays(); len(relays) > 1 {
+		// Several firehose sources, each followed with its own cursor.
+		icfg.RelayURL, icfg.Sources = relays[0], relays
+	}
+}
+
+// relays returns the firehose sources of -relay, a comma list.
+func (c *config) relays() []string {
+	var out []string
+	for _, r := range strings.Split(c.Relay, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			out = append(out, r)
+		}
+	}
+	return out
 }
 
 // spec returns the filter the flags ask for; the zero Spec (keep what the
@@ -205,7 +236,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		Logger:   log,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
-	icfg.SkipHandleVerification = cfg.SkipHandleVerification
+	cfg.applyHardening(&icfg)
 
 	var demo *demoNet
 	if cfg.Demo {

@@ -70,6 +70,11 @@ func TestParseFlags(t *testing.T) {
 		{"skip handle verification", nil, map[string]string{"CISTERN_SKIP_HANDLE_VERIFICATION": "true"}, func(c *config) bool {
 			return c.SkipHandleVerification
 		}, ""},
+		{"several relays", []string{"-relay", "wss://relay1.example, https://pds.example ,"}, nil, func(c *config) bool {
+			return slices.Equal(c.relays(), []string{"wss://relay1.example", "https://pds.example"})
+		}, ""},
+		{"a relay that is not a URL", []string{"-relay", "wss://relay1.example,relay2"}, nil, nil, `"relay2" is not a ws, wss, http or https URL`},
+		{"no relay", []string{"-relay", " , "}, nil, nil, "no firehose source"},
 		{"bad verify", []string{"-verify", "some"}, nil, nil, "verify mode"},
 		{"bad environment", nil, map[string]string{"CISTERN_RETENTION": "soon"}, nil, "CISTERN_RETENTION"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, nil, "log-level"},
@@ -350,5 +355,24 @@ func TestAdminToken(t *testing.T) {
 	}
 	if _, err := os.Stat(other + ".admin-token"); !os.IsNotExist(err) {
 		t.Fatalf("-admin-token wrote a file: %v", err)
+	}
+}
+
+// The flags of the hardening reach the indexer's configuration.
+func TestApplyHardening(t *testing.T) {
+	c, err := parseFlags([]string{"-relay", "wss://a.example,wss://b.example", "-skip-handle-verification"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var icfg cistern.Config
+	c.applyHardening(&icfg)
+	if !icfg.SkipHandleVerification || icfg.RelayURL != "wss://a.example" || !slices.Equal(icfg.Sources, []string{"wss://a.example", "wss://b.example"}) {
+		t.Fatalf("config %+v", icfg)
+	}
+	c, _ = parseFlags(nil, func(string) string { return "" }, io.Discard)
+	icfg = cistern.Config{RelayURL: c.Relay}
+	c.applyHardening(&icfg)
+	if icfg.SkipHandleVerification || icfg.Sources != nil || icfg.RelayURL != "wss://bsky.network" {
+		t.Fatalf("defaults %+v", icfg)
 	}
 }
