@@ -64,6 +64,9 @@ type config struct {
 	// without checking that they point back (Config.SkipHandleVerification).
 	SkipHandleVerification bool
 
+	// CompactTo, when set, compacts the store into this new file and exits.
+	CompactTo string
+
 	dbSet bool // -db was given (the demo uses a temporary store otherwise)
 }
 
@@ -112,6 +115,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.IntVar(&c.MaxConns, "max-conns", httpapi.DefaultMaxConns, "open connections at most (/stream included); more are refused with 503")
 	fs.IntVar(&c.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "concurrent /stream connections at most; more are refused with 503")
 	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "serve handles as DID documents declare them, without checking DNS or /.well-known (private or test networks)")
+	fs.StringVar(&c.CompactTo, "compact-to", "", "copy the store (-db, not in use) into this new file without its free pages, then exit")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 
 	var err error
@@ -212,6 +216,13 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cistern:", err)
 		os.Exit(2)
+	}
+	if cfg.CompactTo != "" {
+		if err := compactStore(cfg.DB, cfg.CompactTo, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "cistern:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
