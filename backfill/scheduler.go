@@ -19,6 +19,8 @@ type Scheduler struct {
 	hosts  *hosts
 	kick   chan struct{}
 
+	recovery *recovery
+
 	mu      sync.Mutex
 	running map[string]struct{}
 
@@ -68,6 +70,8 @@ func New(opts Options) (*Scheduler, error) {
 		hosts:   newHosts(opts.PerHost, opts.HostInterval, opts.Now),
 		kick:    make(chan struct{}, 1),
 		running: make(map[string]struct{}),
+
+		recovery: newRecovery(),
 	}, nil
 }
 
