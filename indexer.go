@@ -155,6 +155,8 @@ func Open(cfg Config) (*Indexer, error) {
 		MaxFrameSize:   cfg.FirehoseMaxFrameSize,
 		CursorInterval: cfg.CursorInterval,
 		Logger:         cfg.Logger,
+		MaxHeldPerRepo: cfg.MaxHeldCommitsPerRepo,
+		MaxHeld:        cfg.MaxHeldCommits,
 	})
 	ix.bg.Add(1)
 	go func() {

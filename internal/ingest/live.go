@@ -96,7 +96,7 @@ func (in *Ingest) handleCommit(ctx context.Context, src string, m *firehose.Mess
 	if in.pipe.Broken(did) {
 		// A queued write of this repo failed and its resync is not queued
 		// yet: hold the commit for after the resync, as during a backfill.
-		return in.write(ctx, func(tx store.Tx) error { return tx.PutBuffer(bufferOf(src, m)) })
+		return in.hold(ctx, bufferOf(src, m))
 	}
 	r := in.pipe.repo(did)
 	var err error
@@ -125,8 +125,9 @@ func (in *Ingest) handleCommit(ctx context.Context, src string, m *firehose.Mess
 	case !r.State.Active():
 		return nil // commits of inactive accounts are not applied
 	case r.State != store.StateSynced:
-		return in.write(ctx, func(tx store.Tx) error { return tx.PutBuffer(bufferOf(src, m)) })
+		return in.hold(ctx, bufferOf(src, m))
 	}
+	in.held.forget(did)
 	return in.applyLive(ctx, r, msg, bufferOf(src, m))
 }
 
