@@ -18,7 +18,8 @@ const (
 // repo whose PDS stays down would otherwise hold them without limit). It
 // keeps an upper bound of each repo's count and of the total, raised by
 // every commit held and made exact by counting the store when it reaches a
-// cap, so that the store is counted rarely. Held commits removed elsewhere
+// cap, so that the store is counted rarely (past the total cap, at most a
+// hundredth of it more is held before the next count). Held commits removed elsewhere
 // (a backfill starting, a drain) only make the bounds loose. It costs one
 // map entry per repo that held a commit since it was last synced.
 type heldCap struct {
@@ -27,7 +28,6 @@ type heldCap struct {
 	mu        sync.Mutex
 	byDID     map[string]int
 	sum       int
-	sumExact  int // sum right after the last count of the store
 	countNext int // sum at which the store is counted again
 }
 
@@ -94,6 +94,9 @@ func (h *heldCap) admit(st store.Store, ctx context.Context, did string) (string
 		}
 		h.mu.Lock()
 		h.sum = int(exact) + 1
+		if int(exact)+1 > h.total {
+			h.sum-- // refused: not held
+		}
 		// Count again once the bound could have reached the cap, and not
 		// before a hundredth of it: a total that stays near the cap is not
 		// counted on every commit.
