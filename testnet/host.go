@@ -42,7 +42,7 @@ func (h *Host) ResetRequests() { h.counters.reset() }
 func (h *Host) Accounts() []*Account {
 	var out []*Account
 	for _, a := range h.net.Accounts() {
-		if a.host == h {
+		if a.Host() == h {
 			out = append(out, a)
 		}
 	}

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
@@ -488,7 +490,32 @@ func (in *Ingest) handleIdentity(ctx context.Context, msg *comatproto.SyncSubscr
 	if id.SigningKey != nil {
 		key = id.SigningKey.Multibase()
 	}
-	return in.repos.SetIdentity(ctx, r.DID, id.Handle.String(), id.PDS, key)
+	if err := in.repos.SetIdentity(ctx, r.DID, id.Handle.String(), id.PDS, key); err != nil {
+		return err
+	}
+	if movedPDS(r.PDS, id.PDS) && r.State.Active() {
+		// The account migrated: its repo now lives on the new host, which
+		// may hold commits the old one never announced. Fetch it from
+		// there.
+		in.log.Info("account moved to another PDS; resyncing from it", "did", r.DID, "from", r.PDS, "to", id.PDS)
+		_, err := in.repos.Resync(ctx, r.DID)
+		return err
+	}
+	return nil
+}
+
+// movedPDS reports whether a DID document now names another PDS host than
+// the one known (an empty known PDS is no move).
+func movedPDS(known, now string) bool {
+	if known == "" || now == "" {
+		return false
+	}
+	a, errA := url.Parse(known)
+	b, errB := url.Parse(now)
+	if errA != nil || errB != nil {
+		return known != now
+	}
+	return !strings.EqualFold(a.Host, b.Host)
 }
 
 func (in *Ingest) handleAccount(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Account) error {
