@@ -157,6 +157,7 @@ func Open(cfg Config) (*Indexer, error) {
 		Logger:         cfg.Logger,
 		MaxHeldPerRepo: cfg.MaxHeldCommitsPerRepo,
 		MaxHeld:        cfg.MaxHeldCommits,
+		HostAuthority:  cfg.HostAuthority,
 	})
 	ix.bg.Add(1)
 	go func() {

@@ -63,6 +63,8 @@ type config struct {
 	// SkipHandleVerification serves handles as DID documents declare them,
 	// without checking that they point back (Config.SkipHandleVerification).
 	SkipHandleVerification bool
+	// HostAuthority: the -relay sources are PDS hosts (Config.HostAuthority).
+	HostAuthority bool
 
 	// CompactTo, when set, compacts the store into this new file and exits.
 	CompactTo string
@@ -115,6 +117,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.IntVar(&c.MaxConns, "max-conns", httpapi.DefaultMaxConns, "open connections at most (/stream included); more are refused with 503")
 	fs.IntVar(&c.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "concurrent /stream connections at most; more are refused with 503")
 	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "serve handles as DID documents declare them, without checking DNS or /.well-known (private or test networks)")
+	fs.BoolVar(&c.HostAuthority, "host-authority", false, "the -relay sources are PDS hosts: apply a commit only from the host the repo's DID document names")
 	fs.StringVar(&c.CompactTo, "compact-to", "", "copy the store (-db, not in use) into this new file without its free pages, then exit")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 
@@ -184,6 +187,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 // verification and the firehose sources.
 func (c *config) applyHardening(icfg *cistern.Config) {
 	icfg.SkipHandleVerification = c.SkipHandleVerification
+	icfg.HostAuthority = c.HostAuthority
 	if relays := c.relays(); len(relays) > 1 {
 		// Several firehose sources, each followed with its own cursor.
 		icfg.RelayURL, icfg.Sources = relays[0], relays

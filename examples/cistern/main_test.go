@@ -360,19 +360,19 @@ func TestAdminToken(t *testing.T) {
 
 // The flags of the hardening reach the indexer's configuration.
 func TestApplyHardening(t *testing.T) {
-	c, err := parseFlags([]string{"-relay", "wss://a.example,wss://b.example", "-skip-handle-verification"}, func(string) string { return "" }, io.Discard)
+	c, err := parseFlags([]string{"-relay", "wss://a.example,wss://b.example", "-skip-handle-verification", "-host-authority"}, func(string) string { return "" }, io.Discard)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var icfg cistern.Config
 	c.applyHardening(&icfg)
-	if !icfg.SkipHandleVerification || icfg.RelayURL != "wss://a.example" || !slices.Equal(icfg.Sources, []string{"wss://a.example", "wss://b.example"}) {
+	if !icfg.SkipHandleVerification || !icfg.HostAuthority || icfg.RelayURL != "wss://a.example" || !slices.Equal(icfg.Sources, []string{"wss://a.example", "wss://b.example"}) {
 		t.Fatalf("config %+v", icfg)
 	}
 	c, _ = parseFlags(nil, func(string) string { return "" }, io.Discard)
 	icfg = cistern.Config{RelayURL: c.Relay}
 	c.applyHardening(&icfg)
-	if icfg.SkipHandleVerification || icfg.Sources != nil || icfg.RelayURL != "wss://bsky.network" {
+	if icfg.SkipHandleVerification || icfg.HostAuthority || icfg.Sources != nil || icfg.RelayURL != "wss://bsky.network" {
 		t.Fatalf("defaults %+v", icfg)
 	}
 }

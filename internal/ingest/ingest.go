@@ -72,6 +72,11 @@ type Config struct {
 	// DefaultMaxHeldPerRepo (10,000) and DefaultMaxHeld (1,000,000);
 	// negative means no cap.
 	MaxHeldPerRepo, MaxHeld int
+	// HostAuthority, for firehose sources that are PDS hosts rather than
+	// relays, applies a commit only when it comes from the host that the
+	// repo's DID document names: after an account moves, the old host's
+	// commits for it are ignored.
+	HostAuthority bool
 }
 
 // Ingest follows firehose sources and applies their messages. Create it

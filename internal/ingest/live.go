@@ -123,6 +123,14 @@ func (in *Ingest) handleCommit(ctx context.Context, src string, m *firehose.Mess
 	if err != nil {
 		return err
 	}
+	if in.cfg.HostAuthority && movedPDS(r.PDS, src) {
+		// Not the repo's host (the account moved, or another host speaks
+		// for it): ignored. A move is followed by a resync from the new
+		// host (handleIdentity), which brings what it wrote.
+		in.log.Debug("commit from a host the DID document does not name; ignored", "did", did, "source", src, "pds", r.PDS)
+		in.metrics.notAuthoritative.Inc()
+		return nil
+	}
 	switch {
 	case !r.State.Active():
 		return nil // commits of inactive accounts are not applied

@@ -24,7 +24,8 @@ type Metrics struct {
 	skippedC prometheus.Counter
 	rejects  *prometheus.CounterVec
 
-	heldDropped prometheus.Counter
+	heldDropped      prometheus.Counter
+	notAuthoritative prometheus.Counter
 }
 
 // NewMetrics returns zeroed counters on a registry of their own.
@@ -48,7 +49,9 @@ func NewMetrics() *Metrics {
 		heldDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "cistern_held_dropped_total",
 			Help: "Times a repo's held live commits were dropped past a cap, and the repo queued for a full backfill."}),
 	}
-	m.reg.MustRegister(m.frames, m.lag, m.cursor, m.appliedC, m.ops, m.skippedC, m.rejects, m.heldDropped)
+	m.notAuthoritative = prometheus.NewCounter(prometheus.CounterOpts{Name: "cistern_commits_wrong_host_total",
+		Help: "Live commits ignored because they came from a host that the repo's DID document does not name (Config.HostAuthority)."})
+	m.reg.MustRegister(m.frames, m.lag, m.cursor, m.appliedC, m.ops, m.skippedC, m.rejects, m.heldDropped, m.notAuthoritative)
 	for _, r := range verify.RejectReasons {
 		m.rejects.WithLabelValues(string(r))
 	}
