@@ -4,6 +4,9 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
 	"time"
 
 	"github.com/cistern-dev/cistern/filter"
@@ -44,6 +47,14 @@ type Config struct {
 	// Store, if set, is used instead of a bbolt file at Path. The Indexer
 	// does not close a Store it did not open.
 	Store store.Store
+	// ReadOnly serves a store that another process indexes into (a read
+	// replica, on a store several processes can open, such as
+	// store/pgstore): queries, Subscribe and Stats work, and Run follows
+	// the store instead of the network, waking subscriptions within a
+	// fraction of a second of each commit of the indexing process and
+	// taking up its filter changes. Nothing is written: methods that would
+	// write return ErrReadOnly, and Filter must be the zero Spec.
+	ReadOnly bool
 
 	// Filter says what is tracked, stored and emitted. When it is the zero
 	// Spec the filter persisted in the store is used (nothing is tracked on
@@ -57,7 +68,10 @@ type Config struct {
 	Filter filter.Spec
 
 	// RelayURL is the firehose source (a relay or a PDS), http(s) or ws(s).
-	// Default "wss://bsky.network". Set NoFirehose to follow none.
+	// Default "wss://bsky.network", the production network, also when the
+	// other URLs point elsewhere (Open logs the URLs it uses). Set
+	// NoFirehose to follow none. For an in-process testnet, see
+	// cisterntest.Config.
 	RelayURL string
 	// Sources, when set, replaces RelayURL as the list of firehose
 	// sources, each followed with its own cursor (list RelayURL in it to
@@ -92,15 +106,24 @@ type Config struct {
 	FirehoseMaxFrameSize int64
 
 	// PLCURL is the PLC directory for the default resolver.
-	// Default "https://plc.directory".
+	// Default "https://plc.directory", the production directory, also when
+	// RelayURL points elsewhere. Ignored when Resolver is set (Open warns):
+	// configure the directory on that resolver.
 	PLCURL string
 	// Resolver, if set, replaces the default resolver (a resolver.Cached
-	// over PLCURL with HTTPClient).
+	// over PLCURL and HTTPClient, with SkipHandleVerification). PLCURL and
+	// SkipHandleVerification then do nothing, and HTTPClient is not used
+	// for identity lookups: Open logs a warning naming any of the two that
+	// is set.
 	Resolver resolver.Resolver
 	// SkipHandleVerification turns off the bidirectional handle check of
-	// the default resolver.
+	// the default resolver: handles are taken from DID documents as they
+	// are. Without it, a handle that does not resolve back to its DID (any
+	// handle of a test network under .test) reads "handle.invalid". Ignored
+	// when Resolver is set (Open warns).
 	SkipHandleVerification bool
-	// HTTPClient is used for PDS, PLC and relay requests.
+	// HTTPClient is used for PDS, relay and crawl requests, and for PLC and
+	// handle lookups of the default resolver (not of a Resolver of yours).
 	// Default: a client with a 30 s dial and header timeout.
 	HTTPClient *http.Client
 
@@ -137,7 +160,10 @@ type Config struct {
 	// CursorInterval is how often firehose cursors are saved. Default 1 s.
 	CursorInterval time.Duration
 
-	// Logger receives the indexer's logs. Default slog.Default().
+	// Logger receives the indexer's logs. Default: slog.Default()'s
+	// handler, for warnings and errors only (DefaultLogLevel); pass a
+	// Logger of your own to see the indexer's progress at INFO, or
+	// slog.New(slog.DiscardHandler) for nothing at all.
 	Logger *slog.Logger
 }
 
@@ -173,15 +199,88 @@ type Retention struct {
 	MaxEvents int64
 }
 
+// ignoredSettings names the settings that c sets and that do nothing:
+// those of the default resolver, when Resolver replaces it.
+func (c Config) ignoredSettings() []string {
+	if c.Resolver == nil {
+		return nil
+	}
+	var out []string
+	if c.PLCURL != "" {
+		out = append(out, "PLCURL")
+	}
+	if c.SkipHandleVerification {
+		out = append(out, "SkipHandleVerification")
+	}
+	return out
+}
+
+// Production endpoints, the defaults of RelayURL and PLCURL.
+const (
+	defaultRelayURL = "wss://bsky.network"
+	defaultPLCURL   = "https://plc.directory"
+)
+
+// mixedNetworks returns a warning when c points one service at a local
+// network (a loopback or private address, or a .test, .local, .localhost
+// or .internal name) and leaves another to its production default: the
+// indexer would then follow a local relay and resolve its DIDs at the
+// production PLC directory, or the reverse. It is "" otherwise.
+func (c Config) mixedNetworks() string {
+	if c.Resolver != nil {
+		return "" // PLCURL is not used
+	}
+	relayUsed := !(c.NoFirehose && c.NoCrawl)
+	var local string
+	for _, u := range append(append([]string{c.RelayURL, c.CrawlURL}, c.Sources...), c.PLCURL) {
+		if isLocalURL(u) {
+			local = u
+			break
+		}
+	}
+	relaySet := c.RelayURL != "" || len(c.Sources) > 0 || c.CrawlURL != ""
+	switch {
+	case local == "":
+		return ""
+	case c.PLCURL == "":
+		return fmt.Sprintf("PLCURL is unset, so DIDs are resolved at the production directory %s, while %s is a local service: set PLCURL to the network's directory", defaultPLCURL, local)
+	case relayUsed && !relaySet:
+		return fmt.Sprintf("RelayURL is unset, so the production relay %s is followed, while %s is a local service: set RelayURL to the network's relay (or NoFirehose and NoCrawl)", defaultRelayURL, local)
+	}
+	return ""
+}
+
+// isLocalURL reports whether u names a loopback or private address, or a
+// name reserved for local use.
+func isLocalURL(u string) bool {
+	p, err := url.Parse(u)
+	if err != nil || p.Host == "" {
+		return false
+	}
+	host := strings.ToLower(p.Hostname())
+	if ip, err := netip.ParseAddr(host); err == nil {
+		return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()
+	}
+	if host == "localhost" {
+		return true
+	}
+	for _, suffix := range []string{".test", ".local", ".localhost", ".internal"} {
+		if strings.HasSuffix(host, suffix) {
+			return true
+		}
+	}
+	return false
+}
+
 func (c Config) withDefaults() (Config, error) {
 	if c.Path == "" {
 		c.Path = "cistern.db"
 	}
 	if c.RelayURL == "" {
-		c.RelayURL = "wss://bsky.network"
+		c.RelayURL = defaultRelayURL
 	}
 	if c.PLCURL == "" {
-		c.PLCURL = "https://plc.directory"
+		c.PLCURL = defaultPLCURL
 	}
 	if c.FirehoseWorkers <= 0 {
 		c.FirehoseWorkers = 128
@@ -193,7 +292,7 @@ func (c Config) withDefaults() (Config, error) {
 		c.CursorInterval = time.Second
 	}
 	if c.Logger == nil {
-		c.Logger = slog.Default()
+		c.Logger = defaultLogger()
 	}
 	m, err := ParseVerifyMode(string(c.Verify))
 	if err != nil {

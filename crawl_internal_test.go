@@ -46,7 +46,7 @@ func TestCrawl_FilterChangeRestartsACrawlUnderWay(t *testing.T) {
 	if ok, err := ix.crawler.AdvanceCursor(ctx, key, crawl.StartMarker, "page2"); !ok || err != nil {
 		t.Fatalf("advanceCrawl = %v, %v; want saved", ok, err)
 	}
-	if _, err := ix.PatchFilter(ctx, filter.Patch{AddCollections: []string{"app.bsky.feed.post"}}); err != nil {
+	if _, err := ix.PatchFilter(ctx, filter.Patch{RemoveCollections: []string{"*"}, AddCollections: []string{"app.bsky.feed.post"}, ConfirmDelete: true}); err != nil {
 		t.Fatal(err)
 	}
 	if ok, err := ix.crawler.AdvanceCursor(ctx, key, "page2", "page3"); !ok || err != nil {

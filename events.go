@@ -27,22 +27,25 @@ func (ix *Indexer) Subscribe(ctx context.Context, opts stream.SubscribeOptions) 
 
 // Consumers lists the durable consumers and the last id each acknowledged.
 func (ix *Indexer) Consumers(ctx context.Context) ([]stream.Consumer, error) {
-	return ix.events.Consumers(ctx)
+	out, err := ix.events.Consumers(ctx)
+	return out, ix.closedErr(err)
 }
 
 // Consumer returns one durable consumer's position, or an error wrapping
 // store.ErrNotFound.
 func (ix *Indexer) Consumer(ctx context.Context, name string) (*stream.Consumer, error) {
-	return ix.events.Consumer(ctx, name)
+	c, err := ix.events.Consumer(ctx, name)
+	return c, ix.closedErr(err)
 }
 
 // DeleteConsumer forgets a durable consumer's position.
 func (ix *Indexer) DeleteConsumer(ctx context.Context, name string) error {
-	return ix.events.DeleteConsumer(ctx, name)
+	return ix.closedErr(ix.events.DeleteConsumer(ctx, name))
 }
 
 // Prune applies the retention policy now, as the background pruning of Run
 // does, and returns how many events it removed.
 func (ix *Indexer) Prune(ctx context.Context) (int, error) {
-	return ix.events.Prune(ctx)
+	n, err := ix.events.Prune(ctx)
+	return n, ix.closedErr(err)
 }

@@ -2,6 +2,7 @@ package cistern_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -183,11 +184,16 @@ func ExampleIndexer_SetFilter() {
 	}
 	show()
 
-	// Narrow: the posts are removed, each with a delete event.
-	if _, err := ix.PatchFilter(ctx, filter.Patch{
+	// Narrow: refused until the deletion is confirmed; then the posts are
+	// removed, each with a delete event.
+	narrow := filter.Patch{
 		AddCollections:    []string{"app.bsky.feed.like"},
 		RemoveCollections: []string{"app.bsky.feed.*"},
-	}); err != nil {
+	}
+	_, err = ix.PatchFilter(ctx, narrow)
+	fmt.Println(errors.Is(err, filter.ErrDeleteNotConfirmed))
+	narrow.ConfirmDelete = true
+	if _, err := ix.PatchFilter(ctx, narrow); err != nil {
 		panic(err)
 	}
 	show()
@@ -199,7 +205,45 @@ func ExampleIndexer_SetFilter() {
 	// Output:
 	// [app.bsky.feed.post] map[app.bsky.feed.post:3]
 	// [app.bsky.feed.*] map[app.bsky.feed.like:1 app.bsky.feed.post:3]
+	// true
 	// [app.bsky.feed.like] map[app.bsky.feed.like:1]
 	// filter: collections[0] "app.*.post": filter: invalid collection pattern "app.*.post": a wildcard is allowed only as a whole last segment (".*") or as "*" alone
 	// [app.bsky.feed.like] map[app.bsky.feed.like:1]
+}
+
+// ReplaceFilter is SetFilter for a caller that must confirm deletions, as
+// the HTTP API's PUT /filter: a change that would delete stored records is
+// refused, naming them, until confirmDelete is true.
+func ExampleIndexer_ReplaceFilter() {
+	net, alice := exampleNetwork()
+	defer net.Close()
+	dir, _ := os.MkdirTemp("", "cistern-example")
+	defer os.RemoveAll(dir)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+
+	did := alice.DID().String()
+	ix, err := cistern.Open(exampleConfig(net, dir, filter.Spec{DIDs: []string{did}}))
+	if err != nil {
+		panic(err)
+	}
+	defer ix.Close()
+	go ix.Run(ctx)
+	if err := ix.WaitSynced(ctx, did); err != nil {
+		panic(err)
+	}
+
+	likesOnly := filter.Spec{DIDs: []string{did}, Collections: []string{"app.bsky.feed.like"}}
+	err = ix.ReplaceFilter(ctx, likesOnly, false)
+	var de *filter.DeleteError
+	fmt.Println(errors.As(err, &de), de.Collections, de.Kept)
+
+	if err := ix.ReplaceFilter(ctx, likesOnly, true); err != nil {
+		panic(err)
+	}
+	counts, _ := ix.CollectionCounts(ctx, did)
+	fmt.Println(counts)
+	// Output:
+	// true [*] [app.bsky.feed.like]
+	// map[app.bsky.feed.like:1]
 }

@@ -59,7 +59,7 @@ func TestIndexer_FilterChangesAtRuntime(t *testing.T) {
 
 	t.Run("narrow deletes the dropped collection", func(t *testing.T) {
 		cursor := newestEvent(t, ix)
-		spec, err := ix.PatchFilter(ctx, filter.Patch{RemoveCollections: []string{post}})
+		spec, err := ix.PatchFilter(ctx, filter.Patch{RemoveCollections: []string{post}, ConfirmDelete: true})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -77,7 +77,7 @@ func TestIndexer_FilterChangesAtRuntime(t *testing.T) {
 
 	t.Run("exclude untracks and removes", func(t *testing.T) {
 		cursor := newestEvent(t, ix)
-		if _, err := ix.PatchFilter(ctx, filter.Patch{AddExcludes: []string{bd}}); err != nil {
+		if _, err := ix.PatchFilter(ctx, filter.Patch{AddExcludes: []string{bd}, ConfirmDelete: true}); err != nil {
 			t.Fatal(err)
 		}
 		assertEvents(t, recordEventsAfter(t, ix, cursor), recordsOf("delete", like, bob)...)
@@ -160,7 +160,7 @@ func TestIndexer_FilterChangesDuringBackfill(t *testing.T) {
 		start []string
 		patch filter.Patch
 	}{
-		{"narrow", []string{post, like}, filter.Patch{RemoveCollections: []string{like}}},
+		{"narrow", []string{post, like}, filter.Patch{RemoveCollections: []string{like}, ConfirmDelete: true}},
 		{"widen", []string{post}, filter.Patch{AddCollections: []string{follow}}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -40,7 +40,7 @@ func (ix *Indexer) loadFilter(ctx context.Context) error {
 	ix.filt.Store(f)
 	if _, unfinished, err := ix.unfinishedFilterChange(ctx); err != nil {
 		return err
-	} else if unfinished {
+	} else if unfinished && !ix.cfg.ReadOnly {
 		// The last change was cut short: finish it before anything else.
 		ix.filtMu.Lock()
 		err := ix.setFilterLocked(ctx, spec)
@@ -81,14 +81,24 @@ func (ix *Indexer) SetFilter(ctx context.Context, spec filter.Spec) error {
 	if err := spec.Validate(); err != nil {
 		return err
 	}
+	if err := ix.checkOpen(); err != nil {
+		return err
+	}
 	ix.filtMu.Lock()
 	defer ix.filtMu.Unlock()
-	return ix.setFilterLocked(ctx, spec.Normalize())
+	return ix.closedErr(ix.setFilterLocked(ctx, spec.Normalize()))
 }
 
-// PatchFilter applies a patch to the filter in force, as SetFilter.
+// PatchFilter applies a patch to the filter in force, as SetFilter, and
+// returns the spec now in force. Adding collections to a filter that stores
+// every collection changes nothing; a patch that would delete stored
+// records (narrowed collections, new excludes) is refused with a
+// *filter.DeleteError unless p.ConfirmDelete is set (see filter.Spec.Apply).
 func (ix *Indexer) PatchFilter(ctx context.Context, p filter.Patch) (filter.Spec, error) {
 	if err := p.Validate(); err != nil {
+		return filter.Spec{}, err
+	}
+	if err := ix.checkOpen(); err != nil {
 		return filter.Spec{}, err
 	}
 	ix.filtMu.Lock()
@@ -98,7 +108,7 @@ func (ix *Indexer) PatchFilter(ctx context.Context, p filter.Patch) (filter.Spec
 		return filter.Spec{}, err
 	}
 	next = next.Normalize()
-	return next, ix.setFilterLocked(ctx, next)
+	return next, ix.closedErr(ix.setFilterLocked(ctx, next))
 }
 
 // setFilterLocked puts spec in force and carries out what the change asks
@@ -174,14 +184,20 @@ func (ix *Indexer) unfinishedFilterChange(ctx context.Context) (filter.Spec, boo
 // applyFilterChange carries out what a filter change asks for. Each step
 // may be done again without harm.
 func (ix *Indexer) applyFilterChange(ctx context.Context, change filter.Change) error {
+	var removed filterRemovals
+	defer removed.log(ix.log, change)
 
 	for _, did := range change.Excluded {
 		unlock := ix.lock(did)
-		err := ix.repos.Untrack(ctx, did, true)
+		n, err := ix.CountRecords(ctx, did, "")
+		if err == nil {
+			err = ix.repos.Untrack(ctx, did, true)
+		}
 		unlock()
 		if err != nil {
 			return err
 		}
+		removed.excludedRecords += n
 	}
 	requeue := ix.repos.RequeueWhere
 	if change.CollectionsNarrowed {
@@ -194,7 +210,8 @@ func (ix *Indexer) applyFilterChange(ctx context.Context, change filter.Change) 
 		if err := ix.repos.ForEach(ctx, func(r *store.Repo) error {
 			unlock := ix.lock(r.DID)
 			defer unlock()
-			_, err := repos.DeleteRecords(ctx, ix.st, writeFunc(ix.write), r.DID, repos.DeleteOptions{Which: change.Removed})
+			n, err := repos.DeleteRecords(ctx, ix.st, writeFunc(ix.write), r.DID, repos.DeleteOptions{Which: change.Removed})
+			removed.add(n)
 			return err
 		}); err != nil {
 			return err

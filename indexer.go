@@ -15,6 +15,15 @@
 //	sub, err := ix.Subscribe(ctx, stream.SubscribeOptions{Cursor: 0})
 //	for ev := range sub.Events() { ... }
 //
+// Unset, Config.RelayURL and Config.PLCURL are the production network
+// (wss://bsky.network, https://plc.directory); package cisterntest
+// configures an Indexer for a simulated one (package testnet) in one call.
+// With no Config.Logger, only warnings and errors are logged (to
+// slog.Default's handler). Errors a caller can branch on: ErrClosed after
+// Close, ErrNotTracked for a repo the indexer does not know, and
+// ErrInvalidArgument for input that does not parse; queries take a DID or
+// the handle of a tracked repo, as the HTTP API does.
+//
 // Underneath, every change goes through one group-commit writer
 // (internal/writer) into a store.Store (store/boltstore by default), with its
 // event in the same transaction; backfill brings repos in from their PDS,
@@ -49,7 +58,8 @@ import (
 )
 
 var (
-	// ErrClosed is returned by methods of an Indexer after Close.
+	// ErrClosed is returned (or wrapped) by every method of an Indexer
+	// after Close.
 	ErrClosed = errors.New("cistern: indexer closed")
 	// ErrNotTracked is returned for a repo the indexer does not track.
 	ErrNotTracked = errors.New("cistern: repo not tracked")
@@ -107,15 +117,20 @@ type Indexer struct {
 // Open opens (or creates) the store and returns an Indexer ready to answer
 // queries. Nothing is fetched until Run.
 func Open(cfg Config) (*Indexer, error) {
+	ignored, mixed, plcDefault := cfg.ignoredSettings(), cfg.mixedNetworks(), cfg.PLCURL == ""
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}),
 		pipe: ingest.NewPipeline()}
+	ix.logSettings(ignored, mixed, plcDefault)
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 
+	if cfg.ReadOnly && !isZeroSpec(cfg.Filter) {
+		return nil, fmt.Errorf("%w: Config.ReadOnly with a Filter: the indexing process owns the filter", ErrInvalidArgument)
+	}
 	ix.st = cfg.Store
 	if ix.st == nil {
 		db, err := boltstore.Open(cfg.Path, nil)
@@ -123,6 +138,9 @@ func Open(cfg Config) (*Indexer, error) {
 			return nil, fmt.Errorf("cistern: open %s: %w", cfg.Path, err)
 		}
 		ix.st, ix.ownStore = db, true
+	}
+	if cfg.ReadOnly {
+		ix.st = readOnlyStore{ix.st}
 	}
 	ix.res = cfg.Resolver
 	if ix.res == nil {
@@ -133,12 +151,18 @@ func Open(cfg Config) (*Indexer, error) {
 			Logger:                 cfg.Logger,
 		})
 	}
+	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
 	ix.events = stream.New(ix.st, stream.Options{
 		MaxAge:    cfg.Retention.MaxAge,
 		MaxEvents: cfg.Retention.MaxEvents,
 		Logger:    cfg.Logger,
+		Writer:    ix.streamWriter(), // acks and prunes share the one write path
 	})
-	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	ix.bg.Add(1)
+	go func() {
+		defer ix.bg.Done()
+		ix.w.Run(ix.ctx)
+	}()
 	ix.repos = repos.New(repos.Options{Store: ix.st, Writer: writeFunc(ix.write), Pending: ix.pipe,
 		Kick: func() { ix.bf.Kick() }})
 	ix.ing = ingest.New(ingest.Config{
@@ -159,11 +183,6 @@ func Open(cfg Config) (*Indexer, error) {
 		MaxHeld:        cfg.MaxHeldCommits,
 		HostAuthority:  cfg.HostAuthority,
 	})
-	ix.bg.Add(1)
-	go func() {
-		defer ix.bg.Done()
-		ix.w.Run(ix.ctx)
-	}()
 
 	bcfg := cfg.Backfill
 	ix.bf, err = backfill.New(backfill.Options{
@@ -228,7 +247,8 @@ func (ix *Indexer) changes() <-chan struct{} {
 // Run follows the network until ctx ends: the firehose sources, discovery
 // crawlers, the backfill scheduler and event retention. It returns nil when
 // ctx ends (after saving cursors), or the first fatal error. Run may be
-// called again after it returned.
+// called again after it returned. With Config.ReadOnly it follows the store
+// instead (see followStore): nothing is fetched or written.
 func (ix *Indexer) Run(ctx context.Context) error {
 	// runMu orders this start against Close: either Close sees this Run
 	// in runWG and waits for it, or this Run sees closed.
@@ -261,6 +281,12 @@ func (ix *Indexer) Run(ctx context.Context) error {
 				cancel()
 			}
 		}()
+	}
+	if ix.cfg.ReadOnly {
+		start("follow store", ix.followStore)
+		wg.Wait()
+		close(errc)
+		return <-errc
 	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
@@ -311,6 +337,9 @@ func (ix *Indexer) lock(did string) func() { return ix.repos.Lock(did) }
 // writer stops, at the end of Close, so that Run can save its cursors while
 // Close waits for it.
 func (ix *Indexer) write(ctx context.Context, fn func(tx store.Tx) error) error {
+	if ix.cfg.ReadOnly {
+		return ErrReadOnly
+	}
 	err := ix.w.Write(ctx, fn)
 	if errors.Is(err, writer.ErrClosed) {
 		return ErrClosed

@@ -81,10 +81,14 @@ func parseRKey(s string) (string, error) {
 	return k.String(), nil
 }
 
-// GetRecord returns one record, or an error wrapping ErrRecordNotFound.
-// Invalid DIDs, collections and record keys are refused.
-func (ix *Indexer) GetRecord(ctx context.Context, did, collection, rkey string) (*Record, error) {
-	did, err := parseDID(did)
+// GetRecord returns one record, or an error wrapping ErrRecordNotFound
+// (and also ErrNotTracked when the indexer does not know the repo at all:
+// not tracked, nothing stored). repo is a DID or the handle of a tracked
+// repo, as in the HTTP API. Invalid DIDs, handles, collections and record
+// keys are refused (ErrInvalidArgument); after Close it fails with
+// ErrClosed.
+func (ix *Indexer) GetRecord(ctx context.Context, repo, collection, rkey string) (*Record, error) {
+	did, err := ix.repoDID(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -95,9 +99,14 @@ func (ix *Indexer) GetRecord(ctx context.Context, did, collection, rkey string) 
 		return nil, err
 	}
 	var out *Record
-	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+	err = ix.view(ctx, func(tx store.ReadTx) error {
 		r, err := tx.Record(did, collection, rkey)
 		if errors.Is(err, store.ErrNotFound) {
+			if known, err := knownRepo(tx, did); err != nil {
+				return err
+			} else if !known {
+				return fmt.Errorf("%w: at://%s/%s/%s: %w: %s", ErrRecordNotFound, did, collection, rkey, ErrNotTracked, did)
+			}
 			return fmt.Errorf("%w: at://%s/%s/%s", ErrRecordNotFound, did, collection, rkey)
 		}
 		if err != nil {
@@ -137,9 +146,14 @@ func (o *ListOptions) check() error {
 	return nil
 }
 
-// ListRecords lists the records of one collection of a repo.
-func (ix *Indexer) ListRecords(ctx context.Context, did, collection string, opts ListOptions) (*RecordPage, error) {
-	did, err := parseDID(did)
+// ListRecords lists the records of one collection of a repo. repo is a DID
+// or the handle of a tracked repo, as in the HTTP API. A repo the indexer
+// does not know (not tracked, nothing stored) is an error wrapping
+// ErrNotTracked, as the HTTP API's "Could not find repo"; a known repo
+// without records in collection gives an empty page. After Close it fails
+// with ErrClosed.
+func (ix *Indexer) ListRecords(ctx context.Context, repo, collection string, opts ListOptions) (*RecordPage, error) {
+	did, err := ix.repoDID(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
@@ -155,9 +169,9 @@ func (ix *Indexer) ListRecords(ctx context.Context, did, collection string, opts
 		}
 	}
 	page := &RecordPage{}
-	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+	err = ix.view(ctx, func(tx store.ReadTx) error {
 		q := store.RecordScan{DID: did, Collection: collection, After: opts.Cursor, Reverse: !opts.Reverse, WithValues: true}
-		return tx.ScanRecords(q, func(r *store.Record) (bool, error) {
+		err := tx.ScanRecords(q, func(r *store.Record) (bool, error) {
 			rec, err := recordOf(r)
 			if err != nil {
 				return false, err
@@ -165,6 +179,15 @@ func (ix *Indexer) ListRecords(ctx context.Context, did, collection string, opts
 			page.Records = append(page.Records, rec)
 			return len(page.Records) < opts.Limit+1, nil
 		})
+		if err != nil || len(page.Records) > 0 {
+			return err
+		}
+		if known, err := knownRepo(tx, did); err != nil {
+			return err
+		} else if !known {
+			return fmt.Errorf("%w: %s", ErrNotTracked, did)
+		}
+		return nil
 	})
 	if err != nil {
 		return nil, err
@@ -177,9 +200,10 @@ func (ix *Indexer) ListRecords(ctx context.Context, did, collection string, opts
 }
 
 // CountRecords counts a repo's records, of one collection if collection is
-// not empty.
-func (ix *Indexer) CountRecords(ctx context.Context, did, collection string) (int64, error) {
-	did, err := parseDID(did)
+// not empty: 0 for a repo the indexer does not know. repo is a DID or the
+// handle of a tracked repo.
+func (ix *Indexer) CountRecords(ctx context.Context, repo, collection string) (int64, error) {
+	did, err := ix.repoDID(ctx, repo)
 	if err != nil {
 		return 0, err
 	}
@@ -189,7 +213,7 @@ func (ix *Indexer) CountRecords(ctx context.Context, did, collection string) (in
 		}
 	}
 	var n int64
-	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+	err = ix.view(ctx, func(tx store.ReadTx) error {
 		n, err = tx.CountRecords(did, collection)
 		return err
 	})
@@ -197,13 +221,14 @@ func (ix *Indexer) CountRecords(ctx context.Context, did, collection string) (in
 }
 
 // CollectionCounts returns the number of records per collection of a repo.
-func (ix *Indexer) CollectionCounts(ctx context.Context, did string) (map[string]int64, error) {
-	did, err := parseDID(did)
+// repo is a DID or the handle of a tracked repo.
+func (ix *Indexer) CollectionCounts(ctx context.Context, repo string) (map[string]int64, error) {
+	did, err := ix.repoDID(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
 	out := map[string]int64{}
-	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+	err = ix.view(ctx, func(tx store.ReadTx) error {
 		colls, err := tx.Collections(did)
 		if err != nil {
 			return err
@@ -239,7 +264,7 @@ func (ix *Indexer) ListCollection(ctx context.Context, collection string, cursor
 		return nil, err
 	}
 	page := &CollectionPage{}
-	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+	err = ix.view(ctx, func(tx store.ReadTx) error {
 		return tx.ScanCollection(collection, cursor, func(r *store.Record) (bool, error) {
 			rec, err := recordOf(r)
 			if err != nil {

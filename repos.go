@@ -77,12 +77,15 @@ func (ix *Indexer) Track(ctx context.Context, did string) error {
 	if err != nil {
 		return err
 	}
+	if err := ix.checkOpen(); err != nil {
+		return err
+	}
 	if ix.Filter().Excluded(did) {
 		return fmt.Errorf("%w: %s", ErrExcluded, did)
 	}
 	unlock := ix.lock(did)
 	defer unlock()
-	return ix.repos.Track(ctx, did, repos.ReasonExplicit)
+	return ix.closedErr(ix.repos.Track(ctx, did, repos.ReasonExplicit))
 }
 
 // Untrack stops tracking a repo. With deleteData its records are removed,
@@ -100,6 +103,9 @@ func (ix *Indexer) Untrack(ctx context.Context, did string, deleteData bool) err
 	if err != nil {
 		return err
 	}
+	if err := ix.checkOpen(); err != nil {
+		return err
+	}
 	if ix.Filter().Explicit(did) {
 		if _, err := ix.PatchFilter(ctx, filter.Patch{RemoveDIDs: []string{did}}); err != nil {
 			return fmt.Errorf("cistern: untrack %s: remove it from the filter: %w", did, err)
@@ -107,7 +113,7 @@ func (ix *Indexer) Untrack(ctx context.Context, did string, deleteData bool) err
 	}
 	unlock := ix.lock(did)
 	defer unlock()
-	return ix.repos.Untrack(ctx, did, deleteData)
+	return ix.closedErr(ix.repos.Untrack(ctx, did, deleteData))
 }
 
 // Resync queues a tracked repo for a new backfill; the diff against what is
@@ -117,23 +123,27 @@ func (ix *Indexer) Resync(ctx context.Context, did string) error {
 	if err != nil {
 		return err
 	}
+	if err := ix.checkOpen(); err != nil {
+		return err
+	}
 	unlock := ix.lock(did)
 	defer unlock()
 	tracked, err := ix.repos.Resync(ctx, did)
 	if err == nil && !tracked {
 		return fmt.Errorf("%w: %s", ErrNotTracked, did)
 	}
-	return err
+	return ix.closedErr(err)
 }
 
 // Repo returns the state of one repo, or an error wrapping ErrNotTracked.
-func (ix *Indexer) Repo(ctx context.Context, did string) (*Repo, error) {
-	did, err := parseDID(did)
+// repo is a DID or the handle of a tracked repo, as in the HTTP API.
+func (ix *Indexer) Repo(ctx context.Context, repo string) (*Repo, error) {
+	did, err := ix.repoDID(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
 	var out *Repo
-	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+	err = ix.view(ctx, func(tx store.ReadTx) error {
 		r, err := tx.Repo(did)
 		if errors.Is(err, store.ErrNotFound) {
 			return fmt.Errorf("%w: %s", ErrNotTracked, did)
@@ -181,7 +191,7 @@ func (ix *Indexer) ListRepos(ctx context.Context, opts ListReposOptions) (*RepoP
 		}
 	}
 	page := &RepoPage{}
-	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+	err := ix.view(ctx, func(tx store.ReadTx) error {
 		return tx.ScanRepos(opts.Cursor, func(r *store.Repo) (bool, error) {
 			if opts.State != 0 && r.State != opts.State {
 				return true, nil
@@ -213,13 +223,16 @@ func (ix *Indexer) WaitSynced(ctx context.Context, did string) error {
 		return err
 	}
 	for {
+		if err := ix.checkOpen(); err != nil {
+			return err
+		}
 		ch := ix.changes()
 		r, err := ix.repos.Get(ctx, did)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
 			return fmt.Errorf("%w: %s", ErrNotTracked, did)
 		case err != nil:
-			return err
+			return ix.closedErr(err)
 		case r.State == store.StateSynced:
 			return nil
 		case r.State == store.StateError:

@@ -7,6 +7,7 @@ import (
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Stats is a snapshot of what the Indexer holds and has done.
@@ -46,7 +47,7 @@ type Stats struct {
 // disk, and the work done so far.
 func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 	s := &Stats{Repos: map[string]int64{}}
-	err := ix.st.View(ctx, func(tx store.ReadTx) error {
+	err := ix.view(ctx, func(tx store.ReadTx) error {
 		c, err := tx.Counts()
 		if err != nil {
 			return err
@@ -80,3 +81,9 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 	s.Subscriptions = ix.events.Subscriptions()
 	return s, nil
 }
+
+// Gatherer returns the Indexer's own Prometheus metrics (firehose messages,
+// lag and cursors; live commits applied, skipped and rejected by reason),
+// for a host to serve or merge with its own registry. Package httpapi
+// serves them at /metrics along with store and backfill gauges.
+func (ix *Indexer) Gatherer() prometheus.Gatherer { return ix.ing.Metrics().Registry() }

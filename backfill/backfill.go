@@ -407,17 +407,21 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 			if r.State == store.StateBackfilling {
 				r.State = store.StatePending
 			}
+			r.NextAttempt = next
+			if err := tx.PutRepo(r); err != nil {
+				return err
+			}
+			return tx.Enqueue(did, next)
 		case KindTooLarge, KindInvalid:
 			r.Retries++
-			r.State = store.StateError
 			next = now.Add(backoff(s.opts.MaxBackoff, s.opts.MaxBackoff, 1, jitter))
 		default:
 			r.Retries++
-			r.State = store.StateError
 			next = now.Add(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, r.Retries, jitter))
 		}
 		r.NextAttempt = next
-		if err := tx.PutRepo(r); err != nil {
+		// Consumers see the failed sync in the log: a repo event.
+		if err := repos.MarkFailed(tx, r, now); err != nil {
 			return err
 		}
 		return tx.Enqueue(did, next)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -670,5 +671,64 @@ func TestBackfill_UnknownDIDOutcomes(t *testing.T) {
 	}
 	if r := e.repo(bob.DID()); r.State != store.StateError || r.Retries != 1 {
 		t.Fatalf("after a failed fetch: %+v", r)
+	}
+}
+
+// TestBackfill_FailureEmitsARepoEvent: each failed attempt leaves a repo
+// event in the log (state "error" and the reason), so that consumers see a
+// repo whose sync failed; a rate limit, which is no failure, leaves none.
+func TestBackfill_FailureEmitsARepoEvent(t *testing.T) {
+	net := testnet.New(t)
+	alice := net.Account(t, "alice.test", testnet.Records(collPost, 3))
+	e := newEnv(t, net, filter.Spec{FullNetwork: true})
+	e.track("network", alice.DID())
+	s := e.scheduler(nil)
+	did := alice.DID().String()
+
+	repoEvents := func(after uint64) []*store.Event {
+		var out []*store.Event
+		for _, ev := range e.events(after) {
+			if ev.Kind == store.KindRepo {
+				out = append(out, ev)
+			}
+		}
+		return out
+	}
+	for _, tt := range []struct {
+		name   string
+		fault  func()
+		events int
+		kind   string
+	}{
+		{"HTTP 502", func() { alice.Host().FailNext("com.atproto.sync.getRepo", 1, 502) }, 1, backfill.KindHTTP},
+		{"truncated CAR", func() { alice.Host().TruncateGetRepo(1, 100) }, 1, backfill.KindTruncated},
+		{"rate limited", func() { alice.Host().RateLimitNext("com.atproto.sync.getRepo", 1, time.Second) }, 0, ""},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before := e.lastEvent()
+			tt.fault()
+			_ = s.Backfill(e.ctx, did)
+			evs := repoEvents(before)
+			if len(evs) != tt.events {
+				t.Fatalf("%d repo events, want %d", len(evs), tt.events)
+			}
+			if tt.events == 0 {
+				return
+			}
+			ev, r := evs[0], e.repo(alice.DID())
+			if ev.DID != did || ev.Status != "error" || !strings.HasPrefix(ev.Error, tt.kind+": ") || ev.Error != r.ErrorKind+": "+r.LastError {
+				t.Fatalf("repo event %+v; repo %+v", ev, r)
+			}
+		})
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for err := s.Backfill(e.ctx, did); err != nil; err = s.Backfill(e.ctx, did) {
+		if time.Now().After(deadline) {
+			t.Fatal(err)
+		}
+		time.Sleep(100 * time.Millisecond) // the host's pause
+	}
+	if evs := repoEvents(0); len(evs) != 2 {
+		t.Fatalf("%d repo events after a success, want the 2 failures only", len(evs))
 	}
 }

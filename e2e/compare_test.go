@@ -112,6 +112,8 @@ func foldEvents(evs []*event) *fold {
 			f.handles[ev.DID] = ev.Handle
 		case "account":
 			f.accounts[ev.DID] = ev
+		case "repo":
+			// a failed sync attempt, retried: no change to the data
 		case "record":
 			u := ev.uri()
 			f.seen[u] = true

@@ -147,6 +147,10 @@ func parseStreamEvent(data []byte) (*event, error) {
 			Active bool   `json:"active"`
 			Status string `json:"status"`
 		} `json:"account"`
+		Repo *struct {
+			DID   string `json:"did"`
+			State string `json:"state"`
+		} `json:"repo"`
 		Error   string `json:"error"`
 		Message string `json:"message"`
 	}
@@ -163,6 +167,8 @@ func parseStreamEvent(data []byte) (*event, error) {
 	case f.Type == "account" && f.Account != nil:
 		a := f.Account
 		return &event{ID: f.ID, Kind: "account", DID: a.DID, Active: a.Active, Status: a.Status}, nil
+	case f.Type == "repo" && f.Repo != nil:
+		return &event{ID: f.ID, Kind: "repo", DID: f.Repo.DID, Status: f.Repo.State}, nil
 	case f.Type == "info":
 		return nil, nil
 	}

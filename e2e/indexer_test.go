@@ -164,6 +164,9 @@ func (l lib) records(ctx context.Context, did, collection string) ([]xrecord, er
 	cursor := ""
 	for {
 		page, err := l.ix.ListRecords(ctx, did, collection, cistern.ListOptions{Limit: 100, Cursor: cursor})
+		if errors.Is(err, cistern.ErrNotTracked) {
+			return nil, nil // not known at all: nothing listed (the comparison names it)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -19,6 +19,11 @@ type Change struct {
 	// CollectionsNarrowed is set when Old stored some collection that New
 	// does not; Removed says which.
 	CollectionsNarrowed bool
+	// CollectionsRemoved are the patterns of Old that select collections
+	// New does not store ({"*"} when Old stored every collection): the
+	// stored records of those collections, less what New still stores, are
+	// to be deleted. Empty when CollectionsNarrowed is false.
+	CollectionsRemoved Patterns
 
 	// SignalsAdded are the signal patterns of New that select collections
 	// no signal of Old did: repos holding such records must be discovered.
@@ -66,7 +71,8 @@ func DiffFilters(old, next *Filter) Change {
 
 	oldColl, newColl := effectiveCollections(old.spec), effectiveCollections(next.spec)
 	c.CollectionsAdded = uncovered(newColl, oldColl)
-	c.CollectionsNarrowed = len(uncovered(oldColl, newColl)) > 0
+	c.CollectionsRemoved = uncovered(oldColl, newColl)
+	c.CollectionsNarrowed = len(c.CollectionsRemoved) > 0
 
 	oldSig, newSig := mustPatterns(old.spec.Signals), mustPatterns(next.spec.Signals)
 	c.SignalsAdded = uncovered(newSig, oldSig)

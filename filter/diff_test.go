@@ -43,6 +43,15 @@ func TestDiffCollections(t *testing.T) {
 			if c.CollectionsNarrowed != tt.narrowed {
 				t.Errorf("CollectionsNarrowed = %v, want %v", c.CollectionsNarrowed, tt.narrowed)
 			}
+			if c.Deletes() != tt.narrowed || (len(c.CollectionsRemoved) > 0) != tt.narrowed {
+				t.Errorf("Deletes = %v, CollectionsRemoved = %v; want narrowed %v", c.Deletes(), c.CollectionsRemoved.Strings(), tt.narrowed)
+			}
+			if err := c.CheckConfirmed(false); (err != nil) != tt.narrowed {
+				t.Errorf("CheckConfirmed(false) = %v", err)
+			}
+			if err := c.CheckConfirmed(true); err != nil {
+				t.Errorf("CheckConfirmed(true) = %v", err)
+			}
 			for coll, want := range tt.removed {
 				if got := c.Removed(coll); got != want {
 					t.Errorf("Removed(%q) = %v, want %v", coll, got, want)

@@ -61,3 +61,24 @@ func ExampleSpec_Apply() {
 	// [app.bsky.feed.post xyz.statusphere.status]
 	// true [app.bsky.feed.post]
 }
+
+// A patch that would delete stored records is refused unless it says so.
+// Adding collections to a filter that stores every collection changes
+// nothing; storing only some takes removing "*".
+func ExamplePatch_ConfirmDelete() {
+	all := filter.Spec{DIDs: []string{"did:plc:alice0000000000000000000"}}
+	next, err := all.Apply(filter.Patch{AddCollections: []string{"app.bsky.graph.*"}})
+	fmt.Println(next.Collections == nil, err)
+
+	narrow := filter.Patch{RemoveCollections: []string{"*"}, AddCollections: []string{"app.bsky.graph.*"}}
+	_, err = all.Apply(narrow)
+	fmt.Println(errors.Is(err, filter.ErrDeleteNotConfirmed))
+
+	narrow.ConfirmDelete = true
+	next, err = all.Apply(narrow)
+	fmt.Println(next.Collections, err)
+	// Output:
+	// true <nil>
+	// true
+	// [app.bsky.graph.*] <nil>
+}

@@ -166,11 +166,18 @@ func TestSpecApply(t *testing.T) {
 		{name: "swap collections", patch: Patch{AddCollections: []string{"*"}, RemoveCollections: []string{"xyz.statusphere.status"}},
 			want: Spec{DIDs: base.DIDs, Signals: base.Signals, Collections: []string{"*"}}},
 		{name: "remove and add same", patch: Patch{AddDIDs: []string{alice}, RemoveDIDs: []string{alice}}, want: base},
-		{name: "excludes", patch: Patch{AddExcludes: []string{bob}},
+		{name: "excludes unconfirmed", patch: Patch{AddExcludes: []string{bob}}, wantErr: ErrDeleteNotConfirmed},
+		{name: "excludes", patch: Patch{AddExcludes: []string{bob}, ConfirmDelete: true},
 			want: Spec{DIDs: base.DIDs, Signals: base.Signals, Collections: base.Collections, Excludes: []string{bob}}},
 		{name: "full network on", patch: Patch{FullNetwork: &yes},
 			want: Spec{FullNetwork: true, DIDs: base.DIDs, Signals: base.Signals, Collections: base.Collections}},
 		{name: "full network off", patch: Patch{FullNetwork: &no}, want: base},
+		{name: "narrow unconfirmed", patch: Patch{AddCollections: []string{"app.bsky.feed.post"}, RemoveCollections: []string{"xyz.statusphere.status"}},
+			wantErr: ErrDeleteNotConfirmed},
+		{name: "narrow confirmed", patch: Patch{AddCollections: []string{"app.bsky.feed.post"}, RemoveCollections: []string{"xyz.statusphere.status"}, ConfirmDelete: true},
+			want: Spec{DIDs: base.DIDs, Signals: base.Signals, Collections: []string{"app.bsky.feed.post"}}},
+		{name: "confirm without deletion", patch: Patch{AddDIDs: []string{bob}, ConfirmDelete: true},
+			want: Spec{DIDs: []string{alice, bob}, Signals: base.Signals, Collections: base.Collections}},
 		{name: "remove last collection", patch: Patch{RemoveCollections: []string{"xyz.statusphere.status"}}, wantErr: ErrNoCollections},
 		{name: "bad did", patch: Patch{AddDIDs: []string{"bob"}}, wantErr: ErrInvalidSpec},
 		{name: "bad exclude", patch: Patch{AddExcludes: []string{"bob"}}, wantErr: ErrInvalidSpec},
@@ -197,6 +204,74 @@ func TestSpecApply(t *testing.T) {
 				t.Errorf("Apply = %+v, want %+v", got, tt.want)
 			}
 		})
+	}
+}
+
+// Adding collections to a filter that stores every collection never
+// narrows it: everything stays stored. Narrowing from "all" takes removing
+// "*" explicitly, and confirming the deletion.
+func TestSpecApply_AddToAllNeverNarrows(t *testing.T) {
+	graph := []string{"app.bsky.graph.*"}
+	tests := []struct {
+		name    string
+		from    Spec
+		patch   Patch
+		want    []string // Collections of the result
+		wantErr error
+	}{
+		{name: "empty list", from: Spec{}, patch: Patch{AddCollections: graph}, want: nil},
+		{name: "empty list, confirmed", from: Spec{}, patch: Patch{AddCollections: graph, ConfirmDelete: true}, want: nil},
+		{name: "star", from: Spec{Collections: []string{"*"}}, patch: Patch{AddCollections: graph}, want: []string{"*"}},
+		{name: "star and more", from: Spec{Collections: []string{"*", "a.b.c"}}, patch: Patch{AddCollections: graph, RemoveCollections: []string{"a.b.c"}}, want: []string{"*"}},
+		{name: "add star to all", from: Spec{}, patch: Patch{AddCollections: []string{"*"}}, want: nil},
+		{name: "remove star, unconfirmed", from: Spec{}, patch: Patch{RemoveCollections: []string{"*"}, AddCollections: graph}, wantErr: ErrDeleteNotConfirmed},
+		{name: "remove star, confirmed", from: Spec{}, patch: Patch{RemoveCollections: []string{"*"}, AddCollections: graph, ConfirmDelete: true}, want: graph},
+		{name: "remove star alone", from: Spec{}, patch: Patch{RemoveCollections: []string{"*"}, ConfirmDelete: true}, wantErr: ErrNoCollections},
+		{name: "remove absent from all", from: Spec{}, patch: Patch{RemoveCollections: []string{"a.b.c"}}, want: nil},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.from.Apply(tt.patch)
+			if tt.wantErr != nil {
+				if !errors.Is(err, tt.wantErr) {
+					t.Fatalf("Apply = %+v, %v; want error %v", got, err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(got.Collections, tt.want) {
+				t.Errorf("Collections = %q, want %q", got.Collections, tt.want)
+			}
+			c, err := Diff(tt.from, got)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(tt.want) == 0 || tt.want[0] == "*" {
+				if c.CollectionsNarrowed || c.Deletes() {
+					t.Errorf("adding to all narrowed: removed %v", c.CollectionsRemoved.Strings())
+				}
+			}
+		})
+	}
+}
+
+func TestDeleteErrorNamesWhatIsDeleted(t *testing.T) {
+	_, err := Spec{DIDs: []string{alice}}.Apply(Patch{
+		RemoveCollections: []string{"*"}, AddCollections: []string{"app.bsky.graph.*"}, AddExcludes: []string{bob},
+	})
+	var de *DeleteError
+	if !errors.As(err, &de) || !errors.Is(err, ErrDeleteNotConfirmed) {
+		t.Fatalf("Apply = %v; want a *DeleteError", err)
+	}
+	if !reflect.DeepEqual(de.Collections, []string{"*"}) || !reflect.DeepEqual(de.Kept, []string{"app.bsky.graph.*"}) || !reflect.DeepEqual(de.DIDs, []string{bob}) {
+		t.Errorf("DeleteError = %+v", de)
+	}
+	for _, w := range []string{`["*"]`, `["app.bsky.graph.*"]`, bob, "confirmDelete"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not name %q", err, w)
+		}
 	}
 }
 

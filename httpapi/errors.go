@@ -85,6 +85,10 @@ func (s *Server) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
 		return
 	}
+	if errors.Is(err, cistern.ErrReadOnly) {
+		writeError(w, http.StatusForbidden, "ReadOnly", err.Error())
+		return
+	}
 	if r.Context().Err() != nil {
 		// The client went away; nobody reads the answer.
 		return

@@ -18,7 +18,8 @@ import (
 //     own origin or from one listed in Options.AllowedOrigins. This stops
 //     a cross-site page from posting to the API.
 //  2. Authentication: a correct "Authorization: Bearer <token>" (the
-//     scheme in any case) authenticates the request. Without one, a
+//     scheme in any case), or Basic "admin:<password>" when
+//     Options.AdminPassword is set, authenticates the request. Without one, a
 //     mutating call (any method but GET and HEAD) is refused: 401 when a
 //     token is configured, 403 when none is. A read is served without
 //     the token only to a loopback client, and then only when no token is
@@ -47,13 +48,28 @@ func bearerToken(h string) (string, bool) {
 	return tok, tok != ""
 }
 
-// tokenMatches reports whether r carries the configured admin token.
-func (s *Server) tokenMatches(r *http.Request) bool {
-	if s.opts.AdminToken == "" {
-		return false
+// credentialsConfigured reports whether a token or a password is set.
+func (s *Server) credentialsConfigured() bool {
+	return s.opts.AdminToken != "" || s.opts.AdminPassword != ""
+}
+
+// authorized reports whether r carries the configured admin token, or the
+// admin password as Basic auth "admin:<password>", compared in constant
+// time.
+func (s *Server) authorized(r *http.Request) bool {
+	if s.opts.AdminToken != "" {
+		if tok, ok := bearerToken(r.Header.Get("Authorization")); ok &&
+			subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.AdminToken)) == 1 {
+			return true
+		}
 	}
-	tok, ok := bearerToken(r.Header.Get("Authorization"))
-	return ok && subtle.ConstantTimeCompare([]byte(tok), []byte(s.opts.AdminToken)) == 1
+	if s.opts.AdminPassword != "" {
+		if user, pass, ok := r.BasicAuth(); ok && user == "admin" &&
+			subtle.ConstantTimeCompare([]byte(pass), []byte(s.opts.AdminPassword)) == 1 {
+			return true
+		}
+	}
+	return false
 }
 
 // originAllowed reports whether the Origin header of r, if any, is the
@@ -118,16 +134,20 @@ func (s *Server) Admin(h http.Handler) http.Handler {
 				"requests from another origin are refused on management endpoints (Origin "+truncate(r.Header.Get("Origin"), 100)+")")
 			return
 		}
-		authed := s.tokenMatches(r)
 		switch {
-		case authed:
-		case isMutating(r.Method) && s.opts.AdminToken == "":
+		case s.authorized(r):
+		case isMutating(r.Method) && !s.credentialsConfigured():
 			writeError(w, http.StatusForbidden, "Forbidden",
 				"management calls that change state need an admin token, and none is configured")
 			return
-		case isMutating(r.Method) || (s.opts.AdminToken != "" && !s.opts.LoopbackReads):
-			w.Header().Set("WWW-Authenticate", `Bearer realm="cistern"`)
-			writeError(w, http.StatusUnauthorized, "AuthenticationRequired", "this endpoint needs Authorization: Bearer <admin token>")
+		case isMutating(r.Method) || (s.credentialsConfigured() && !s.opts.LoopbackReads):
+			w.Header().Add("WWW-Authenticate", `Bearer realm="cistern"`)
+			msg := "this endpoint needs Authorization: Bearer <admin token>"
+			if s.opts.AdminPassword != "" {
+				w.Header().Add("WWW-Authenticate", `Basic realm="cistern"`)
+				msg += " or Basic admin:<admin password>"
+			}
+			writeError(w, http.StatusUnauthorized, "AuthenticationRequired", msg)
 			return
 		case !isLoopback(r.RemoteAddr):
 			writeError(w, http.StatusForbidden, "Forbidden",

@@ -10,6 +10,7 @@ import (
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/tapcompat"
 )
 
 // MaxDIDsPerRequest bounds the "dids" list of one management request.
@@ -175,25 +176,39 @@ func (s *Server) serveGetFilter(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, s.ix.Filter().Spec())
 }
 
-// filterError maps an invalid spec or patch to a 400.
+// filterError maps an invalid spec or patch to a 400, and a change that
+// would delete records without "confirmDelete" to a 409 DeleteNotConfirmed.
 func filterError(err error) error {
-	if errors.Is(err, filter.ErrInvalidSpec) || errors.Is(err, filter.ErrInvalidPattern) {
+	if errors.Is(err, filter.ErrDeleteNotConfirmed) {
+		return &apiError{http.StatusConflict, "DeleteNotConfirmed", err.Error()}
+	}
+	if errors.Is(err, filter.ErrInvalidSpec) || errors.Is(err, filter.ErrInvalidPattern) || errors.Is(err, filter.ErrNoCollections) {
 		return badRequest("%v", err)
 	}
 	return err
 }
 
+// FilterRequest is the body of PUT /filter: the whole new spec, and
+// "confirmDelete" (true when the change may delete stored records: narrowed
+// collections, new excludes; without it such a change is refused with 409
+// DeleteNotConfirmed naming what would be deleted).
+type FilterRequest struct {
+	filter.Spec
+	ConfirmDelete bool `json:"confirmDelete,omitempty"`
+}
+
 func (s *Server) servePutFilter(w http.ResponseWriter, r *http.Request) {
-	var spec filter.Spec
-	if err := decodeBody(r, &spec); err != nil {
+	var req FilterRequest
+	if err := decodeBody(r, &req); err != nil {
 		s.fail(w, r, err)
 		return
 	}
+	spec := req.Spec
 	if err := spec.Validate(); err != nil {
 		s.fail(w, r, badRequest("%v", err))
 		return
 	}
-	if err := s.ix.SetFilter(r.Context(), spec); err != nil {
+	if err := s.ix.ReplaceFilter(r.Context(), spec, req.ConfirmDelete); err != nil {
 		s.fail(w, r, filterError(err))
 		return
 	}
@@ -224,9 +239,21 @@ func (s *Server) serveStats(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	out := struct {
+	// Stats.Subscriptions counts /stream connections with the library's
+	// subscriptions; /metrics has cistern_stream_subscribers for /stream
+	// alone.
+	if s.opts.Tap == nil {
+		writeJSON(w, http.StatusOK, st)
+		return
+	}
+	ts, err := s.opts.Tap.Stats(r.Context())
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, struct {
 		*cistern.Stats
-		Subscribers int64 `json:"subscribers"`
-	}{st, s.subscribers.Load()}
-	writeJSON(w, http.StatusOK, out)
+		// Tap is the tap delivery's outbox.
+		Tap *tapcompat.OutboxStats `json:"tap"`
+	}{st, &ts})
 }

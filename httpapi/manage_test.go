@@ -264,8 +264,17 @@ func TestManagement_Filter(t *testing.T) {
 		n, _ := ix.CountRecords(context.Background(), alice.DID().String(), likes)
 		return n == 2
 	})
-	// PUT replaces the whole spec.
-	a = do(t, http.MethodPut, api+"/filter", "tok", mustJSON(t, filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{likes}}))
+	// PUT replaces the whole spec; dropping the posts deletes them, which
+	// must be confirmed.
+	put := httpapi.FilterRequest{Spec: filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{likes}}}
+	if a := do(t, http.MethodPut, api+"/filter", "tok", mustJSON(t, put)); a.Status != http.StatusConflict || a.errName() != "DeleteNotConfirmed" || !strings.Contains(string(a.Body), posts) {
+		t.Fatalf("PUT narrowing without confirmDelete: %d %s", a.Status, a.Body)
+	}
+	if n, _ := ix.CountRecords(context.Background(), alice.DID().String(), posts); n != 3 || !ix.Filter().Stores(posts) {
+		t.Fatalf("refused PUT changed something: %d posts, filter %+v", n, ix.Filter().Spec())
+	}
+	put.ConfirmDelete = true
+	a = do(t, http.MethodPut, api+"/filter", "tok", mustJSON(t, put))
 	if a.Status != http.StatusOK {
 		t.Fatalf("PUT: %d %s", a.Status, a.Body)
 	}
@@ -273,6 +282,82 @@ func TestManagement_Filter(t *testing.T) {
 		n, _ := ix.CountRecords(context.Background(), alice.DID().String(), posts)
 		return n == 0
 	})
+}
+
+// The documented example, sent to a server that stores every collection:
+// adding a collection must not narrow the filter and delete the rest.
+// Narrowing takes "confirmDelete", and is refused without it with a 409
+// naming what would be deleted.
+func TestManagement_FilterNeverDeletesUnasked(t *testing.T) {
+	net := testnet.New(t)
+	alice := net.Account(t, "alice.test", testnet.Records(posts, 4), testnet.Records(likes, 2), testnet.Records("app.bsky.graph.follow", 3))
+	bob := net.Account(t, "bob.test", testnet.Records(posts, 2))
+	ad, bd := alice.DID().String(), bob.DID().String()
+	ix := openIndexer(t, net, filter.Spec{DIDs: []string{ad, bd}}) // every collection
+	waitSynced(t, ix, ad, bd)
+	api := serve(t, ix, httpapi.Options{}).URL
+	count := func() int64 {
+		t.Helper()
+		var total int64
+		for _, did := range []string{ad, bd} {
+			n, err := ix.CountRecords(context.Background(), did, "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			total += n
+		}
+		return total
+	}
+	if n := count(); n != 11 {
+		t.Fatalf("%d records stored, want 11", n)
+	}
+
+	var spec filter.Spec
+	a := do(t, http.MethodPatch, api+"/filter", "", []byte(`{"addCollections":["app.bsky.graph.*"]}`))
+	if a.Status != http.StatusOK {
+		t.Fatalf("PATCH addCollections: %d %s", a.Status, a.Body)
+	}
+	if a.decode(t, &spec); len(spec.Collections) != 0 {
+		t.Fatalf("adding to all answered collections %q", spec.Collections)
+	}
+	if n := count(); n != 11 {
+		t.Fatalf("adding a collection to all left %d of 11 records", n)
+	}
+
+	for _, tc := range []struct {
+		method, body string
+		names        []string // in the message
+	}{
+		{http.MethodPatch, `{"removeCollections":["*"],"addCollections":["app.bsky.graph.*"]}`, []string{`\"*\"`, "app.bsky.graph.*", "confirmDelete"}},
+		{http.MethodPatch, `{"addExcludes":["` + bd + `"]}`, []string{bd}},
+		{http.MethodPut, `{"dids":["` + ad + `","` + bd + `"],"collections":["app.bsky.graph.*"]}`, []string{"app.bsky.graph.*"}},
+		{http.MethodPut, `{"dids":["` + ad + `"],"excludes":["` + bd + `"],"confirmDelete":false}`, []string{bd}},
+	} {
+		a := do(t, tc.method, api+"/filter", "", []byte(tc.body))
+		if a.Status != http.StatusConflict || a.errName() != "DeleteNotConfirmed" {
+			t.Errorf("%s /filter %s: %d %s; want 409 DeleteNotConfirmed", tc.method, tc.body, a.Status, a.Body)
+			continue
+		}
+		for _, w := range tc.names {
+			if !strings.Contains(string(a.Body), w) {
+				t.Errorf("%s /filter %s: message %s does not name %s", tc.method, tc.body, a.Body, w)
+			}
+		}
+	}
+	if n := count(); n != 11 || ix.Filter().Excluded(bd) || !ix.Filter().Stores(posts) {
+		t.Fatalf("refused requests changed something: %d records, filter %+v", n, ix.Filter().Spec())
+	}
+
+	a = do(t, http.MethodPatch, api+"/filter", "", []byte(`{"removeCollections":["*"],"addCollections":["app.bsky.graph.*"],"confirmDelete":true}`))
+	if a.Status != http.StatusOK {
+		t.Fatalf("confirmed PATCH: %d %s", a.Status, a.Body)
+	}
+	if a.decode(t, &spec); len(spec.Collections) != 1 || spec.Collections[0] != "app.bsky.graph.*" {
+		t.Fatalf("confirmed PATCH answered %+v", spec)
+	}
+	if n := count(); n != 3 {
+		t.Fatalf("after the confirmed narrowing %d records are stored, want alice's 3 follows", n)
+	}
 }
 
 func TestStatsHealthMetrics(t *testing.T) {

@@ -11,7 +11,9 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/jetstream"
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/tapcompat"
 )
 
 // DefaultMaxBodyBytes is the request body limit when Options.MaxBodyBytes
@@ -43,6 +45,16 @@ type Options struct {
 	// besides the server's own, allowed to call management endpoints.
 	// Default none.
 	AllowedOrigins []string
+	// AdminPassword, when set, is also accepted on management endpoints as
+	// HTTP Basic auth with the user "admin" (tap's TAP_ADMIN_PASSWORD),
+	// beside the bearer AdminToken. With either set, loopback clients need
+	// credentials too.
+	AdminPassword string
+	// Tap, when set, serves tap's protocol beside cistern's endpoints
+	// (package tapcompat): /channel, /resolve/{did}, /info/{did} and
+	// /stats/*, behind the management access rule, with its delivery
+	// counters in /stats and /metrics. The host runs it (Service.Run).
+	Tap *tapcompat.Service
 	// MaxBodyBytes bounds request bodies; larger ones get 413.
 	// Default DefaultMaxBodyBytes (1 MiB).
 	MaxBodyBytes int64
@@ -55,6 +67,8 @@ type Options struct {
 	// refused with 503 {"error":"TooManyStreams",...} and Retry-After.
 	// Default DefaultMaxStreams (1000); negative means no limit.
 	MaxStreams int
+	// Jetstream configures the Jetstream-compatible /subscribe endpoint.
+	Jetstream jetstream.Options
 }
 
 func (o Options) withDefaults() Options {
@@ -82,6 +96,7 @@ func (o Options) withDefaults() Options {
 //	GET  /xrpc/dev.cistern.listCollection     collection, limit? (1-100, 50), cursor?
 //	GET  /xrpc/dev.cistern.getRepoInfo        repo
 //	GET  /stream                              WebSocket event stream (see StreamHandler)
+//	GET  /subscribe                           Jetstream-compatible WebSocket (see package jetstream)
 //	GET  /health
 //
 // and the management endpoints, which need the admin token (or a loopback
@@ -93,8 +108,8 @@ func (o Options) withDefaults() Options {
 //	POST  /repos/remove   {"dids":[...],"deleteData":bool}
 //	POST  /repos/resync   {"dids":[...]}
 //	GET   /filter
-//	PUT   /filter         a filter.Spec
-//	PATCH /filter         a filter.Patch
+//	PUT   /filter         a FilterRequest (a filter.Spec and confirmDelete)
+//	PATCH /filter         a filter.Patch (confirmDelete for a change that deletes records)
 //	GET   /stats
 //	GET   /metrics        Prometheus text format
 //
@@ -110,6 +125,7 @@ type Server struct {
 
 	xrpc        map[string]func(w http.ResponseWriter, r *http.Request) error
 	stream      http.Handler
+	subscribe   *jetstream.Handler
 	subscribers atomic.Int64
 	metrics     *collector
 	gatherer    prometheus.Gatherer
@@ -124,9 +140,13 @@ func New(ix *cistern.Indexer, opts Options) *Server {
 	s := &Server{ix: ix, opts: opts, log: opts.Logger, mux: http.NewServeMux()}
 	s.xrpc = s.xrpcMethods()
 	s.stream = StreamHandler(ix, opts.Stream)
+	s.subscribe = jetstream.New(ix, ix.Store(), opts.Jetstream)
 	s.metrics = newCollector(ix, &s.subscribers)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.metrics)
+	reg.MustRegister(s.metrics, s.subscribe)
+	if opts.Tap != nil {
+		reg.MustRegister(opts.Tap.Collector())
+	}
 	s.gatherer = prometheus.Gatherers{ix.Gatherer(), reg}
 	s.routes()
 	return s
@@ -135,9 +155,12 @@ func New(ix *cistern.Indexer, opts Options) *Server {
 func (s *Server) routes() {
 	s.mux.HandleFunc("/xrpc/{nsid}", s.serveXRPC)
 	s.mux.Handle("GET /stream", http.HandlerFunc(s.serveStream))
+	s.mux.Handle("GET /subscribe", s.subscribe)
 	s.mux.HandleFunc("GET /health", s.serveHealth)
 
-	admin := func(pattern string, h http.HandlerFunc) { s.mux.Handle(pattern, s.Admin(h)) }
+	admin := func(pattern string, h http.HandlerFunc) {
+		s.mux.Handle(pattern, s.Admin(s.refuseIfReadOnly(pattern, h)))
+	}
 	admin("GET /repos", s.serveListRepos)
 	admin("GET /repos/{did}", s.serveGetRepo)
 	admin("POST /repos/add", s.serveAddRepos)
@@ -148,6 +171,9 @@ func (s *Server) routes() {
 	admin("PATCH /filter", s.servePatchFilter)
 	admin("GET /stats", s.serveStats)
 	admin("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{ErrorLog: nil}).ServeHTTP)
+	if s.opts.Tap != nil {
+		s.opts.Tap.Register(s.mux, s.Admin)
+	}
 }
 
 // ServeHTTP routes a request. Unknown paths get 404 and a known path with
@@ -187,6 +213,18 @@ type statusProbe struct {
 func (p *statusProbe) Header() http.Header         { return p.header }
 func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
 func (p *statusProbe) WriteHeader(code int)        { p.status = code }
+
+// CloseStreams ends every plain-HTTP /stream response (NDJSON, server-sent
+// events), each with a last {"type":"error","error":"Unavailable"} object,
+// and answers later ones with 503. Those responses last as long as the
+// client reads, so http.Server.Shutdown would wait for them: register it
+// with http.Server.RegisterOnShutdown. WebSocket streams are not affected
+// (Shutdown does not wait for them; they end when the Indexer closes).
+func (s *Server) CloseStreams() {
+	if h, ok := s.stream.(*streamHandler); ok {
+		h.closePlain()
+	}
+}
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
 	n := s.subscribers.Add(1)

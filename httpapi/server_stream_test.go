@@ -37,10 +37,10 @@ func TestServer_Stream(t *testing.T) {
 	}
 	defer conn.CloseNow()
 
-	waitFor(t, "one subscriber in /stats", func() bool {
-		var st struct{ Subscribers int64 }
+	waitFor(t, "one subscription in /stats", func() bool {
+		var st struct{ Subscriptions int64 }
 		get(t, api+"/stats").decode(t, &st)
-		return st.Subscribers == 1
+		return st.Subscriptions == 1 // the /stream connection; no library subscription yet
 	})
 	if !strings.Contains(string(get(t, api+"/metrics").Body), "cistern_stream_subscribers 1") {
 		t.Fatal("metrics do not count the subscriber")

@@ -59,14 +59,16 @@ func (o StreamOptions) withDefaults() StreamOptions {
 	return o
 }
 
-// StreamHandler serves the event stream over WebSocket:
+// StreamHandler serves the event stream over WebSocket, and over plain HTTP
+// (newline-delimited JSON, or server-sent events) to a GET without an
+// Upgrade header (see streamhttp.go for the plain forms):
 //
 //	GET /stream?cursor=N&collections=a.b.c,a.b.*&dids=did:plc:…&kinds=record,account&origin=live&fromOldest=true
 //
 // Without cursor the stream starts with the next new event; with cursor=N
 // it replays every retained event after id N, then continues live; cursor=0
 // replays the whole retained log. collections (NSID patterns), dids and
-// kinds (record, identity, account) are comma-separated lists, and may be
+// kinds (record, identity, account, repo) are comma-separated lists, and may be
 // repeated; origin is any (default), live or backfill. Identity and account
 // events pass a collection filter.
 //
@@ -80,13 +82,38 @@ func (o StreamOptions) withDefaults() StreamOptions {
 // the stream continues from the oldest retained event (as it does if
 // retention later overtakes a slow client). A cursor beyond the newest event
 // gets an error frame FutureCursor. Messages the client sends are ignored.
+//
+// A GET without an Upgrade header (curl, a browser's EventSource) gets the
+// same stream as a streamed 200 response, with the same parameters, cursor
+// semantics and JSON objects:
+//   - newline-delimited JSON (Content-Type application/x-ndjson), the
+//     default: one object per line, as the WebSocket's text frames
+//     (curl -N 'http://host/stream?cursor=0');
+//   - server-sent events (Content-Type text/event-stream) when the Accept
+//     header names text/event-stream: each object is the "data:" line of
+//     one message, with "id:" set to the event id for events. An
+//     EventSource that reconnects sends Last-Event-ID, which is the cursor
+//     when the URL has none, so it resumes after the last event it got.
+//
+// When nothing was sent for PingInterval, a heartbeat goes out (NDJSON: the
+// line {"type":"info","info":{"name":"Heartbeat","message":"…"}}; SSE: a
+// comment line), so that proxies keep the response open and a client that
+// went away is noticed. An outdated or future cursor is answered before the
+// stream starts, with 400 and {"error":"OutdatedCursor"|"FutureCursor",
+// "message":"…"}; when the subscription ends later (retention overtook a
+// slow client, shutdown, a failure) an error object is the last line. A
+// client that reads too slowly is disconnected when a write takes longer
+// than WriteTimeout.
 func StreamHandler(src Subscriber, opts StreamOptions) http.Handler {
-	return &streamHandler{src: src, opts: opts.withDefaults()}
+	return &streamHandler{src: src, opts: opts.withDefaults(), closing: make(chan struct{})}
 }
 
 type streamHandler struct {
 	src  Subscriber
 	opts StreamOptions
+
+	closing   chan struct{} // closed by closePlain
+	closeOnce sync.Once
 }
 
 // streamError answers a request before the upgrade.
@@ -127,7 +154,7 @@ func parseStreamQuery(r *http.Request) (stream.SubscribeOptions, error) {
 	for _, k := range list("kinds") {
 		kind, err := stream.ParseKind(k)
 		if err != nil {
-			return o, fmt.Errorf("kinds: %q is not record, identity or account", k)
+			return o, fmt.Errorf("kinds: %q is not record, identity, account or repo", k)
 		}
 		o.Kinds = append(o.Kinds, kind)
 	}
@@ -153,6 +180,9 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	opts, err := parseStreamQuery(r)
+	if err == nil && !isWebSocketUpgrade(r) {
+		err = lastEventCursor(r, &opts)
+	}
 	if err != nil {
 		streamError(w, http.StatusBadRequest, "InvalidRequest", err.Error())
 		return
@@ -181,6 +211,10 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
+	if !isWebSocketUpgrade(r) {
+		h.servePlain(ctx, w, r, sub, frameErr, frameMsg) // see streamhttp.go
+		return
+	}
 	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.opts.OriginPatterns})
 	if err != nil {
 		return // Accept has answered the request
@@ -270,6 +304,11 @@ func (h *streamHandler) serve(ctx context.Context, conn *websocket.Conn, sub *st
 }
 
 func (h *streamHandler) writeEvent(ctx context.Context, conn *websocket.Conn, buf *[]byte, ev *store.Event) bool {
+	return h.write(ctx, conn, h.renderEvent(buf, ev))
+}
+
+// renderEvent renders ev as the JSON object sent for it, in *buf.
+func (h *streamHandler) renderEvent(buf *[]byte, ev *store.Event) []byte {
 	b, err := stream.AppendEventJSON((*buf)[:0], ev)
 	if err != nil {
 		// A stored value that does not render as atproto JSON: the event
@@ -281,14 +320,14 @@ func (h *streamHandler) writeEvent(ctx context.Context, conn *websocket.Conn, bu
 		bare.Record = nil
 		var berr error
 		if b, berr = stream.AppendEventJSON((*buf)[:0], &bare); berr != nil {
-			return h.write(ctx, conn, unrenderableJSON(ev.ID, berr))
+			return unrenderableJSON(ev.ID, berr)
 		}
 		b = append(b[:len(b)-2], `,"recordError":`...)
 		b = strconv.AppendQuote(b, err.Error())
 		b = append(b, "}}"...)
 	}
 	*buf = b
-	return h.write(ctx, conn, b)
+	return b
 }
 
 // write sends one text frame within WriteTimeout. On failure the

@@ -1,17 +1,36 @@
 #!/usr/bin/env bash
-# Shows that the end-to-end suite catches a broken indexer: it builds
-# cistern with the tag cistern_mutant_dropdeletes (live deletes are dropped,
-# see mutant_on.go) and runs the e2e suite against the reference network,
-# which must FAIL. Exits 0 when the suite caught the mutant, 1 when it did
-# not. Takes about 5 minutes (each failing test waits for convergence).
+# Shows that the end-to-end suite catches a broken indexer: it runs the e2e
+# suite against the reference network with a mutant of the live write path
+# in which live deletes are dropped, and the suite must FAIL. The mutant is
+# injected from the test side: a copy of internal/ingest/live.go with a
+# `continue` at the top of commitWrite's delete case, put in place of the
+# real file by `go test -overlay` (through GOFLAGS, so the binaries the
+# suite builds get it too). Production code carries no hook for it.
+# Exits 0 when the suite caught the mutant, 1 when it did not, 2 when the
+# mutant could not be made. Takes about 5 minutes (each failing test waits
+# for convergence).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 if [ ! -x ../shared/refnet/run.sh ]; then
   echo "mutation: ../shared/refnet not found" >&2
   exit 2
 fi
-log=$(mktemp)
-CISTERN_E2E=1 go test -tags cistern_mutant_dropdeletes -count=1 -timeout 15m ./e2e/ >"$log" 2>&1
+src=$PWD/internal/ingest/live.go
+dir=$(mktemp -d)
+mutant=$dir/live.go
+# In commitWrite only: `case "delete":` is followed by `continue`.
+sed '/^func (in \*Ingest) commitWrite(/,/^}/ s/^\(\t*\)case "delete":$/&\n\1\tcontinue/' "$src" >"$mutant"
+if cmp -s "$src" "$mutant"; then
+  echo "mutation: commitWrite's delete case not found in $src; update this script" >&2
+  exit 2
+fi
+printf '{"Replace":{"%s":"%s"}}\n' "$src" "$mutant" >"$dir/overlay.json"
+if ! GOFLAGS="-overlay=$dir/overlay.json" go build ./internal/ingest/; then
+  echo "mutation: the mutant does not build" >&2
+  exit 2
+fi
+log=$dir/e2e.log
+CISTERN_E2E=1 GOFLAGS="-overlay=$dir/overlay.json" go test -count=1 -timeout 15m ./e2e/ >"$log" 2>&1
 rc=$?
 grep -E '^(--- FAIL|--- PASS|ok|FAIL)' "$log"
 if [ $rc -eq 0 ]; then

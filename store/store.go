@@ -106,6 +106,18 @@ type ReadTx interface {
 	// both are 0 when the log is empty. newest is the last id ever assigned
 	// even when every event has been pruned.
 	EventBounds() (oldest, newest uint64, err error)
+	// EventAtTime returns the id of the first event whose Time is at or
+	// after t, found through an index kept with the log, not by scanning
+	// it; 0 when no event at or after t was ever appended. It treats the
+	// log's times as their running maximum in id order: it returns the
+	// first id at which that maximum reaches t, so every event with a Time
+	// at or after t has an id at least the one returned, and when times
+	// are non-decreasing in id order (as cistern's writer stamps them) the
+	// answer is exact. Pruned events count: if one with a Time at or after
+	// t has been pruned, the id returned is below the oldest retained
+	// event (EventBounds), which is how a caller learns that its time is
+	// older than the retained log.
+	EventAtTime(t time.Time) (uint64, error)
 
 	// ScanQueue visits queued repos in order of due time, then DID.
 	ScanQueue(fn func(did string, due time.Time) (bool, error)) error

@@ -129,9 +129,13 @@ const (
 	KindRecord EventKind = iota + 1
 	KindIdentity
 	KindAccount
+	// KindRepo tells that a repo's sync failed: its backfill (or resync)
+	// ended in the error state. Status is the state ("error") and Error
+	// says why.
+	KindRepo
 )
 
-// String returns "record", "identity" or "account".
+// String returns "record", "identity", "account" or "repo".
 func (k EventKind) String() string {
 	switch k {
 	case KindRecord:
@@ -140,6 +144,8 @@ func (k EventKind) String() string {
 		return "identity"
 	case KindAccount:
 		return "account"
+	case KindRepo:
+		return "repo"
 	}
 	return fmt.Sprintf("EventKind(%d)", uint8(k))
 }
@@ -193,9 +199,13 @@ type Event struct {
 	// Identity events.
 	Handle string `cbor:"10,keyasint,omitempty"`
 
-	// Account events.
+	// Account events; Status is also the repo state of repo events.
 	Active bool   `cbor:"11,keyasint,omitempty"`
 	Status string `cbor:"12,keyasint,omitempty"`
+
+	// Repo events: why the sync failed, "<kind>: <message>" (the kinds of
+	// package backfill: fetch, verify, too-large, invalid, ...).
+	Error string `cbor:"13,keyasint,omitempty"`
 }
 
 // BufferedCommit is a live commit held while its repo backfills.

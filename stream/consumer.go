@@ -109,7 +109,7 @@ func (s *Subscription) Ack(ctx context.Context, id uint64) error {
 		return fmt.Errorf("%w: ack %d beyond delivered position %d", ErrFutureCursor, id, limit)
 	}
 	now := s.log.opts.Now()
-	return s.log.st.Update(ctx, func(tx store.Tx) error {
+	return s.log.opts.Writer.Write(ctx, func(tx store.Tx) error {
 		c, err := readConsumer(tx, s.name)
 		switch {
 		case errors.Is(err, store.ErrNotFound):
@@ -192,7 +192,7 @@ func (l *Log) DeleteConsumer(ctx context.Context, name string) error {
 	if busy {
 		return fmt.Errorf("%w: %q", ErrConsumerBusy, name)
 	}
-	return l.st.Update(ctx, func(tx store.Tx) error {
+	return l.opts.Writer.Write(ctx, func(tx store.Tx) error {
 		names, err := readNames(tx)
 		if err != nil {
 			return err

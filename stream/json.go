@@ -30,7 +30,11 @@ func EventJSON(ev *store.Event) ([]byte, error) {
 //	{"id":1,"type":"record","record":{"live":true,"did":"did:plc:…","rev":"…","collection":"app.bsky.feed.post","rkey":"…","action":"create","cid":"bafy…","record":{…}}}
 //	{"id":2,"type":"identity","identity":{"did":"did:plc:…","handle":"alice.test"}}
 //	{"id":3,"type":"account","account":{"did":"did:plc:…","active":false,"status":"deactivated"}}
+//	{"id":4,"type":"repo","repo":{"did":"did:plc:…","state":"error","error":"fetch: …"}}
 //
+// A repo event tells that the repo's backfill or resync failed (state
+// "error"; it is retried later, and a later success shows as the repo's
+// events and state, with no repo event).
 // A delete has neither "cid" nor "record"; an empty handle or status is
 // left out. The record value is transcoded from DAG-CBOR to the atproto
 // JSON form directly, without an intermediate tree: links become
@@ -90,6 +94,16 @@ func AppendEventJSON(dst []byte, ev *store.Event) ([]byte, error) {
 		if ev.Status != "" {
 			dst = append(dst, `,"status":`...)
 			dst = appendString(dst, ev.Status)
+		}
+		dst = append(dst, "}}"...)
+	case store.KindRepo:
+		dst = append(dst, `,"type":"repo","repo":{"did":`...)
+		dst = appendString(dst, ev.DID)
+		dst = append(dst, `,"state":`...)
+		dst = appendString(dst, ev.Status)
+		if ev.Error != "" {
+			dst = append(dst, `,"error":`...)
+			dst = appendString(dst, ev.Error)
 		}
 		dst = append(dst, "}}"...)
 	default:
@@ -409,3 +423,26 @@ func (r *cborReader) value(dst []byte) ([]byte, error) {
 	}
 	return dst, fmt.Errorf("unknown major type %d", major)
 }
+
+// AppendRecordJSON appends the atproto JSON form of a DAG-CBOR record value
+// (one map), as AppendEventJSON renders it, and returns the extended
+// buffer. An invalid value returns an error wrapping ErrInvalidRecord and
+// dst unextended.
+func AppendRecordJSON(dst, record []byte) ([]byte, error) {
+	orig := len(dst)
+	r := cborReader{b: record}
+	dst, err := r.object(dst)
+	if err != nil {
+		return dst[:orig], fmt.Errorf("%w: %w", ErrInvalidRecord, err)
+	}
+	return dst, nil
+}
+
+// AppendJSONString appends s as a JSON string, escaped as AppendEventJSON
+// escapes strings (invalid UTF-8 becomes U+FFFD).
+func AppendJSONString(dst []byte, s string) []byte { return appendString(dst, s) }
+
+// AppendCID appends the string form of a binary CID ("b…" base32 for
+// CIDv1, "Qm…" for CIDv0), or returns an error and dst unextended when cid
+// is not a CID.
+func AppendCID(dst, cid []byte) ([]byte, error) { return appendCID(dst, cid) }

@@ -41,6 +41,8 @@ func TestAppendEventJSON(t *testing.T) {
 			`{"id":12,"type":"account","account":{"did":"did:plc:alice","active":false,"status":"deactivated"}}`},
 		{"account active", &store.Event{ID: 13, Kind: store.KindAccount, DID: "did:plc:alice", Active: true},
 			`{"id":13,"type":"account","account":{"did":"did:plc:alice","active":true}}`},
+		{"repo sync failed", &store.Event{ID: 14, Kind: store.KindRepo, DID: "did:plc:alice", Status: "error", Error: `fetch: getRepo answered 502 "Bad Gateway"`},
+			`{"id":14,"type":"repo","repo":{"did":"did:plc:alice","state":"error","error":"fetch: getRepo answered 502 \"Bad Gateway\""}}`},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

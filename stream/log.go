@@ -1,6 +1,7 @@
 package stream
 
 import (
+	"context"
 	"errors"
 	"log/slog"
 	"sync"
@@ -59,6 +60,26 @@ type Options struct {
 	Logger *slog.Logger
 	// Now returns the current time, for retention by age. Default time.Now.
 	Now func() time.Time
+	// Writer carries the Log's writes (consumer acks and deletions,
+	// retention's prunes), so that they share the store's one write path
+	// with every other change: the indexer passes its group-commit writer
+	// (internal/writer). Default: each write is its own Store.Update, for
+	// a Log used on a store nobody else writes through a writer.
+	Writer Writer
+}
+
+// Writer runs fn in a write transaction, possibly shared with other
+// writes; fn may run more than once and touches nothing but tx.
+// *writer.Writer (internal/writer) satisfies it.
+type Writer interface {
+	Write(ctx context.Context, fn func(tx store.Tx) error) error
+}
+
+// storeWriter is the default Writer: one Store.Update per write.
+type storeWriter struct{ st store.Store }
+
+func (w storeWriter) Write(ctx context.Context, fn func(tx store.Tx) error) error {
+	return w.st.Update(ctx, fn)
 }
 
 func (o Options) withDefaults() Options {
@@ -110,9 +131,13 @@ func (l *Log) Subscriptions() int { return int(l.active.Load()) }
 // New returns a Log over the events of st. It starts no goroutine: call Run
 // for retention.
 func New(st store.Store, opts Options) *Log {
+	opts = opts.withDefaults()
+	if opts.Writer == nil {
+		opts.Writer = storeWriter{st}
+	}
 	return &Log{
 		st:       st,
-		opts:     opts.withDefaults(),
+		opts:     opts,
 		wake:     make(chan struct{}),
 		names:    make(map[string]bool),
 		closedCh: make(chan struct{}),

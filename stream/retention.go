@@ -51,7 +51,7 @@ func (l *Log) Prune(ctx context.Context) (int, error) {
 	total := 0
 	for {
 		var n int
-		err := l.st.Update(ctx, func(tx store.Tx) error {
+		err := l.opts.Writer.Write(ctx, func(tx store.Tx) error {
 			var err error
 			n, err = tx.PruneEvents(through, l.opts.PruneBatch)
 			return err

@@ -52,14 +52,15 @@ func ParseOrigin(s string) (Origin, error) {
 	return 0, fmt.Errorf("%w: unknown origin %q (want any, live or backfill)", ErrInvalidOptions, s)
 }
 
-// ParseKind parses an event kind name: "record", "identity" or "account".
+// ParseKind parses an event kind name: "record", "identity", "account" or
+// "repo".
 func ParseKind(s string) (store.EventKind, error) {
-	for _, k := range []store.EventKind{store.KindRecord, store.KindIdentity, store.KindAccount} {
+	for _, k := range []store.EventKind{store.KindRecord, store.KindIdentity, store.KindAccount, store.KindRepo} {
 		if k.String() == s {
 			return k, nil
 		}
 	}
-	return 0, fmt.Errorf("%w: unknown event kind %q (want record, identity or account)", ErrInvalidOptions, s)
+	return 0, fmt.Errorf("%w: unknown event kind %q (want record, identity, account or repo)", ErrInvalidOptions, s)
 }
 
 // SubscribeOptions say where a subscription starts and which events it
@@ -114,7 +115,7 @@ type Notice struct {
 type matcher struct {
 	patterns filter.Patterns
 	dids     map[string]struct{}
-	kinds    [4]bool // indexed by EventKind; all false: every kind
+	kinds    [5]bool // indexed by EventKind; all false: every kind
 	anyKind  bool
 	origin   Origin
 }
@@ -141,7 +142,7 @@ func compile(o *SubscribeOptions) (*matcher, error) {
 		}
 	}
 	for _, k := range o.Kinds {
-		if k < store.KindRecord || k > store.KindAccount {
+		if k < store.KindRecord || k > store.KindRepo {
 			return nil, fmt.Errorf("%w: unknown event kind %d", ErrInvalidOptions, k)
 		}
 		m.kinds[k] = true

@@ -273,7 +273,7 @@ func TestParseKindAndOrigin(t *testing.T) {
 	for _, tt := range []struct {
 		in   string
 		want store.EventKind
-	}{{"record", store.KindRecord}, {"identity", store.KindIdentity}, {"account", store.KindAccount}} {
+	}{{"record", store.KindRecord}, {"identity", store.KindIdentity}, {"account", store.KindAccount}, {"repo", store.KindRepo}} {
 		if got, err := stream.ParseKind(tt.in); err != nil || got != tt.want {
 			t.Errorf("ParseKind(%q) = %v, %v", tt.in, got, err)
 		}

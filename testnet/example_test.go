@@ -2,6 +2,7 @@ package testnet_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net/http"
 
@@ -28,4 +29,23 @@ func Example() {
 	// Output:
 	// app.bsky.feed.post 4
 	// 200 application/vnd.ipld.car
+}
+
+// IndexerSettings are what an indexer needs to follow the network; its
+// HTTP client refuses any host outside it, such as a production default
+// left in place.
+func ExampleNetwork_IndexerSettings() {
+	n, err := testnet.Start(context.Background(), testnet.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer n.Close()
+	s := n.IndexerSettings()
+	fmt.Println(s.RelayURL == n.RelayURL(), s.PLCURL == n.PLCURL(), s.SkipHandleVerification)
+
+	_, err = s.HTTPClient.Get("https://plc.directory/did:plc:ewvi7nxzyoun6zhxrhs64oiz")
+	fmt.Println(errors.Is(err, testnet.ErrOutsideNetwork))
+	// Output:
+	// true true true
+	// true
 }

@@ -28,6 +28,14 @@
 // Binaries use Start and Close. Account creation emits #identity, #account
 // and #sync for the new empty repo, then initial records as #commit frames
 // of at most 200 ops. Bulk generation (Network.Generate) emits nothing.
+//
+// To point a cistern Indexer at a network, use cisterntest.Config(net,
+// path), or copy the fields of Network.IndexerSettings (RelayURL, PLCURL,
+// SkipHandleVerification, and an HTTP client that refuses any host outside
+// the network) into a cistern.Config: left unset, RelayURL and PLCURL mean
+// the production network. A network lives as long as its process; to test
+// a service across its own restarts, run the network as a separate process
+// (examples/testnet, see package cisterntest).
 package testnet
 
 import (

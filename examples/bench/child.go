@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -24,8 +23,6 @@ import (
 
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
-	"github.com/cistern-dev/cistern/store"
-	"github.com/cistern-dev/cistern/store/boltstore"
 	"github.com/cistern-dev/cistern/stream"
 )
 
@@ -123,9 +120,14 @@ func childBackfill(a childArgs) (*BackfillResult, error) {
 	if err != nil {
 		return nil, err
 	}
+	st0, err := openStore(a.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer st0.Close()
 	start := time.Now()
 	ix, err := cistern.Open(cistern.Config{
-		Path:                   a.DB,
+		Store:                  st0,
 		Filter:                 filter.Spec{DIDs: dids},
 		NoFirehose:             true,
 		NoCrawl:                true,
@@ -178,9 +180,7 @@ func childBackfill(a childArgs) (*BackfillResult, error) {
 	if err := ix.Close(); err != nil {
 		return nil, err
 	}
-	if fi, err := os.Stat(a.DB); err == nil {
-		res.DiskBytes = fi.Size()
-	}
+	res.DiskBytes = st0.Size()
 	return res, nil
 }
 
@@ -202,46 +202,18 @@ type LiveResult struct {
 	LagMaxms   float64 `json:"lagMaxms,omitempty"`
 }
 
-const cursorMetaPrefix = "firehose/cursor/" // the indexer's meta key for a source's cursor
-
-func readCursor(ctx context.Context, st store.Store, src string) (int64, error) {
-	var c int64
-	err := st.View(ctx, func(tx store.ReadTx) error {
-		v, err := tx.Meta(cursorMetaPrefix + src)
-		if errors.Is(err, store.ErrNotFound) {
-			return nil
-		}
-		if err != nil {
-			return err
-		}
-		c, err = strconv.ParseInt(string(v), 10, 64)
-		return err
-	})
-	return c, err
-}
-
 func childLive(a childArgs) (*LiveResult, error) {
 	mode, err := cistern.ParseVerifyMode(a.Verify)
 	if err != nil {
 		return nil, err
 	}
-	// Place the firehose cursor just before the backlog.
-	db, err := boltstore.Open(a.DB, nil)
+	db, err := openStore(a.DB)
 	if err != nil {
 		return nil, err
 	}
-	err = db.Update(context.Background(), func(tx store.Tx) error {
-		return tx.PutMeta(cursorMetaPrefix+a.Relay, []byte(strconv.FormatInt(a.Cursor, 10)))
-	})
-	if cerr := db.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		return nil, err
-	}
-
+	defer db.Close()
 	ix, err := cistern.Open(cistern.Config{
-		Path:                   a.DB,
+		Store:                  db,
 		RelayURL:               a.Relay,
 		NoCrawl:                true,
 		PLCURL:                 a.PLC,
@@ -257,13 +229,17 @@ func childLive(a childArgs) (*LiveResult, error) {
 	defer ix.Close()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	// Place the firehose cursor just before the backlog.
+	if err := ix.SetCursor(ctx, a.Relay, a.Cursor); err != nil {
+		return nil, err
+	}
 	st0, err := ix.Stats(ctx)
 	if err != nil {
 		return nil, err
 	}
 	waitCursor := func(until int64) error {
 		for {
-			c, err := readCursor(ctx, ix.Store(), a.Relay)
+			c, err := ix.Cursor(ctx, a.Relay)
 			if err != nil {
 				return err
 			}
@@ -337,7 +313,7 @@ func measureLag(ctx context.Context, ix *cistern.Indexer, a childArgs, waitCurso
 			mu.Unlock()
 		}
 	}()
-	from, err := readCursor(ctx, ix.Store(), a.Relay)
+	from, err := ix.Cursor(ctx, a.Relay)
 	if err != nil {
 		return err
 	}
@@ -386,7 +362,12 @@ type StreamResult struct {
 }
 
 func childStream(a childArgs) (*StreamResult, error) {
-	ix, err := cistern.Open(cistern.Config{Path: a.DB, NoFirehose: true, NoCrawl: true, PLCURL: a.PLC, Logger: childLogger()})
+	db, err := openStore(a.DB)
+	if err != nil {
+		return nil, err
+	}
+	defer db.Close()
+	ix, err := cistern.Open(cistern.Config{Store: db, NoFirehose: true, NoCrawl: true, PLCURL: a.PLC, Logger: childLogger()})
 	if err != nil {
 		return nil, err
 	}

@@ -47,6 +47,10 @@
 //	-limits           measure the raw limits (default true)
 //	-dir path         where stores are written (default a temporary directory, removed)
 //	-json path        write the results as JSON
+//	-store s          "" for bbolt (default); a postgres:// URL: a new schema on that
+//	                  server; throwaway: a PostgreSQL (fsync on) started for the run
+//	                  from the machine's binaries. On PostgreSQL the live run without
+//	                  verification is skipped, and disk is the tables' size.
 package main
 
 import (
@@ -71,6 +75,7 @@ func main() {
 	flag.BoolVar(&o.Limits, "limits", true, "measure the raw limits")
 	flag.StringVar(&o.Dir, "dir", "", "directory for the stores (default: a temporary one, removed)")
 	flag.StringVar(&o.JSON, "json", "", "write the results as JSON to this file")
+	flag.StringVar(&o.Store, "store", "", "the store: empty for bbolt, a postgres:// URL (a new schema on it), or throwaway (a durable PostgreSQL started for the run)")
 	var c childArgs
 	flag.StringVar(&c.DB, "db", "", "internal: store path")
 	flag.StringVar(&c.PLC, "plc", "", "internal: PLC URL")

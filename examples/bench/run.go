@@ -28,6 +28,10 @@ type options struct {
 	Verify                      string
 	NoVerifyLive, Limits        bool
 	Dir, JSON                   string
+	// Store is "" (bbolt in Dir), a postgres:// URL (a fresh schema on
+	// that server) or "throwaway" (a durable PostgreSQL server started
+	// for the run).
+	Store string
 }
 
 // Results is everything one run measured; it is what -json writes.
@@ -127,6 +131,19 @@ func run(o options) error {
 	}
 
 	db := filepath.Join(dir, "cistern.db")
+	if o.Store != "" {
+		url, stop, err := pgDatabase(ctx, o.Store)
+		if err != nil {
+			return fmt.Errorf("-store: %w", err)
+		}
+		defer stop()
+		db = url
+		if o.NoVerifyLive {
+			progress("-store is PostgreSQL: the live run without verification is skipped (it needs a copy of the store)")
+			o.NoVerifyLive = false
+		}
+		res.Options.NoVerifyLive = false
+	}
 	common := []string{"-plc", net.PLCURL(), "-relay", net.RelayURL(), "-firehose-workers", strconv.Itoa(o.FirehoseWorkers)}
 	progress("backfill: %d repos, verify %s", o.Repos, o.Verify)
 	res.Backfill = new(BackfillResult)

@@ -9,6 +9,8 @@
 //
 //	cistern -signal xyz.statusphere.status -collections xyz.statusphere.status
 //	cistern -demo     # an in-process test network; no internet needed
+//	cistern -store postgres://cistern@db/cistern -signal ...              # the indexer, on PostgreSQL
+//	cistern -store postgres://cistern@db/cistern -read-only -listen :2471 # a read replica of it
 package main
 
 import (
@@ -30,11 +32,14 @@ import (
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/httpapi"
+	"github.com/cistern-dev/cistern/tapcompat"
 )
 
 // config is what the flags say.
 type config struct {
 	DB          string
+	Store       string // -store: a bbolt path or a postgres:// URL; wins over -db
+	ReadOnly    bool
 	Listen      string
 	Relay       string
 	PLC         string
@@ -49,6 +54,12 @@ type config struct {
 	Retention   time.Duration
 	LogLevel    slog.Level
 	Demo        bool
+	// tap compatibility (package tapcompat)
+	AdminPassword   string
+	Tap             bool
+	TapWebhook      string
+	TapDisableAcks  bool
+	TapRetryTimeout time.Duration
 
 	// AdminTokenFile is where the generated token is kept when no
 	// -admin-token is given; "" means <DB>.admin-token.
@@ -69,7 +80,7 @@ type config struct {
 	// CompactTo, when set, compacts the store into this new file and exits.
 	CompactTo string
 
-	dbSet bool // -db was given (the demo uses a temporary store otherwise)
+	dbSet bool // -db or -store was given (the demo uses a temporary store otherwise)
 }
 
 // listFlag is a comma-separated list.
@@ -97,7 +108,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	c := &config{}
 	fs := flag.NewFlagSet("cistern", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store")
+	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store (see -store)")
+	fs.StringVar(&c.Store, "store", "", "the store: a bbolt file path, or a PostgreSQL URL postgres://user:pass@host/db[?search_path=schema] (default: -db)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:2470", "HTTP listen address")
 	fs.StringVar(&c.Relay, "relay", "wss://bsky.network", "firehose relay (or PDS) URL; a comma list follows several, each with its own cursor")
 	fs.StringVar(&c.PLC, "plc", "https://plc.directory", "PLC directory URL")
@@ -108,6 +120,11 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.Var(listFlag{&c.Exclude}, "exclude", "comma list of DIDs never indexed")
 	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for the management API (default: one generated into -admin-token-file)")
 	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the management token, created with a random token (mode 0600) if absent (default <db>.admin-token)")
+	fs.StringVar(&c.AdminPassword, "admin-password", "", "password for the management API as Basic auth with user admin (tap's TAP_ADMIN_PASSWORD), beside -admin-token")
+	fs.BoolVar(&c.Tap, "tap", false, "serve tap's protocol: /channel, /resolve, /info, /stats/* (see docs/tap.md)")
+	fs.StringVar(&c.TapWebhook, "tap-webhook", "", "deliver tap events by POST to this URL instead of /channel (implies -tap)")
+	fs.BoolVar(&c.TapDisableAcks, "tap-disable-acks", false, "tap fire-and-forget mode: /channel events count as acknowledged once written")
+	fs.DurationVar(&c.TapRetryTimeout, "tap-retry-timeout", 60*time.Second, "send a /channel event again when not acknowledged within this")
 	fs.IntVar(&c.Concurrency, "backfill-concurrency", 16, "repos backfilled at once")
 	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
@@ -119,6 +136,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "serve handles as DID documents declare them, without checking DNS or /.well-known (private or test networks)")
 	fs.BoolVar(&c.HostAuthority, "host-authority", false, "the -relay sources are PDS hosts: apply a commit only from the host the repo's DID document names")
 	fs.StringVar(&c.CompactTo, "compact-to", "", "copy the store (-db, not in use) into this new file without its free pages, then exit")
+	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 
 	var err error
@@ -128,7 +146,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 			if e := f.Value.Set(v); e != nil {
 				err = fmt.Errorf("%s=%q: %w", name, v, e)
 			}
-			if f.Name == "db" {
+			if f.Name == "db" || f.Name == "store" {
 				c.dbSet = true
 			}
 		}
@@ -143,7 +161,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 		return nil, fmt.Errorf("unexpected arguments: %v", fs.Args())
 	}
 	fs.Visit(func(f *flag.Flag) {
-		if f.Name == "db" {
+		if f.Name == "db" || f.Name == "store" {
 			c.dbSet = true
 		}
 	})
@@ -156,8 +174,8 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	if c.Retention < 0 {
 		return nil, fmt.Errorf("-retention must not be negative")
 	}
-	if !loopbackListen(c.Listen) && c.AdminToken == "" && c.AdminTokenFile == "" {
-		return nil, fmt.Errorf("-listen %s is not a loopback address: set -admin-token (or -admin-token-file) to serve beyond this machine", c.Listen)
+	if !loopbackListen(c.Listen) && c.AdminToken == "" && c.AdminTokenFile == "" && c.AdminPassword == "" {
+		return nil, fmt.Errorf("-listen %s is not a loopback address: set -admin-token, -admin-token-file or -admin-password to serve beyond this machine", c.Listen)
 	}
 	for _, r := range c.relays() {
 		u, err := url.Parse(r)
@@ -177,6 +195,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	if c.MaxStreams >= c.MaxConns {
 		return nil, fmt.Errorf("-max-streams (%d) must be below -max-conns (%d), or streams would leave no room for queries", c.MaxStreams, c.MaxConns)
 	}
+	if c.ReadOnly && c.Demo {
+		return nil, fmt.Errorf("-read-only and -demo cannot be combined: a replica serves a store another process indexes")
+	}
+	if c.TapWebhook != "" || c.TapDisableAcks {
+		c.Tap = true
+	}
+	if c.TapRetryTimeout <= 0 {
+		return nil, fmt.Errorf("-tap-retry-timeout must be positive")
+	}
 	if c.Concurrency < 1 {
 		return nil, fmt.Errorf("-backfill-concurrency must be at least 1")
 	}
@@ -192,6 +219,14 @@ func (c *config) applyHardening(icfg *cistern.Config) {
 		// Several firehose sources, each followed with its own cursor.
 		icfg.RelayURL, icfg.Sources = relays[0], relays
 	}
+}
+
+// firehoseSources returns the sources the indexer follows.
+func firehoseSources(icfg cistern.Config) []string {
+	if len(icfg.Sources) > 0 {
+		return icfg.Sources
+	}
+	return []string{icfg.RelayURL}
 }
 
 // relays returns the firehose sources of -relay, a comma list.
@@ -242,13 +277,14 @@ func main() {
 func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.LogLevel}))
 	icfg := cistern.Config{
-		Path:     cfg.DB,
+		Path:     cfg.storeLocation(),
 		RelayURL: cfg.Relay,
 		PLCURL:   cfg.PLC,
 		Filter:   cfg.spec(),
 		Verify:   cfg.Verify,
 		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency},
 		Logger:   log,
+		ReadOnly: cfg.ReadOnly,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
 	cfg.applyHardening(&icfg)
@@ -262,6 +298,16 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		defer demo.Close()
 	}
 
+	pg, where, err := openStore(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	if pg != nil {
+		defer pg.Close()
+		icfg.Store = pg
+	} else {
+		where = icfg.Path
+	}
 	ix, err := cistern.Open(icfg)
 	if err != nil {
 		return err
@@ -272,12 +318,31 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	tok, err := loadAdminToken(cfg, icfg.Path)
+	var tap *tapcompat.Service
+	if cfg.Tap {
+		if tap, err = tapcompat.New(ix, tapcompat.Options{
+			WebhookURL:    cfg.TapWebhook,
+			DisableAcks:   cfg.TapDisableAcks,
+			AdminPassword: cfg.AdminPassword,
+			RetryTimeout:  cfg.TapRetryTimeout,
+			Sources:       firehoseSources(icfg),
+			Logger:        log,
+		}); err != nil {
+			return err
+		}
+	}
+	tokenBeside := icfg.Path
+	if tokenBeside == "" {
+		tokenBeside = cfg.DB // a PostgreSQL store: beside -db's path
+	}
+	tok, err := loadAdminToken(cfg, tokenBeside)
 	if err != nil {
 		return err
 	}
 	api := httpapi.New(ix, httpapi.Options{
-		AdminToken: tok.value,
+		AdminToken:    tok.value,
+		AdminPassword: cfg.AdminPassword,
+		Tap:           tap,
 		// Reads without the token from a local browser, when the token is
 		// the server's own and nothing beyond this machine can connect.
 		LoopbackReads: tok.file != "" && loopbackListen(cfg.Listen),
@@ -289,11 +354,12 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	mux.Handle("/", api)
 	mux.Handle("GET /{$}", api.Admin(st))
 	srv := httpapi.NewHTTPServer(mux, httpapi.Limits{ReadTimeout: cfg.ReadTimeout, IdleTimeout: cfg.IdleTimeout}, log)
+	srv.RegisterOnShutdown(api.CloseStreams) // plain-HTTP /stream responses would hold Shutdown
 	ln = httpapi.LimitListener(ln, cfg.MaxConns)
 
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "cistern: tracking %s; store %s; listening on %s (status page %s/)\n",
-		describe(ix.Filter().Spec()), icfg.Path, base, base)
+		describe(ix.Filter().Spec()), where, base, base)
 	fmt.Fprintf(stdout, "cistern: %s\n", tok.describe())
 	log.Info("management token", "file", tok.file, "generated", tok.generated)
 	if demo != nil {
@@ -303,6 +369,14 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	runCtx, cancelRun := context.WithCancel(context.Background())
 	runDone := make(chan error, 1)
 	go func() { runDone <- ix.Run(runCtx) }()
+	tapCtx, cancelTap := context.WithCancel(context.Background())
+	defer cancelTap()
+	tapDone := make(chan error, 1)
+	if tap != nil {
+		go func() { tapDone <- tap.Run(tapCtx) }()
+	} else {
+		tapDone <- nil
+	}
 	srvDone := make(chan error, 1)
 	go func() { srvDone <- srv.Serve(ln) }()
 	progDone := make(chan struct{})
@@ -317,6 +391,8 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	case runErr = <-runDone:
 		runDone <- runErr
 	case err := <-srvDone:
+		cancelTap()
+		<-tapDone
 		cancelRun()
 		<-runDone
 		return fmt.Errorf("http: %w", err)
@@ -326,6 +402,10 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	defer cancel()
 	if err := srv.Shutdown(shutCtx); err != nil {
 		log.Warn("http shutdown", "err", err)
+	}
+	cancelTap()
+	if err := <-tapDone; err != nil {
+		log.Warn("tap delivery", "err", err)
 	}
 	cancelRun()
 	if err := <-runDone; err != nil && runErr == nil {

@@ -137,6 +137,9 @@ func (a *App) Ready() <-chan struct{} { return a.ready }
 // browsers when it changed.
 func (a *App) refresh(ctx context.Context, did string) error {
 	page, err := a.ix.ListRecords(ctx, did, Collection, cistern.ListOptions{Limit: 1})
+	if errors.Is(err, cistern.ErrNotTracked) {
+		page, err = &cistern.RecordPage{}, nil // untracked since, with its records: no status
+	}
 	if err != nil {
 		return err
 	}

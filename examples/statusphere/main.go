@@ -9,6 +9,14 @@
 //
 //	statusphere                      # the real network
 //	statusphere -demo                # an in-process test network
+//
+// It serves, at -listen (default 127.0.0.1:8080):
+//
+//	GET /              the page
+//	GET /api/statuses  the latest status of each user, newest first, as JSON:
+//	                   [{"did","handle","status","createdAt","uri"}]
+//	GET /events        server-sent events: "event: status", data one status
+//	                   as above (an empty "status": the user has none left)
 package main
 
 import (

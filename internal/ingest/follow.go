@@ -24,14 +24,13 @@ const MetaCursorPrefix = "firehose/cursor/"
 // mix of repos.
 const firehoseQueue = 4
 
-// follow runs one firehose source until ctx ends: frames are dispatched to
-// workers by repo, and the cursor watermark is saved every CursorInterval
-// and on the way out.
-func (in *Ingest) follow(ctx context.Context, src string) error {
-	cursorKey := MetaCursorPrefix + src
+// Cursor returns the saved cursor of source src: the sequence number of
+// the last message applied, or 0 when the source has none (a first start
+// is live).
+func (in *Ingest) Cursor(ctx context.Context, src string) (int64, error) {
 	var cursor int64
 	err := in.st.View(ctx, func(tx store.ReadTx) error {
-		v, err := tx.Meta(cursorKey)
+		v, err := tx.Meta(MetaCursorPrefix + src)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil
 		}
@@ -41,6 +40,23 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 		cursor, err = strconv.ParseInt(string(v), 10, 64)
 		return err
 	})
+	return cursor, err
+}
+
+// SetCursor saves cursor as source src's cursor, for the next follow of
+// the source to resume after it. A follow running meanwhile saves its own.
+func (in *Ingest) SetCursor(ctx context.Context, src string, cursor int64) error {
+	return in.write(ctx, func(tx store.Tx) error {
+		return tx.PutMeta(MetaCursorPrefix+src, []byte(strconv.FormatInt(cursor, 10)))
+	})
+}
+
+// follow runs one firehose source until ctx ends: frames are dispatched to
+// workers by repo, and the cursor watermark is saved every CursorInterval
+// and on the way out.
+func (in *Ingest) follow(ctx context.Context, src string) error {
+	cursorKey := MetaCursorPrefix + src
+	cursor, err := in.Cursor(ctx, src)
 	if err != nil {
 		return fmt.Errorf("read cursor: %w", err)
 	}

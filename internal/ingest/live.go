@@ -314,9 +314,6 @@ func (in *Ingest) commitWrite(r *store.Repo, vc *verify.Commit, bc *store.Buffer
 					continue
 				}
 			case "delete":
-				if mutantDropDeletes {
-					continue
-				}
 				if _, err := tx.Record(r.DID, op.Collection, op.RKey); errors.Is(err, store.ErrNotFound) {
 					continue
 				} else if err != nil {

@@ -31,6 +31,19 @@ func ClearError(r *store.Repo) {
 	r.ErrorKind, r.LastError, r.Retries, r.NextAttempt = "", "", 0, time.Time{}
 }
 
+// MarkFailed writes r, whose error fields and next attempt the caller set,
+// in the error state in tx, with the repo event that tells consumers its
+// sync failed: Status "error", Error "<kind>: <message>". It does not queue
+// the retry.
+func MarkFailed(tx store.Tx, r *store.Repo, now time.Time) error {
+	r.State, r.Updated = store.StateError, now
+	if err := tx.PutRepo(r); err != nil {
+		return err
+	}
+	return tx.AppendEvent(&store.Event{Kind: store.KindRepo, DID: r.DID, Rev: r.Rev, Time: now,
+		Status: r.State.String(), Error: r.ErrorKind + ": " + r.LastError})
+}
+
 // MarkSynced writes r as synced in tx, errors cleared, and dequeues it: the
 // one way into the synced state, at the end of a backfill (by backfill
 // itself, or after the live commits held meanwhile were applied).

@@ -8,6 +8,10 @@
 // stores them, in commit order. When a closure fails, the transaction is
 // rolled back and the rest of its batch is run again without it, so one bad
 // write never takes others with it.
+//
+// The writer also stamps event times strictly increasing to the
+// microsecond in id order (see eventClock), so that a time names one
+// position of the log.
 package writer
 
 import (
@@ -81,6 +85,7 @@ type Writer struct {
 	exited  chan struct{}
 
 	stats Stats
+	clock eventClock // of committed events; used by the Run goroutine only
 }
 
 // Stats counts the writer's work.
@@ -225,7 +230,13 @@ func (w *Writer) commit(batch []*request) {
 		failed := -1
 		var failErr error
 		var newest uint64
-		err := w.st.Update(context.Background(), func(tx store.Tx) error {
+		var clock eventClock
+		err := w.st.Update(context.Background(), func(stx store.Tx) error {
+			if err := w.clock.load(stx); err != nil {
+				return err
+			}
+			tx := &clockedTx{Tx: stx, clock: w.clock}
+			defer func() { clock = tx.clock }()
 			for i, r := range pending {
 				if err := r.fn(tx); err != nil {
 					failed, failErr = i, err
@@ -243,6 +254,7 @@ func (w *Writer) commit(batch []*request) {
 		})
 		switch {
 		case err == nil:
+			w.clock = clock
 			w.mu.Lock()
 			w.stats.Commits++
 			w.stats.Writes += uint64(len(pending))

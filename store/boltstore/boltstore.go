@@ -5,7 +5,8 @@
 // (View) run beside the writer on a consistent snapshot and never block it,
 // except while the file grows past the memory map (see Options.MmapSize).
 //
-// Layout (schema version 2). Every key is binary and either fixed-width or
+// Layout (schema version 4; Open migrates a version 3 file by building the
+// time index from its events). Every key is binary and either fixed-width or
 // length-prefixed, so no field is ever split on a separator byte. Strings in
 // keys are prefixed with their length as a 2-byte big-endian integer (lp
 // below); integers in keys are big-endian. In the buckets written per
@@ -29,6 +30,9 @@
 //	buffer    lp(DID) | rev                  → CBOR {seq, source, data}
 //	meta      key                            → value (the host's metadata)
 //	sys       "schema", counters             → uint64
+//	evtimes   time (12 bytes, as queue)      → event id where the running
+//	                                            maximum of event times rose
+//	                                            to it (see eventtime.go)
 //
 // The event encoding is a format byte, kind, flags and action bytes, the time
 // as varint Unix seconds and uvarint nanoseconds (exact to the nanosecond,
@@ -82,8 +86,9 @@ import (
 )
 
 // SchemaVersion is the version of the layout this package reads and writes.
-// It is stored in the file when it is created; Open refuses any other.
-const SchemaVersion = 3
+// It is stored in the file when it is created; Open migrates a version 3
+// file and refuses any other.
+const SchemaVersion = 4
 
 // Options configure Open. The zero value (or a nil *Options) gives the
 // defaults.
@@ -155,18 +160,41 @@ var (
 	bucketCollIDs   = []byte("collids")
 	bucketCollNames = []byte("collnames")
 	bucketHandles   = []byte("handles")
+	bucketEvTimes   = []byte("evtimes")
 
 	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
 		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,
 		bucketBuffer, bucketMeta, bucketSys, bucketDIDs, bucketDIDNames,
-		bucketCollIDs, bucketCollNames, bucketHandles}
+		bucketCollIDs, bucketCollNames, bucketHandles, bucketEvTimes}
 
 	keySchema = []byte("schema")
 )
 
+// ErrLocked is wrapped by the *LockedError Open returns when another
+// process (or another Open in this one) holds the file.
+var ErrLocked = errors.New("boltstore: file is locked by another process")
+
+// LockedError says that Open gave up waiting for the file's lock: a bbolt
+// file is opened by one process at a time. It wraps ErrLocked and bbolt's
+// own error.
+type LockedError struct {
+	Path   string
+	Waited time.Duration // Options.Timeout
+	Err    error
+}
+
+// Error names the file and says what holds it.
+func (e *LockedError) Error() string {
+	return fmt.Sprintf("boltstore: open %s: the file is locked by another process (another cistern on the same file?); gave up after %s (Options.Timeout)", e.Path, e.Waited)
+}
+
+// Unwrap returns ErrLocked and bbolt's error.
+func (e *LockedError) Unwrap() []error { return []error{ErrLocked, e.Err} }
+
 // Open opens the store at path, creating the file if it does not exist. A
 // file written by another schema version is refused with an error wrapping
-// store.ErrSchemaVersion.
+// store.ErrSchemaVersion; a file another process holds, after Options.Timeout,
+// with a *LockedError (wrapping ErrLocked).
 func Open(path string, opts *Options) (*DB, error) {
 	o := opts.withDefaults()
 	enc, dec, err := codecs()
@@ -180,6 +208,9 @@ func Open(path string, opts *Options) (*DB, error) {
 		FreelistType:    bolt.FreelistMapType,
 		InitialMmapSize: o.MmapSize,
 	})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, &LockedError{Path: path, Waited: o.Timeout, Err: err}
+	}
 	if err != nil {
 		return nil, fmt.Errorf("boltstore: open %s: %w", path, err)
 	}
@@ -201,7 +232,19 @@ func (db *DB) init() error {
 			if len(v) != 8 {
 				return fmt.Errorf("no schema version recorded (want %d): %w", SchemaVersion, store.ErrSchemaVersion)
 			}
-			if got := binary.BigEndian.Uint64(v); got != SchemaVersion {
+			got := binary.BigEndian.Uint64(v)
+			if got == 3 {
+				// Version 4 added the time index (evtimes).
+				if err := migrateEventTimes(btx); err != nil {
+					return fmt.Errorf("migrate schema 3 to 4: %w", err)
+				}
+				db.log.Info("boltstore: migrated store", "path", db.path, "from", got, "to", SchemaVersion)
+				got = SchemaVersion
+				if err := sys.Put(keySchema, u64(SchemaVersion)); err != nil {
+					return err
+				}
+			}
+			if got != SchemaVersion {
 				return fmt.Errorf("file has schema version %d, this build reads version %d: %w",
 					got, SchemaVersion, store.ErrSchemaVersion)
 			}

@@ -149,9 +149,11 @@ func parseBlockValue(v []byte) (refs uint64, value []byte, hasValue bool, err er
 //
 //	format (1) | kind | flags (1: live, 2: active) | action |
 //	varint Unix seconds | uvarint nanoseconds | uvarint repo id (0: no DID) |
-//	uvarint collection id (0: none) | rev | rkey | CID | handle | status
+//	uvarint collection id (0: none) | rev | rkey | CID | handle | status [| error]
 //
-// each of the last five a uvarint length and the bytes. Times are exact to
+// each of the last five (six) a uvarint length and the bytes; error, added
+// for repo events, is written only when set, so that older events read
+// as they are. Times are exact to
 // the nanosecond over the whole range of time.Time and read back in UTC.
 const eventFormat = 1
 
@@ -178,13 +180,18 @@ func appendEvent(dst []byte, ev *store.Event, id, collID uint32) []byte {
 	dst = appendString(dst, ev.RKey)
 	dst = appendBytes(dst, ev.CID)
 	dst = appendString(dst, ev.Handle)
-	return appendString(dst, ev.Status)
+	dst = appendString(dst, ev.Status)
+	if ev.Error != "" {
+		dst = appendString(dst, ev.Error)
+	}
+	return dst
 }
 
 // eventLen bounds the length of ev's encoding.
 func eventLen(ev *store.Event) int {
 	return 4 + 2*binary.MaxVarintLen64 + 7*binary.MaxVarintLen32 +
-		len(ev.Rev) + len(ev.RKey) + len(ev.CID) + len(ev.Handle) + len(ev.Status)
+		len(ev.Rev) + len(ev.RKey) + len(ev.CID) + len(ev.Handle) + len(ev.Status) +
+		binary.MaxVarintLen32 + len(ev.Error)
 }
 
 // eventFields is an encoded event with its fields aliasing the encoding.
@@ -194,6 +201,7 @@ type eventFields struct {
 	nsec                           uint64
 	did, collection                uint32
 	rev, rkey, cid, handle, status []byte
+	errText                        []byte
 }
 
 // parseEventFields splits an encoded event without copying.
@@ -209,6 +217,9 @@ func parseEventFields(v []byte) (eventFields, error) {
 	f.did, f.collection = uint32(did), uint32(coll)
 	f.rev, f.rkey = r.bytes(), r.bytes()
 	f.cid, f.handle, f.status = r.bytes(), r.bytes(), r.bytes()
+	if len(r.b) > 0 {
+		f.errText = r.bytes()
+	}
 	if r.bad || f.nsec >= 1e9 || did > math.MaxUint32 || coll > math.MaxUint32 {
 		return f, errMalformed
 	}
@@ -232,6 +243,7 @@ func parseEvent(v []byte, ev *store.Event) (id, collID uint32, err error) {
 	ev.CID = clone(nonEmpty(f.cid))
 	ev.Handle = string(f.handle)
 	ev.Status = string(f.status)
+	ev.Error = string(f.errText)
 	return f.did, f.collection, nil
 }
 

@@ -19,7 +19,10 @@ type tx struct {
 	writable bool
 
 	repos, records, colls, byColl, blocks, events,
-	queue, queueDID, buffer, meta, sys, handles *bolt.Bucket
+	queue, queueDID, buffer, meta, sys, handles, evtimes *bolt.Bucket
+	// evMax caches the newest key of evtimes (see eventtime.go).
+	evMax       []byte
+	evMaxLoaded bool
 
 	// repoDict and collDict are the repo and collection ids (see dids.go).
 	repoDict, collDict dict
@@ -80,6 +83,7 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		meta:     btx.Bucket(bucketMeta),
 		sys:      btx.Bucket(bucketSys),
 		handles:  btx.Bucket(bucketHandles),
+		evtimes:  btx.Bucket(bucketEvTimes),
 		repoDict: dict{what: "DID", ids: btx.Bucket(bucketDIDs), names: btx.Bucket(bucketDIDNames)},
 		collDict: dict{what: "collection", ids: btx.Bucket(bucketCollIDs), names: btx.Bucket(bucketCollNames)},
 	}
@@ -89,6 +93,7 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		// those before it): split pages are filled. A repo's blocks come
 		// in hash order once it spans transactions: leave some room.
 		t.events.FillPercent = fillAppend
+		t.evtimes.FillPercent = fillAppend
 		t.byColl.FillPercent = fillAppend
 		t.records.FillPercent = fillAppend
 		t.blocks.FillPercent = fillClustered

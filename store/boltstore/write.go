@@ -478,6 +478,9 @@ func (t *tx) AppendEvent(ev *store.Event) error {
 	if err := t.events.Put(t.kEv, v); err != nil {
 		return err
 	}
+	if err := t.indexEventTime(ev.Time, seq); err != nil {
+		return err
+	}
 	ev.ID = seq
 	t.counts.events++
 	t.counts.dirty = true
@@ -511,6 +514,15 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 	}
 	t.counts.events -= int64(n)
 	t.counts.dirty = n > 0 || t.counts.dirty
+	if n > 0 {
+		oldest := t.events.Sequence() + 1
+		if k, _ := c.First(); k != nil {
+			oldest = getU64(k)
+		}
+		if err := t.pruneEventTimes(oldest); err != nil {
+			return n, err
+		}
+	}
 	return n, nil
 }
 

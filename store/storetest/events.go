@@ -26,6 +26,8 @@ func testEventRoundTrip(t *testing.T, s store.Store) {
 		{Kind: store.KindIdentity, Live: true, DID: "did:plc:b", Time: time.Unix(1700000002, 999).UTC(), Handle: "bob.test"},
 		{Kind: store.KindAccount, Live: true, DID: "did:plc:c", Time: time.Unix(1700000003, 0).UTC(), Active: false, Status: "takendown"},
 		{Kind: store.KindAccount, DID: "did:plc:c", Time: time.Unix(1700000004, 0).UTC(), Active: true},
+		{Kind: store.KindRepo, DID: "did:plc:d", Rev: "3k9", Time: time.Unix(1700000005, 0).UTC(), Status: "error",
+			Error: "fetch: getRepo answered 502 Bad Gateway"},
 	}
 	update(t, s, func(tx store.Tx) error {
 		for _, ev := range evs {
@@ -48,7 +50,7 @@ func testEventRoundTrip(t *testing.T, s store.Store) {
 				t.Errorf("Event(%d) =\n%+v\nwant\n%+v", want.ID, g, w)
 			}
 		}
-		for _, id := range []uint64{0, 6, 1 << 40} {
+		for _, id := range []uint64{0, 7, 1 << 40} {
 			if _, err := tx.Event(id); !errors.Is(err, store.ErrNotFound) {
 				t.Errorf("Event(%d) error = %v, want ErrNotFound", id, err)
 			}

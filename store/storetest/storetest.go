@@ -18,7 +18,7 @@
 // store.Tx: round trips of every type, key order (records in MST path order,
 // repos in DID order), range scans with cursors in both directions, the
 // atomicity of failed transactions, snapshot reads beside a writer, event id
-// contiguity, block reference counting and reclamation (blocks are per
+// contiguity, the time index (EventAtTime) against its definition, block reference counting and reclamation (blocks are per
 // repo: Block and BlockRefs take the DID with the CID), the backfill queue and
 // buffer orders, metadata, and counters. Run it with -race.
 package storetest
@@ -57,6 +57,8 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"EventRoundTrip", testEventRoundTrip},
 		{"EventScanAndPrune", testEventScanAndPrune},
 		{"EventIDsContiguous", testEventIDsContiguous},
+		{"EventAtTime", testEventAtTime},
+		{"EventAtTimeMatchesScan", testEventAtTimeMatchesScan},
 		{"FailedUpdateLeavesNothing", testFailedUpdateLeavesNothing},
 		{"ErrorsPassThrough", testErrorsPassThrough},
 		{"ReadOnlyTx", testReadOnlyTx},
@@ -165,19 +167,6 @@ func blockState(t *testing.T, s store.Store, did string, cid []byte) ([]byte, ui
 		return err
 	})
 	return v, n
-}
-
-// eventIDs lists the ids of the retained events.
-func eventIDs(t *testing.T, s store.Store) []uint64 {
-	t.Helper()
-	var ids []uint64
-	view(t, s, func(tx store.ReadTx) error {
-		return tx.ScanEvents(0, func(ev *store.Event) (bool, error) {
-			ids = append(ids, ev.ID)
-			return true, nil
-		})
-	})
-	return ids
 }
 
 // dump renders everything the store holds that the suite can enumerate, so

@@ -57,8 +57,9 @@ func run() error {
 	ix, err := cistern.Open(cistern.Config{
 		Path:     *db,
 		RelayURL: *relay,
-		PLCURL:   *plc,
 		CrawlURL: *relay,
+		// The resolver has the PLC directory; Config.PLCURL would be
+		// ignored (and warned about).
 		Resolver: resolver.NewCached(resolver.Options{
 			PLCURL:                *plc,
 			HTTPClient:            &http.Client{Transport: wellknown.Transport(*relay, nil), Timeout: 10 * time.Second},

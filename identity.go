@@ -9,17 +9,10 @@ import (
 
 	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 )
-
-// Gatherer returns the Indexer's own Prometheus metrics (firehose messages,
-// lag and cursors; live commits applied, skipped and rejected by reason),
-// for a host to serve or merge with its own registry. Package httpapi
-// serves them at /metrics along with store and backfill gauges.
-func (ix *Indexer) Gatherer() prometheus.Gatherer { return ix.ing.Metrics().Registry() }
 
 // LookupHandle returns the DID of the tracked repo whose last resolved
 // handle is h (compared without case), or an error wrapping ErrNotTracked.
@@ -32,7 +25,7 @@ func (ix *Indexer) LookupHandle(ctx context.Context, h string) (string, error) {
 	}
 	want := hdl.Normalize().String()
 	var did string
-	err = ix.st.View(ctx, func(tx store.ReadTx) error {
+	err = ix.view(ctx, func(tx store.ReadTx) error {
 		r, err := tx.RepoByHandle(want)
 		if err == nil && r.State != store.StateDeleted {
 			did = r.DID
