@@ -131,13 +131,13 @@ func TestAdmin_Allows(t *testing.T) {
 		headers                  []string
 	}{
 		{"lowercase bearer", "GET", "/filter", "", []string{"Authorization", "bearer " + tok}},
-		{"upper case BEARER", "PATCH", "/filter", `{"addCollections":["app.bsky.feed.post"]}`,
+		{"upper case BEARER", "PATCH", "/filter", `{"addSignals":["app.bsky.feed.post"]}`,
 			[]string{"Authorization", "BEARER " + tok, "Content-Type", "application/json"}},
-		{"json with a charset", "PATCH", "/filter", `{"addCollections":["app.bsky.feed.like"]}`,
+		{"json with a charset", "PATCH", "/filter", `{"addSignals":["app.bsky.feed.like"]}`,
 			[]string{"Authorization", "Bearer " + tok, "Content-Type", "application/json; charset=utf-8"}},
-		{"a +json type", "PATCH", "/filter", `{"removeCollections":["app.bsky.feed.like"]}`,
+		{"a +json type", "PATCH", "/filter", `{"removeSignals":["app.bsky.feed.like"]}`,
 			[]string{"Authorization", "Bearer " + tok, "Content-Type", "application/merge-patch+json"}},
-		{"own origin", "PATCH", "/filter", `{"addCollections":["app.bsky.feed.like"]}`,
+		{"own origin", "PATCH", "/filter", `{"addSignals":["app.bsky.feed.like"]}`,
 			[]string{"Authorization", "Bearer " + tok, "Content-Type", "application/json", "Origin", api}},
 		{"token-less read, IP host", "GET", "/stats", "", nil},
 		{"token-less read, localhost", "GET", "/stats", "", []string{"Host", "localhost" + port}},
@@ -149,7 +149,7 @@ func TestAdmin_Allows(t *testing.T) {
 			t.Errorf("%s: %d %s", tc.name, a.Status, a.Body)
 		}
 	}
-	if f := ix.Filter().Spec(); len(f.Collections) != 2 {
+	if f := ix.Filter().Spec(); len(f.Signals) != 2 {
 		t.Fatalf("filter after the patches: %+v", f)
 	}
 

@@ -295,7 +295,7 @@ func TestManagement_FilterNeverDeletesUnasked(t *testing.T) {
 	ad, bd := alice.DID().String(), bob.DID().String()
 	ix := openIndexer(t, net, filter.Spec{DIDs: []string{ad, bd}}) // every collection
 	waitSynced(t, ix, ad, bd)
-	api := serve(t, ix, httpapi.Options{}).URL
+	api := serve(t, ix, httpapi.Options{AdminToken: "tok"}).URL
 	count := func() int64 {
 		t.Helper()
 		var total int64
@@ -313,7 +313,7 @@ func TestManagement_FilterNeverDeletesUnasked(t *testing.T) {
 	}
 
 	var spec filter.Spec
-	a := do(t, http.MethodPatch, api+"/filter", "", []byte(`{"addCollections":["app.bsky.graph.*"]}`))
+	a := do(t, http.MethodPatch, api+"/filter", "tok", []byte(`{"addCollections":["app.bsky.graph.*"]}`))
 	if a.Status != http.StatusOK {
 		t.Fatalf("PATCH addCollections: %d %s", a.Status, a.Body)
 	}
@@ -333,7 +333,7 @@ func TestManagement_FilterNeverDeletesUnasked(t *testing.T) {
 		{http.MethodPut, `{"dids":["` + ad + `","` + bd + `"],"collections":["app.bsky.graph.*"]}`, []string{"app.bsky.graph.*"}},
 		{http.MethodPut, `{"dids":["` + ad + `"],"excludes":["` + bd + `"],"confirmDelete":false}`, []string{bd}},
 	} {
-		a := do(t, tc.method, api+"/filter", "", []byte(tc.body))
+		a := do(t, tc.method, api+"/filter", "tok", []byte(tc.body))
 		if a.Status != http.StatusConflict || a.errName() != "DeleteNotConfirmed" {
 			t.Errorf("%s /filter %s: %d %s; want 409 DeleteNotConfirmed", tc.method, tc.body, a.Status, a.Body)
 			continue
@@ -348,7 +348,7 @@ func TestManagement_FilterNeverDeletesUnasked(t *testing.T) {
 		t.Fatalf("refused requests changed something: %d records, filter %+v", n, ix.Filter().Spec())
 	}
 
-	a = do(t, http.MethodPatch, api+"/filter", "", []byte(`{"removeCollections":["*"],"addCollections":["app.bsky.graph.*"],"confirmDelete":true}`))
+	a = do(t, http.MethodPatch, api+"/filter", "tok", []byte(`{"removeCollections":["*"],"addCollections":["app.bsky.graph.*"],"confirmDelete":true}`))
 	if a.Status != http.StatusOK {
 		t.Fatalf("confirmed PATCH: %d %s", a.Status, a.Body)
 	}
