@@ -332,7 +332,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		}
 	}
 	tokenBeside := icfg.Path
-	if tokenBeside == "" {
+	if pg != nil || tokenBeside == "" {
 		tokenBeside = cfg.DB // a PostgreSQL store: beside -db's path
 	}
 	tok, err := loadAdminToken(cfg, tokenBeside)
