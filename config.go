@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
@@ -189,6 +190,12 @@ type BackfillConfig struct {
 	// BatchSize is how many records one write transaction carries.
 	// Default 1000.
 	BatchSize int
+	// Strategy is how repos are fetched: backfill.StrategyFull (getRepo),
+	// backfill.StrategySparse (getBlocks: only the MST paths and records of
+	// the stored collections) or backfill.StrategyAuto, which picks per
+	// repo and falls back to getRepo on hosts without getBlocks. Default
+	// auto.
+	Strategy backfill.Strategy
 }
 
 // Retention bounds the event log. Zero keeps everything.
@@ -223,7 +230,7 @@ const (
 
 // mixedNetworks returns a warning when c points one service at a local
 // network (a loopback or private address, or a .test, .local, .localhost
-// or .internal name) and leaves another to its production default: the
+// or .internal name) and another at production (its default): the
 // indexer would then follow a local relay and resolve its DIDs at the
 // production PLC directory, or the reverse. It is "" otherwise.
 func (c Config) mixedNetworks() string {
@@ -238,14 +245,15 @@ func (c Config) mixedNetworks() string {
 			break
 		}
 	}
-	relaySet := c.RelayURL != "" || len(c.Sources) > 0 || c.CrawlURL != ""
+	relayProd := len(c.Sources) == 0 && c.CrawlURL == "" &&
+		(c.RelayURL == "" || c.RelayURL == defaultRelayURL)
 	switch {
 	case local == "":
 		return ""
-	case c.PLCURL == "":
-		return fmt.Sprintf("PLCURL is unset, so DIDs are resolved at the production directory %s, while %s is a local service: set PLCURL to the network's directory", defaultPLCURL, local)
-	case relayUsed && !relaySet:
-		return fmt.Sprintf("RelayURL is unset, so the production relay %s is followed, while %s is a local service: set RelayURL to the network's relay (or NoFirehose and NoCrawl)", defaultRelayURL, local)
+	case c.PLCURL == "" || c.PLCURL == defaultPLCURL:
+		return fmt.Sprintf("DIDs are resolved at the production PLC directory %s (PLCURL), while %s is a local service: set PLCURL to the network's directory", defaultPLCURL, local)
+	case relayUsed && relayProd:
+		return fmt.Sprintf("the production relay %s is followed (RelayURL), while %s is a local service: set RelayURL to the network's relay (or NoFirehose and NoCrawl)", defaultRelayURL, local)
 	}
 	return ""
 }

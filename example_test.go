@@ -247,3 +247,29 @@ func ExampleIndexer_ReplaceFilter() {
 	// true [*] [app.bsky.feed.like]
 	// map[app.bsky.feed.like:1]
 }
+
+// A tool that replays a backlog places the firehose cursor itself before
+// Run, and reads it back to see how far Run got.
+func ExampleIndexer_SetCursor() {
+	net, _ := exampleNetwork()
+	defer net.Close()
+	dir, _ := os.MkdirTemp("", "cistern-example")
+	defer os.RemoveAll(dir)
+	ix, err := cistern.Open(cistern.Config{
+		Path:     filepath.Join(dir, "cistern.db"),
+		RelayURL: net.RelayURL(),
+		PLCURL:   net.PLCURL(),
+		Logger:   slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		panic(err)
+	}
+	defer ix.Close()
+	ctx := context.Background()
+	if err := ix.SetCursor(ctx, net.RelayURL(), 2); err != nil { // Run asks for the messages after 2
+		panic(err)
+	}
+	c, err := ix.Cursor(ctx, net.RelayURL())
+	fmt.Println(c, err)
+	// Output: 2 <nil>
+}

@@ -5,6 +5,7 @@ import (
 	"log/slog"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/repos"
 )
 
 // ReplaceFilter is SetFilter for a caller that has to confirm deletions,
@@ -38,33 +39,20 @@ func (ix *Indexer) ReplaceFilter(ctx context.Context, spec filter.Spec, confirmD
 	return ix.closedErr(ix.setFilterLocked(ctx, spec))
 }
 
-// filterRemovals counts what a filter change deleted, for its log line.
-type filterRemovals struct {
-	records, repos  int64 // of narrowed collections
-	excludedRecords int64 // of newly excluded DIDs
-}
-
-func (r *filterRemovals) add(n int64) {
-	if n > 0 {
-		r.records += n
-		r.repos++
-	}
-}
-
-// log says what a filter change deleted, at WARN: deleting stored data is
+// logRemovals says what a filter change deleted, at WARN: deleting stored data is
 // worth seeing with the library's default logger too. Nothing is logged
 // for a change that deletes nothing.
-func (r *filterRemovals) log(log *slog.Logger, change filter.Change) {
+func logRemovals(log *slog.Logger, change filter.Change, r repos.FilterRemovals) {
 	if !change.Deletes() {
 		return
 	}
-	attrs := []any{"records", r.records + r.excludedRecords}
+	attrs := []any{"records", r.Records + r.ExcludedRecords}
 	if change.CollectionsNarrowed {
-		attrs = append(attrs, "collectionRecords", r.records, "repos", r.repos,
+		attrs = append(attrs, "collectionRecords", r.Records, "repos", r.Repos,
 			"collectionsRemoved", change.CollectionsRemoved.Strings(), "collectionsKept", change.New.Spec().Collections)
 	}
 	if len(change.Excluded) > 0 {
-		attrs = append(attrs, "excluded", change.Excluded, "excludedRecords", r.excludedRecords)
+		attrs = append(attrs, "excluded", change.Excluded, "excludedRecords", r.ExcludedRecords)
 	}
 	log.Warn("filter change deleted stored records", attrs...)
 }

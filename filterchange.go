@@ -7,7 +7,6 @@ import (
 
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/internal/crawl"
-	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -152,9 +151,12 @@ func (ix *Indexer) setFilterLocked(ctx context.Context, spec filter.Spec) error 
 		return fmt.Errorf("cistern: persist filter: %w", err)
 	}
 	ix.filt.Store(nf)
-	if err := ix.applyFilterChange(ctx, change); err != nil {
+	removed, err := ix.repos.ApplyFilterChange(ctx, change)
+	logRemovals(ix.log, change, removed)
+	if err != nil {
 		return err
 	}
+	ix.crawler.Kick()
 	if err := ix.write(ctx, func(tx store.Tx) error { return tx.DeleteMeta(metaFilterFrom) }); err != nil {
 		return fmt.Errorf("cistern: finish filter change: %w", err)
 	}
@@ -179,58 +181,4 @@ func (ix *Indexer) unfinishedFilterChange(ctx context.Context) (filter.Spec, boo
 		return err
 	})
 	return spec, found, err
-}
-
-// applyFilterChange carries out what a filter change asks for. Each step
-// may be done again without harm.
-func (ix *Indexer) applyFilterChange(ctx context.Context, change filter.Change) error {
-	var removed filterRemovals
-	defer removed.log(ix.log, change)
-
-	for _, did := range change.Excluded {
-		unlock := ix.lock(did)
-		n, err := ix.CountRecords(ctx, did, "")
-		if err == nil {
-			err = ix.repos.Untrack(ctx, did, true)
-		}
-		unlock()
-		if err != nil {
-			return err
-		}
-		removed.excludedRecords += n
-	}
-	requeue := ix.repos.RequeueWhere
-	if change.CollectionsNarrowed {
-		// A backfill in flight may have read the old filter and store
-		// records of a dropped collection after the deletion below: queue
-		// it again first, so that the next backfill's diff deletes them.
-		if err := requeue(ctx, func(r *store.Repo) bool { return r.State == store.StateBackfilling }); err != nil {
-			return err
-		}
-		if err := ix.repos.ForEach(ctx, func(r *store.Repo) error {
-			unlock := ix.lock(r.DID)
-			defer unlock()
-			n, err := repos.DeleteRecords(ctx, ix.st, writeFunc(ix.write), r.DID, repos.DeleteOptions{Which: change.Removed})
-			removed.add(n)
-			return err
-		}); err != nil {
-			return err
-		}
-	}
-	if change.CollectionsWidened() {
-		if err := requeue(ctx, func(*store.Repo) bool { return true }); err != nil {
-			return err
-		}
-	}
-	for _, did := range change.Tracked {
-		unlock := ix.lock(did)
-		err := ix.repos.Track(ctx, did, repos.ReasonExplicit)
-		unlock()
-		if err != nil {
-			return err
-		}
-	}
-	ix.bf.Kick()
-	ix.crawler.Kick()
-	return nil
 }

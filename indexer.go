@@ -2,9 +2,14 @@
 // local store, keeps it exactly in sync, answers queries over it, and hands
 // the host application one ordered, replayable stream of changes.
 //
-// The host owns the lifecycle: Open an Indexer, start Run in a goroutine
-// (firehose, discovery crawlers, backfill and retention, until its context
-// ends), query it and Subscribe to its events, then Close it.
+// The host's duties, in order. First, Open an Indexer on a Config (a bbolt
+// file or a store.Store, and a filter.Spec of what to track and store).
+// Second, start Run in a goroutine: it follows the firehose, crawls for
+// repos that wrote before, backfills and prunes, until its context ends.
+// Third, query it (GetRecord, ListRecords, Repo, Stats...) and Subscribe to
+// its events; a durable subscription Acks what it has handled, so that it
+// resumes there. Finally, Close it: Close stops Run and waits for all it
+// started.
 //
 //	ix, err := cistern.Open(cistern.Config{
 //		Path:   "cistern.db",
@@ -24,17 +29,13 @@
 // ErrInvalidArgument for input that does not parse; queries take a DID or
 // the handle of a tracked repo, as the HTTP API does.
 //
-// Underneath, every change goes through one group-commit writer
-// (internal/writer) into a store.Store (store/boltstore by default), with its
-// event in the same transaction; backfill brings repos in from their PDS,
-// firehose follows the network live, and stream serves the event log.
-//
-// Live commits of one repo are pipelined: each is verified against the
-// state the repo's queued writes leave it in and queued without waiting for
-// its transaction, so consecutive commits share transactions (and fsyncs).
-// The writer commits in queue order, so a firehose cursor saved later never
-// commits before them; anything else that acts on the repo first waits for
-// its queued writes.
+// This package only wires the parts and answers queries. Underneath, every
+// change goes through one group-commit writer (internal/writer) into a
+// store.Store, with its event in the same transaction; internal/ingest
+// follows the firehose and applies verified commits (package verify);
+// internal/repos owns the repo state machine; backfill brings repos in from
+// their PDS; internal/crawl discovers repos that wrote before; stream
+// serves the event log.
 package cistern
 
 import (
@@ -201,6 +202,7 @@ func Open(cfg Config) (*Indexer, error) {
 		MinBackoff:   bcfg.MinBackoff,
 		MaxBackoff:   bcfg.MaxBackoff,
 		BatchSize:    bcfg.BatchSize,
+		Strategy:     bcfg.Strategy,
 		Logger:       cfg.Logger,
 		OnBackfilled: ix.ing.Drain,
 	})

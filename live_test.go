@@ -125,13 +125,18 @@ func TestDiscovery_FullNetworkFindsEveryRepo(t *testing.T) {
 	cfg.NoCrawl = false
 	ix := runIndexer(t, cfg)
 	assertConverged(t, ix, accts...)
-	st, err := ix.Stats(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	if st.Repos["synced"] != int64(len(accts)) {
-		t.Fatalf("repos %v, want %d synced", st.Repos, len(accts))
-	}
+	// The records are in before the repo is marked synced (the held
+	// commits are drained in between): wait for the states too.
+	eventually(t, 20*time.Second, func() string {
+		st, err := ix.Stats(context.Background())
+		if err != nil {
+			return err.Error()
+		}
+		if st.Repos["synced"] != int64(len(accts)) {
+			return fmt.Sprintf("repos %v, want %d synced", st.Repos, len(accts))
+		}
+		return ""
+	})
 }
 
 func TestLive_OutdatedCursorResyncsEverything(t *testing.T) {

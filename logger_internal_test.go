@@ -77,11 +77,13 @@ func TestConfig_MixedNetworks(t *testing.T) {
 		{"all defaults", Config{}, ""},
 		{"production relay, default PLC", Config{RelayURL: prod}, ""},
 		{"local relay and PLC", Config{RelayURL: local, PLCURL: local}, ""},
-		{"local relay, default PLC", Config{RelayURL: local}, "PLCURL is unset"},
-		{"local source, default PLC", Config{Sources: []string{"ws://localhost:2583"}}, "PLCURL is unset"},
-		{"local crawl host, default PLC", Config{CrawlURL: "http://pds.test"}, "PLCURL is unset"},
-		{"private relay, default PLC", Config{RelayURL: "ws://10.0.0.5:2470"}, "PLCURL is unset"},
-		{"local PLC, default relay", Config{PLCURL: local}, "RelayURL is unset"},
+		{"local relay, default PLC", Config{RelayURL: local}, "production PLC directory"},
+		{"local relay, production PLC given", Config{RelayURL: local, PLCURL: "https://plc.directory"}, "production PLC directory"},
+		{"local source, default PLC", Config{Sources: []string{"ws://localhost:2583"}}, "production PLC directory"},
+		{"local crawl host, default PLC", Config{CrawlURL: "http://pds.test"}, "production PLC directory"},
+		{"private relay, default PLC", Config{RelayURL: "ws://10.0.0.5:2470"}, "production PLC directory"},
+		{"local PLC, default relay", Config{PLCURL: local}, "production relay"},
+		{"local PLC, production relay given", Config{PLCURL: local, RelayURL: "wss://bsky.network"}, "production relay"},
 		{"local PLC, no relay needed", Config{PLCURL: local, NoFirehose: true, NoCrawl: true}, ""},
 		{"local relay, custom resolver", Config{RelayURL: local, Resolver: resolver.NewStatic()}, ""},
 	} {
@@ -113,7 +115,7 @@ func TestOpen_LogsSettings(t *testing.T) {
 	}
 	ix.Close()
 	out := buf.String()
-	for _, w := range []string{"PLCURL is unset", "https://plc.directory", "settings ignored", "PLCURL", "SkipHandleVerification"} {
+	for _, w := range []string{"production PLC directory", "https://plc.directory", "settings ignored", "PLCURL", "SkipHandleVerification"} {
 		if !strings.Contains(out, w) {
 			t.Errorf("%q is not in the default log:\n%s", w, out)
 		}

@@ -152,18 +152,10 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 			return nil
 		}
 		stale = false
-		r.State = store.StateBackfilling
 		if err := setIdentity(tx, r, ident, now); err != nil {
 			return err
 		}
-		r.Updated = now
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		// Live commits held so far were received before the CAR is
-		// fetched, so the CAR holds them: only those that arrive from now
-		// on need to be applied after the backfill.
-		return tx.DeleteBuffer(did, "")
+		return repos.MarkBackfilling(tx, r, now)
 	}); err != nil {
 		return err
 	}
@@ -175,16 +167,36 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 	// while one made before is in f.
 	f = s.opts.Filter()
 
+	explicit := f.Explicit(did) || (cur != nil && cur.Reason == repos.ReasonExplicit)
+	needSignal := !f.FullNetwork() && !explicit
+	strategy := s.opts.Strategy
+	if strategy == StrategyAuto && cur != nil && cur.ErrorKind == KindBlock {
+		// The last sparse attempt met a bad or missing block: fetch the
+		// repo whole this time.
+		strategy = StrategyFull
+	}
+	if plan, ok := planSparse(f, needSignal, strategy); ok {
+		sr, err := s.sparse(ctx, d, ident, plan)
+		switch {
+		case err == nil:
+			if needSignal && !sr.signal {
+				return s.untrack(ctx, did)
+			}
+			if err := s.apply(ctx, did, f, sr.ident, sr.commit, sparseLeaves(sr.leaves), sparseValues{sr.client}); err != nil {
+				return err
+			}
+			s.sparseDone.Add(1)
+			return nil
+		case errors.Is(err, errNoGetBlocks), errors.Is(err, errTooWide):
+			s.fallbacks.Add(1)
+		default:
+			return s.outcome(ctx, did, known, err)
+		}
+	}
+
 	c, err := s.fetch(ctx, ident.PDS, did)
 	if err != nil {
-		var ie *InactiveError
-		switch {
-		case errors.Is(err, ErrRepoNotFound):
-			return s.deleted(ctx, did, known)
-		case errors.As(err, &ie):
-			return s.inactive(ctx, did, ie.Status)
-		}
-		return err
+		return s.outcome(ctx, did, known, err)
 	}
 	defer c.close()
 	s.hostAnswered(ctx, host)
@@ -209,8 +221,7 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 		}
 	}
 
-	explicit := f.Explicit(did) || (cur != nil && cur.Reason == repos.ReasonExplicit)
-	if !f.FullNetwork() && !explicit {
+	if needSignal {
 		ok, err := hasSignal(rp, f)
 		if err != nil {
 			return err
@@ -219,8 +230,28 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 			return s.untrack(ctx, did)
 		}
 	}
+	return s.apply(ctx, did, f, ident, commit, rp.MST.Walk, carValues{rp})
+}
 
-	if err := s.diff(ctx, did, f, commit, rp, s.finalize(did, ident, commit)); err != nil {
+// outcome turns the error of a fetch into what the backfill returns: a
+// repo the host does not know is deleted, an inactive one recorded as such.
+func (s *Scheduler) outcome(ctx context.Context, did string, known bool, err error) error {
+	var ie *InactiveError
+	switch {
+	case errors.Is(err, ErrRepoNotFound):
+		return s.deleted(ctx, did, known)
+	case errors.As(err, &ie):
+		return s.inactive(ctx, did, ie.Status)
+	}
+	return err
+}
+
+// apply diffs the verified commit's keys (walk) against the store, writes
+// the differences and the repo's new rev and data CID, and runs
+// OnBackfilled.
+func (s *Scheduler) apply(ctx context.Context, did string, f *filter.Filter, ident *resolver.Identity,
+	commit *repo.Commit, walk walkFunc, values valueSource) error {
+	if err := s.diff(ctx, did, f, commit.Rev, walk, values, s.finalize(did, ident, commit)); err != nil {
 		return err
 	}
 	if s.opts.OnBackfilled != nil {
@@ -306,20 +337,7 @@ func (s *Scheduler) deleted(ctx context.Context, did string, known bool) error {
 		if err != nil {
 			return err
 		}
-		emit := r.Status != "deleted"
-		r.State, r.Status = store.StateDeleted, "deleted"
-		repos.ClearError(r)
-		r.Updated = now
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		if err := tx.Dequeue(did); err != nil {
-			return err
-		}
-		if !emit {
-			return nil
-		}
-		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: did, Time: now, Active: false, Status: "deleted"})
+		return repos.MarkInactive(tx, r, "deleted", now)
 	})
 	if errors.Is(err, errGone) {
 		return errStale
@@ -343,21 +361,7 @@ func (s *Scheduler) inactive(ctx context.Context, did, status string) error {
 		if r == nil {
 			return tx.Dequeue(did) // untracked meanwhile: not to be brought back
 		}
-		emit := r.Status != status
-		state, _ := repos.InactiveState(status)
-		r.State, r.Status = state, status
-		repos.ClearError(r)
-		r.Updated = now
-		if err := tx.PutRepo(r); err != nil {
-			return err
-		}
-		if err := tx.Dequeue(did); err != nil {
-			return err
-		}
-		if !emit {
-			return nil
-		}
-		return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: did, Time: now, Active: false, Status: status})
+		return repos.MarkInactive(tx, r, status, now)
 	})
 	if err != nil {
 		return err
@@ -399,32 +403,16 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 			return nil
 		}
 		gone = false
-		r.ErrorKind, r.LastError = fl.kind, fl.err.Error()
-		r.Updated = now
 		switch fl.kind {
 		case KindRateLimited:
 			next = fl.until
-			if r.State == store.StateBackfilling {
-				r.State = store.StatePending
-			}
-			r.NextAttempt = next
-			if err := tx.PutRepo(r); err != nil {
-				return err
-			}
-			return tx.Enqueue(did, next)
+			return repos.MarkDeferred(tx, r, fl.kind, fl.err.Error(), next, now)
 		case KindTooLarge, KindInvalid:
-			r.Retries++
 			next = now.Add(backoff(s.opts.MaxBackoff, s.opts.MaxBackoff, 1, jitter))
 		default:
-			r.Retries++
-			next = now.Add(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, r.Retries, jitter))
+			next = now.Add(backoff(s.opts.MinBackoff, s.opts.MaxBackoff, r.Retries+1, jitter))
 		}
-		r.NextAttempt = next
-		// Consumers see the failed sync in the log: a repo event.
-		if err := repos.MarkFailed(tx, r, now); err != nil {
-			return err
-		}
-		return tx.Enqueue(did, next)
+		return repos.MarkFailed(tx, r, fl.kind, fl.err.Error(), next, now)
 	})
 	if err != nil {
 		return err

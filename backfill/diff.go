@@ -15,35 +15,106 @@ import (
 	"github.com/cistern-dev/cistern/store"
 )
 
-// diff walks the repo's MST in key order beside the records stored for the
+// valueSource supplies the record blocks a backfill writes.
+type valueSource interface {
+	// batchSize is how many values fetch is given at once, at most.
+	batchSize() int
+	// fetch sets the Record of each pending event to the block named by
+	// its CID, checked against that CID.
+	fetch(ctx context.Context, pending []pendingValue) error
+}
+
+// pendingValue is an event waiting for its record block.
+type pendingValue struct {
+	ev  *store.Event
+	cid cid.Cid
+}
+
+// carValues reads record blocks from a repo loaded from its CAR.
+type carValues struct{ rp *repo.Repo }
+
+func (carValues) batchSize() int { return 1 }
+
+func (v carValues) fetch(ctx context.Context, pending []pendingValue) error {
+	for _, p := range pending {
+		blk, err := v.rp.RecordStore.Get(ctx, p.cid)
+		if err != nil {
+			return fail(KindMalformed, "record %s/%s: block %s: %w", p.ev.Collection, p.ev.RKey, p.cid, err)
+		}
+		data := blk.RawData()
+		if sum, err := p.cid.Prefix().Sum(data); err != nil || !sum.Equals(p.cid) {
+			return fail(KindBlock, "%w: record %s/%s: block %s of the CAR hashes to %s (%v)", ErrBlockMismatch, p.ev.Collection, p.ev.RKey, p.cid, sum, err)
+		}
+		p.ev.Record = data
+	}
+	return nil
+}
+
+// walkFunc calls fn for each key of a repo (or of the part of it that is
+// wanted), in key order.
+type walkFunc func(fn func(key []byte, val cid.Cid) error) error
+
+// diff walks the repo's keys in order beside the records stored for the
 // DID (read page by page) and writes the differences in batches: creates
 // for keys only in the repo, updates for keys whose CID changed, deletes
 // for keys only in the store or in collections the filter no longer stores.
-// final runs in the last batch's transaction.
+// The walk must yield every key of the stored collections; keys of other
+// collections may be left out. Record blocks are fetched from values only
+// for creates and updates, values.batchSize() at a time. final runs in the
+// last batch's transaction.
 //
 // Every write lands at or before the last stored key read, so the pages
 // still to be read are not disturbed by the batches already written.
-func (s *Scheduler) diff(ctx context.Context, did string, f *filter.Filter, commit *repo.Commit,
-	rp *repo.Repo, final func(tx store.Tx) error) error {
+func (s *Scheduler) diff(ctx context.Context, did string, f *filter.Filter, rev string,
+	walk walkFunc, values valueSource, final func(tx store.Tx) error) error {
 	cur := &storeCursor{st: s.opts.Store, did: did, size: s.opts.BatchSize}
 	b := &batch{s: s, did: did, checkState: true}
 	now := s.opts.Now()
 	event := func(coll, rkey string, action store.Action) *store.Event {
-		return &store.Event{Kind: store.KindRecord, Live: false, DID: did, Rev: commit.Rev, Time: now,
+		return &store.Event{Kind: store.KindRecord, Live: false, DID: did, Rev: rev, Time: now,
 			Collection: coll, RKey: rkey, Action: action}
 	}
-	value := func(ev *store.Event, c cid.Cid) error {
-		blk, err := rp.RecordStore.Get(ctx, c)
-		if err != nil {
-			return fail(KindMalformed, "record %s/%s: block %s: %w", ev.Collection, ev.RKey, c, err)
+	// Events wait in queue, in order, until the values of those in need
+	// are fetched.
+	var (
+		queue []*store.Event
+		need  []pendingValue
+	)
+	drain := func() error {
+		if len(need) > 0 {
+			if err := values.fetch(ctx, need); err != nil {
+				return err
+			}
 		}
-		ev.CID, ev.Record = c.Bytes(), blk.RawData()
+		for _, ev := range queue {
+			if err := b.add(ctx, ev); err != nil {
+				return err
+			}
+		}
+		clear(queue)
+		queue, need = queue[:0], need[:0]
+		return nil
+	}
+	push := func(ev *store.Event) error {
+		if len(queue) == 0 {
+			return b.add(ctx, ev)
+		}
+		queue = append(queue, ev)
+		return nil
+	}
+	pushValue := func(ev *store.Event, c cid.Cid) error {
+		ev.CID = c.Bytes()
+		queue = append(queue, ev)
+		need = append(need, pendingValue{ev: ev, cid: c})
+		if len(need) >= values.batchSize() {
+			return drain()
+		}
 		return nil
 	}
 
 	var prev []byte
 	var ks keySplitter
-	err := rp.MST.Walk(func(key []byte, val cid.Cid) error {
+	err := walk(func(key []byte, val cid.Cid) error {
 		if prev != nil && bytes.Compare(key, prev) <= 0 {
 			return fail(KindMalformed, "MST keys out of order: %q after %q", key, prev)
 		}
@@ -71,14 +142,14 @@ func (s *Scheduler) diff(ctx context.Context, did string, f *filter.Filter, comm
 				same = sr
 				break
 			}
-			if err := b.add(ctx, event(sr.rec.Collection, sr.rec.RKey, store.ActionDelete)); err != nil {
+			if err := push(event(sr.rec.Collection, sr.rec.RKey, store.ActionDelete)); err != nil {
 				return err
 			}
 		}
 		stored := f.Stores(coll)
 		switch {
 		case same != nil && !stored:
-			return b.add(ctx, event(coll, rkey, store.ActionDelete))
+			return push(event(coll, rkey, store.ActionDelete))
 		case same != nil && bytes.Equal(same.rec.CID, val.Bytes()):
 			return nil
 		case !stored:
@@ -88,11 +159,7 @@ func (s *Scheduler) diff(ctx context.Context, did string, f *filter.Filter, comm
 		if same != nil {
 			action = store.ActionUpdate
 		}
-		ev := event(coll, rkey, action)
-		if err := value(ev, val); err != nil {
-			return err
-		}
-		return b.add(ctx, ev)
+		return pushValue(event(coll, rkey, action), val)
 	})
 	if err != nil {
 		var fl *failure
@@ -100,6 +167,9 @@ func (s *Scheduler) diff(ctx context.Context, did string, f *filter.Filter, comm
 			return err
 		}
 		return fail(KindMalformed, "walking MST: %w", err)
+	}
+	if err := drain(); err != nil {
+		return err
 	}
 	// What is left in the store is gone from the repo.
 	for {

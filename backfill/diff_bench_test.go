@@ -61,7 +61,7 @@ func BenchmarkDiff(b *testing.B) {
 	var elapsed time.Duration
 	for b.Loop() {
 		start := time.Now()
-		if err := s.diff(ctx, a.DID().String(), f, commit, rp, func(store.Tx) error { return nil }); err != nil {
+		if err := s.diff(ctx, a.DID().String(), f, commit.Rev, rp.MST.Walk, carValues{rp}, func(store.Tx) error { return nil }); err != nil {
 			b.Fatal(err)
 		}
 		elapsed += time.Since(start)

@@ -19,6 +19,7 @@ const (
 	KindRateLimited = "rate_limited" // the host answered 429; not counted as a retry
 	KindHook        = "hook"         // Options.OnBackfilled failed
 	KindInvalid     = "invalid"      // the queued DID is not a valid DID
+	KindBlock       = "block"        // getBlocks left out a block, or sent one that does not hash to its CID
 )
 
 var (
@@ -38,6 +39,18 @@ var (
 	// repo's host is paused and the repo was queued again for when the
 	// pause ends, without counting a retry.
 	ErrRateLimited = errors.New("backfill: host rate limited")
+	// ErrBlockMissing is wrapped by the failure (kind "block") of a sparse
+	// backfill whose getBlocks answer lacked a block it asked for.
+	ErrBlockMissing = errors.New("backfill: getBlocks did not return a requested block")
+	// ErrBlockMismatch is wrapped by the failure (kind "block") of a sparse
+	// backfill that received a block whose bytes do not hash to its CID.
+	ErrBlockMismatch = errors.New("backfill: block does not match its CID")
+	// errNoGetBlocks says that a host does not serve getBlocks (or
+	// getLatestCommit): the backfill falls back to getRepo.
+	errNoGetBlocks = errors.New("backfill: host does not serve com.atproto.sync.getBlocks")
+	// errTooWide says that an automatic sparse walk found the wanted key
+	// ranges to be too large a part of the repo: it falls back to getRepo.
+	errTooWide = errors.New("backfill: wanted key ranges are a large part of the repo")
 	// errGone aborts a backfill whose repo state was removed meanwhile
 	// (untracked while it ran).
 	errGone = errors.New("backfill: repo state removed or changed during backfill")

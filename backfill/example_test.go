@@ -91,3 +91,56 @@ func ExampleNew() {
 	})
 	// Output: synced 3 records
 }
+
+// A sparse backfill fetches only what the filter stores: here the 2
+// statuses of a repo of 500 posts, with getBlocks, never getRepo.
+func ExampleStrategy() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	net, err := testnet.Start(ctx, testnet.Options{})
+	if err != nil {
+		panic(err)
+	}
+	defer net.Close()
+	alice, err := net.CreateAccount("alice.test",
+		testnet.Records("app.bsky.feed.post", 500), testnet.Records("xyz.statusphere.status", 2))
+	if err != nil {
+		panic(err)
+	}
+
+	dir, _ := os.MkdirTemp("", "cistern-example")
+	defer os.RemoveAll(dir)
+	st, err := boltstore.Open(filepath.Join(dir, "cistern.db"), nil)
+	if err != nil {
+		panic(err)
+	}
+	defer st.Close()
+	w := writer.New(st, writer.Options{})
+	go w.Run(ctx)
+	res := resolver.NewStatic()
+	res.Put(&resolver.Identity{DID: alice.DID(), Handle: alice.Handle(), PDS: alice.Host().URL(), SigningKey: alice.PublicKey()})
+	f, err := filter.Compile(filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{"xyz.statusphere.status"}})
+	if err != nil {
+		panic(err)
+	}
+
+	strategy, err := backfill.ParseStrategy("sparse") // from a flag, say
+	if err != nil {
+		panic(err)
+	}
+	s, err := backfill.New(backfill.Options{
+		Store: st, Writer: w, Resolver: res, Verify: true,
+		Filter:   func() *filter.Filter { return f },
+		Strategy: strategy,
+	})
+	if err != nil {
+		panic(err)
+	}
+	if err := s.Backfill(ctx, alice.DID().String()); err != nil {
+		panic(err)
+	}
+	stats := s.Stats()
+	fmt.Println(stats.Sparse, "sparse backfill,", stats.RecordsWritten, "records,",
+		alice.Host().Requests("com.atproto.sync.getRepo"), "getRepo")
+	// Output: 1 sparse backfill, 2 records, 0 getRepo
+}

@@ -70,42 +70,15 @@ func (s *Scheduler) fetch(ctx context.Context, pds, did string) (*car, error) {
 		return nil, fail(KindResolve, "getRepo request: %w", err)
 	}
 	req.Header.Set("Accept", "application/vnd.ipld.car")
+	s.requests.Add(1)
 	resp, err := s.opts.HTTPClient.Do(req)
 	if err != nil {
 		return nil, s.transportFailure(ctx, fctx, "getRepo", err)
 	}
 	defer resp.Body.Close()
 
-	switch {
-	case resp.StatusCode == http.StatusOK:
-	case resp.StatusCode == http.StatusTooManyRequests:
-		until := s.retryAt(resp.Header)
-		s.hosts.pause(hostName, until)
-		return nil, &failure{kind: KindRateLimited, until: until,
-			err: fmt.Errorf("%w: %s answered 429 until %s", ErrRateLimited, hostName, until.UTC().Format(time.RFC3339))}
-	default:
-		var xe xrpcError
-		_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&xe)
-		if resp.StatusCode >= 400 && resp.StatusCode < 500 {
-			switch xe.Error {
-			case "RepoNotFound":
-				return nil, ErrRepoNotFound
-			case "RepoDeactivated":
-				return nil, &InactiveError{DID: did, Status: "deactivated"}
-			case "RepoTakendown":
-				return nil, &InactiveError{DID: did, Status: "takendown"}
-			case "RepoSuspended":
-				return nil, &InactiveError{DID: did, Status: "suspended"}
-			}
-		}
-		msg := resp.Status
-		if xe.Error != "" {
-			msg += ": " + xe.Error
-			if xe.Message != "" {
-				msg += ": " + xe.Message
-			}
-		}
-		return nil, fail(KindHTTP, "getRepo: %s", msg)
+	if resp.StatusCode != http.StatusOK {
+		return nil, s.answerFailure(resp, readXRPCError(resp), hostName, did, "getRepo")
 	}
 
 	if resp.ContentLength > s.opts.MaxRepoSize {
@@ -171,6 +144,46 @@ func (s *Scheduler) fetch(ctx context.Context, pds, did string) (*car, error) {
 		cleanup()
 		s.budget.release(n)
 	}}, nil
+}
+
+// readXRPCError reads the XRPC error body of a failed answer, if it has one.
+func readXRPCError(resp *http.Response) xrpcError {
+	var xe xrpcError
+	_ = json.NewDecoder(io.LimitReader(resp.Body, 64<<10)).Decode(&xe)
+	return xe
+}
+
+// answerFailure turns an answer other than 200 to method into an outcome
+// (ErrRepoNotFound, *InactiveError) or a failure: a 429 pauses the host and
+// is a rate-limit failure, anything else an HTTP failure naming the status
+// and the XRPC error.
+func (s *Scheduler) answerFailure(resp *http.Response, xe xrpcError, hostName, did, method string) error {
+	if resp.StatusCode == http.StatusTooManyRequests {
+		until := s.retryAt(resp.Header)
+		s.hosts.pause(hostName, until)
+		return &failure{kind: KindRateLimited, until: until,
+			err: fmt.Errorf("%w: %s answered 429 to %s until %s", ErrRateLimited, hostName, method, until.UTC().Format(time.RFC3339))}
+	}
+	if resp.StatusCode >= 400 && resp.StatusCode < 500 {
+		switch xe.Error {
+		case "RepoNotFound":
+			return ErrRepoNotFound
+		case "RepoDeactivated":
+			return &InactiveError{DID: did, Status: "deactivated"}
+		case "RepoTakendown":
+			return &InactiveError{DID: did, Status: "takendown"}
+		case "RepoSuspended":
+			return &InactiveError{DID: did, Status: "suspended"}
+		}
+	}
+	msg := resp.Status
+	if xe.Error != "" {
+		msg += ": " + xe.Error
+		if xe.Message != "" {
+			msg += ": " + xe.Message
+		}
+	}
+	return fail(KindHTTP, "%s: %s", method, msg)
 }
 
 // transportFailure classifies an error of the request or body read.

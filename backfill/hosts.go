@@ -142,3 +142,39 @@ func (hs *hosts) limited() int {
 	}
 	return n
 }
+
+// hostMemo remembers, for a while, that a host lacks something (getBlocks).
+// Entries expire after ttl and are pruned when the memo is written, so it
+// holds at most the hosts marked within one ttl.
+type hostMemo struct {
+	ttl time.Duration
+	now func() time.Time
+
+	mu sync.Mutex
+	m  map[string]time.Time // host → when the mark expires
+}
+
+func newHostMemo(ttl time.Duration, now func() time.Time) *hostMemo {
+	return &hostMemo{ttl: ttl, now: now, m: make(map[string]time.Time)}
+}
+
+// mark records the host for ttl from now.
+func (hm *hostMemo) mark(name string) {
+	hm.mu.Lock()
+	defer hm.mu.Unlock()
+	now := hm.now()
+	for n, until := range hm.m {
+		if !until.After(now) {
+			delete(hm.m, n)
+		}
+	}
+	hm.m[name] = now.Add(hm.ttl)
+}
+
+// marked reports whether the host was marked less than ttl ago.
+func (hm *hostMemo) marked(name string) bool {
+	hm.mu.Lock()
+	defer hm.mu.Unlock()
+	until, ok := hm.m[name]
+	return ok && until.After(hm.now())
+}

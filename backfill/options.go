@@ -64,6 +64,15 @@ type Options struct {
 	// TempDir is where CARs of unknown length are spooled before they are
 	// admitted under the byte budget. Default os.TempDir().
 	TempDir string
+	// Strategy says how repos are fetched: StrategyFull (getRepo),
+	// StrategySparse (getBlocks, only the stored collections) or
+	// StrategyAuto, which picks per repo. Default StrategyAuto.
+	Strategy Strategy
+	// BlocksPerRequest is the most CIDs asked for in one getBlocks request
+	// of a sparse backfill; it bounds the request's URL (about 65 bytes a
+	// CID) and its answer. Default 100.
+	BlocksPerRequest int
+
 	// Verify enables verification of the commit signature against the
 	// resolved signing key. Off in the zero value; the indexer turns it on
 	// by default.
@@ -107,6 +116,9 @@ const (
 	DefaultMinBackoff   = time.Minute
 	DefaultMaxBackoff   = time.Hour
 	DefaultBatchSize    = 1000
+	// DefaultBlocksPerRequest keeps a getBlocks URL near 6.5 KB, under the
+	// 8 KB that servers and proxies commonly accept.
+	DefaultBlocksPerRequest = 100
 )
 
 func (o Options) withDefaults() Options {
@@ -145,6 +157,12 @@ func (o Options) withDefaults() Options {
 	}
 	if o.BatchSize <= 0 {
 		o.BatchSize = DefaultBatchSize
+	}
+	if o.Strategy == "" {
+		o.Strategy = StrategyAuto
+	}
+	if o.BlocksPerRequest <= 0 {
+		o.BlocksPerRequest = DefaultBlocksPerRequest
 	}
 	if o.Now == nil {
 		o.Now = time.Now

@@ -25,6 +25,10 @@ type Scheduler struct {
 	running map[string]struct{}
 
 	inflight, completed, failed, deferred, bytes, records atomic.Int64
+	requests, sparseDone, fallbacks                       atomic.Int64
+
+	// noBlocks remembers the hosts that do not serve getBlocks.
+	noBlocks *hostMemo
 }
 
 // Stats counts the scheduler's work since New.
@@ -38,8 +42,19 @@ type Stats struct {
 	Failed int64 `json:"failed"`
 	// RateLimited counts backfills deferred because their host was paused.
 	RateLimited int64 `json:"rateLimited"`
-	// BytesFetched counts CAR bytes received.
+	// BytesFetched counts the bytes of the response bodies received: CARs
+	// (getRepo, getBlocks) and the small JSON answers of a sparse backfill
+	// (getLatestCommit, describeRepo).
 	BytesFetched int64 `json:"bytesFetched"`
+	// Requests counts the HTTP requests backfills made to PDS hosts,
+	// failed ones included (not those of Get).
+	Requests int64 `json:"requests"`
+	// Sparse counts backfills completed with a sparse walk, and
+	// SparseFallbacks the backfills that began one and fetched the repo
+	// whole instead (the host lacked getBlocks, or the wanted ranges were
+	// too large a part of the repo).
+	Sparse          int64 `json:"sparse"`
+	SparseFallbacks int64 `json:"sparseFallbacks"`
 	// RecordsWritten counts record changes written (creates, updates,
 	// deletes).
 	RecordsWritten int64 `json:"recordsWritten"`
@@ -64,12 +79,16 @@ func New(opts Options) (*Scheduler, error) {
 	case opts.Filter == nil:
 		return nil, errors.New("backfill: Options.Filter is required")
 	}
+	if _, err := ParseStrategy(string(opts.Strategy)); err != nil {
+		return nil, err
+	}
 	return &Scheduler{
-		opts:    opts,
-		budget:  newBudget(opts.ByteBudget),
-		hosts:   newHosts(opts.PerHost, opts.HostInterval, opts.Now),
-		kick:    make(chan struct{}, 1),
-		running: make(map[string]struct{}),
+		opts:     opts,
+		budget:   newBudget(opts.ByteBudget),
+		hosts:    newHosts(opts.PerHost, opts.HostInterval, opts.Now),
+		kick:     make(chan struct{}, 1),
+		running:  make(map[string]struct{}),
+		noBlocks: newHostMemo(opts.MaxBackoff, opts.Now),
 
 		recovery: newRecovery(),
 	}, nil
@@ -93,6 +112,9 @@ func (s *Scheduler) Stats() Stats {
 		Failed:           s.failed.Load(),
 		RateLimited:      s.deferred.Load(),
 		BytesFetched:     s.bytes.Load(),
+		Requests:         s.requests.Load(),
+		Sparse:           s.sparseDone.Load(),
+		SparseFallbacks:  s.fallbacks.Load(),
 		RecordsWritten:   s.records.Load(),
 		BudgetInUse:      used,
 		BudgetPeak:       peak,

@@ -27,6 +27,7 @@ type collector struct {
 	queue, inFlight, completed, failed, rateLimited, bytes         *prometheus.Desc
 	recordsWritten, recordsRate, hostsLimited, subs, subscriptions *prometheus.Desc
 	heldCommits, heldBytes                                         *prometheus.Desc
+	requests, sparse, sparseFallbacks                              *prometheus.Desc
 }
 
 func newCollector(ix *cistern.Indexer, subscribers *atomic.Int64) *collector {
@@ -35,26 +36,29 @@ func newCollector(ix *cistern.Indexer, subscribers *atomic.Int64) *collector {
 	}
 	return &collector{
 		ix: ix, subscribers: subscribers,
-		repos:          d("cistern_repos", "Tracked repos, by state.", "state"),
-		records:        d("cistern_records", "Records stored."),
-		events:         d("cistern_events", "Events retained in the log."),
-		newest:         d("cistern_event_newest_id", "Id of the newest event."),
-		oldest:         d("cistern_event_oldest_id", "Id of the oldest retained event."),
-		diskBytes:      d("cistern_store_size_bytes", "Size of the store on disk."),
-		blockBytes:     d("cistern_store_block_bytes", "Bytes of record values held in the block store."),
-		queue:          d("cistern_backfill_queue", "Repos waiting in the backfill queue."),
-		inFlight:       d("cistern_backfill_in_flight", "Repos being backfilled now."),
-		completed:      d("cistern_backfill_completed_total", "Backfills that reached a final state."),
-		failed:         d("cistern_backfill_failed_total", "Backfills that failed and were queued for a retry."),
-		rateLimited:    d("cistern_backfill_rate_limited_total", "Backfills deferred because their host was rate limited."),
-		bytes:          d("cistern_backfill_bytes_total", "CAR bytes fetched by backfills."),
-		recordsWritten: d("cistern_backfill_records_total", "Record changes written by backfills."),
-		recordsRate:    d("cistern_backfill_records_per_second", "Backfill records written per second since the previous scrape."),
-		hostsLimited:   d("cistern_backfill_hosts_rate_limited", "PDS hosts paused after a 429 now."),
-		subs:           d("cistern_stream_subscribers", "Open /stream connections."),
-		subscriptions:  d("cistern_stream_subscriptions", "Event subscriptions running: the library's and /stream's."),
-		heldCommits:    d("cistern_held_commits", "Live commits held for repos not synced yet, applied after their backfill."),
-		heldBytes:      d("cistern_held_bytes", "Bytes the held live commits take in the store."),
+		repos:           d("cistern_repos", "Tracked repos, by state.", "state"),
+		records:         d("cistern_records", "Records stored."),
+		events:          d("cistern_events", "Events retained in the log."),
+		newest:          d("cistern_event_newest_id", "Id of the newest event."),
+		oldest:          d("cistern_event_oldest_id", "Id of the oldest retained event."),
+		diskBytes:       d("cistern_store_size_bytes", "Size of the store on disk."),
+		blockBytes:      d("cistern_store_block_bytes", "Bytes of record values held in the block store."),
+		queue:           d("cistern_backfill_queue", "Repos waiting in the backfill queue."),
+		inFlight:        d("cistern_backfill_in_flight", "Repos being backfilled now."),
+		completed:       d("cistern_backfill_completed_total", "Backfills that reached a final state."),
+		failed:          d("cistern_backfill_failed_total", "Backfills that failed and were queued for a retry."),
+		rateLimited:     d("cistern_backfill_rate_limited_total", "Backfills deferred because their host was rate limited."),
+		bytes:           d("cistern_backfill_bytes_total", "Response bytes fetched by backfills (getRepo and getBlocks CARs, sparse JSON answers)."),
+		recordsWritten:  d("cistern_backfill_records_total", "Record changes written by backfills."),
+		recordsRate:     d("cistern_backfill_records_per_second", "Backfill records written per second since the previous scrape."),
+		hostsLimited:    d("cistern_backfill_hosts_rate_limited", "PDS hosts paused after a 429 now."),
+		requests:        d("cistern_backfill_requests_total", "HTTP requests made to PDS hosts by backfills."),
+		sparse:          d("cistern_backfill_sparse_total", "Backfills completed with a sparse (getBlocks) walk."),
+		sparseFallbacks: d("cistern_backfill_sparse_fallbacks_total", "Backfills that began a sparse walk and fetched the repo whole instead."),
+		subs:            d("cistern_stream_subscribers", "Open /stream connections."),
+		subscriptions:   d("cistern_stream_subscriptions", "Event subscriptions running: the library's and /stream's."),
+		heldCommits:     d("cistern_held_commits", "Live commits held for repos not synced yet, applied after their backfill."),
+		heldBytes:       d("cistern_held_bytes", "Bytes the held live commits take in the store."),
 	}
 }
 
@@ -62,7 +66,8 @@ func newCollector(ix *cistern.Indexer, subscribers *atomic.Int64) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.repos, c.records, c.events, c.newest, c.oldest, c.diskBytes,
 		c.blockBytes, c.queue, c.inFlight, c.completed, c.failed, c.rateLimited, c.bytes, c.recordsWritten,
-		c.recordsRate, c.hostsLimited, c.subs, c.subscriptions, c.heldCommits, c.heldBytes} {
+		c.recordsRate, c.hostsLimited, c.subs, c.subscriptions, c.requests, c.sparse, c.sparseFallbacks,
+		c.heldCommits, c.heldBytes} {
 		ch <- d
 	}
 }
@@ -98,6 +103,9 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	n(c.failed, bf.Failed)
 	n(c.rateLimited, bf.RateLimited)
 	n(c.bytes, bf.BytesFetched)
+	n(c.requests, bf.Requests)
+	n(c.sparse, bf.Sparse)
+	n(c.sparseFallbacks, bf.SparseFallbacks)
 	n(c.recordsWritten, bf.RecordsWritten)
 	g(c.recordsRate, c.rate(bf.RecordsWritten, time.Now()))
 	g(c.hostsLimited, float64(bf.HostsRateLimited))

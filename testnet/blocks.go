@@ -127,8 +127,22 @@ func writeCAR(w io.Writer, root cid.Cid, blks []carBlock) error {
 	return bw.Flush()
 }
 
+// writeCARNoRoots writes a CARv1 without roots, as the reference PDS answers
+// getBlocks, through a 32 KiB buffer.
+func writeCARNoRoots(w io.Writer, blks []carBlock) error {
+	bw := bufio.NewWriterSize(w, 32<<10)
+	if err := writeCARWithRoots(bw, []cid.Cid{}, blks); err != nil {
+		return err
+	}
+	return bw.Flush()
+}
+
 func writeCARBlocks(w io.Writer, root cid.Cid, blks []carBlock) error {
-	if err := car.WriteHeader(&car.CarHeader{Roots: []cid.Cid{root}, Version: 1}, w); err != nil {
+	return writeCARWithRoots(w, []cid.Cid{root}, blks)
+}
+
+func writeCARWithRoots(w io.Writer, roots []cid.Cid, blks []carBlock) error {
+	if err := car.WriteHeader(&car.CarHeader{Roots: roots, Version: 1}, w); err != nil {
 		return err
 	}
 	for _, b := range blks {

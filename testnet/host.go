@@ -21,6 +21,7 @@ type Host struct {
 	url      string
 	counters counters
 	faults   hostFaults
+	served   servedBlocks
 }
 
 // URL returns the host's base URL (http://127.0.0.1:port).
@@ -34,8 +35,12 @@ func (h *Host) Requests(nsid string) int64 { return h.counters.get(nsid) }
 // RequestCounts returns the request count of every XRPC method called.
 func (h *Host) RequestCounts() map[string]int64 { return h.counters.snapshot() }
 
-// ResetRequests sets every request count back to zero.
-func (h *Host) ResetRequests() { h.counters.reset() }
+// ResetRequests sets every request count back to zero and forgets the
+// blocks served (ServedBlocks).
+func (h *Host) ResetRequests() {
+	h.counters.reset()
+	h.served.reset()
+}
 
 // Accounts returns the accounts on this host (deleted ones included) in DID
 // order.

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"github.com/ipfs/go-cid"
 )
 
 // hostFaults holds the faults a test armed on a Host.
@@ -15,6 +17,9 @@ type hostFaults struct {
 	slowSize int
 	truncN   int
 	truncAt  int
+	// getBlocks faults
+	noGetBlocks bool
+	blockFaults map[cid.Cid]blockFault
 }
 
 type failRule struct {
@@ -70,6 +75,7 @@ func (h *Host) ClearFaults() {
 	h.faults.rules = nil
 	h.faults.slowWait, h.faults.slowSize = 0, 0
 	h.faults.truncN, h.faults.truncAt = 0, 0
+	h.faults.noGetBlocks, h.faults.blockFaults = false, nil
 }
 
 // intercept answers the request with an armed failure, if one matches, and

@@ -18,6 +18,7 @@ func (h *Host) handler() http.Handler {
 		"com.atproto.sync.getRepo":         h.serveGetRepo,
 		"com.atproto.sync.getRepoStatus":   h.serveGetRepoStatus,
 		"com.atproto.sync.getLatestCommit": h.serveGetLatestCommit,
+		"com.atproto.sync.getBlocks":       h.serveGetBlocks,
 		"com.atproto.sync.listRepos": func(w http.ResponseWriter, r *http.Request) {
 			h.net.serveListRepos(w, r, h)
 		},

@@ -30,6 +30,7 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/httpapi"
 	"github.com/cistern-dev/cistern/tapcompat"
@@ -50,6 +51,7 @@ type config struct {
 	Exclude     []string
 	AdminToken  string
 	Concurrency int
+	Strategy    backfill.Strategy
 	Verify      cistern.VerifyMode
 	Retention   time.Duration
 	LogLevel    slog.Level
@@ -60,6 +62,8 @@ type config struct {
 	TapWebhook      string
 	TapDisableAcks  bool
 	TapRetryTimeout time.Duration
+	// SkipHandleVerification takes handles from DID documents unchecked.
+	SkipHandleVerification bool
 
 	// AdminTokenFile is where the generated token is kept when no
 	// -admin-token is given; "" means <DB>.admin-token.
@@ -71,9 +75,6 @@ type config struct {
 	MaxConns    int
 	MaxStreams  int
 
-	// SkipHandleVerification serves handles as DID documents declare them,
-	// without checking that they point back (Config.SkipHandleVerification).
-	SkipHandleVerification bool
 	// HostAuthority: the -relay sources are PDS hosts (Config.HostAuthority).
 	HostAuthority bool
 
@@ -127,17 +128,18 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.DurationVar(&c.TapRetryTimeout, "tap-retry-timeout", 60*time.Second, "send a /channel event again when not acknowledged within this")
 	fs.IntVar(&c.Concurrency, "backfill-concurrency", 16, "repos backfilled at once")
 	verify := fs.String("verify", "full", "what is verified: full, backfill or none")
+	strategy := fs.String("backfill-strategy", "auto", "how repos are fetched: full (getRepo), sparse (getBlocks, stored collections only) or auto")
 	fs.DurationVar(&c.Retention, "retention", 0, "drop events older than this (e.g. 72h); 0 keeps everything")
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	fs.DurationVar(&c.ReadTimeout, "read-timeout", httpapi.DefaultReadTimeout, "longest time to read one request, body included")
 	fs.DurationVar(&c.IdleTimeout, "idle-timeout", httpapi.DefaultIdleTimeout, "close keep-alive connections idle this long")
 	fs.IntVar(&c.MaxConns, "max-conns", httpapi.DefaultMaxConns, "open connections at most (/stream included); more are refused with 503")
 	fs.IntVar(&c.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "concurrent /stream connections at most; more are refused with 503")
-	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "serve handles as DID documents declare them, without checking DNS or /.well-known (private or test networks)")
 	fs.BoolVar(&c.HostAuthority, "host-authority", false, "the -relay sources are PDS hosts: apply a commit only from the host the repo's DID document names")
 	fs.StringVar(&c.CompactTo, "compact-to", "", "copy the store (-db, not in use) into this new file without its free pages, then exit")
 	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
+	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "take handles from DID documents unchecked (a test network's .test handles cannot be verified)")
 
 	var err error
 	fs.VisitAll(func(f *flag.Flag) {
@@ -167,6 +169,9 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	})
 	if c.Verify, err = cistern.ParseVerifyMode(*verify); err != nil {
 		return nil, err
+	}
+	if c.Strategy, err = backfill.ParseStrategy(*strategy); err != nil {
+		return nil, fmt.Errorf("-backfill-strategy: %w", err)
 	}
 	if err := c.LogLevel.UnmarshalText([]byte(*level)); err != nil {
 		return nil, fmt.Errorf("-log-level: %w", err)
@@ -282,12 +287,12 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		PLCURL:   cfg.PLC,
 		Filter:   cfg.spec(),
 		Verify:   cfg.Verify,
-		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency},
+		Backfill: cistern.BackfillConfig{Concurrency: cfg.Concurrency, Strategy: cfg.Strategy},
 		Logger:   log,
 		ReadOnly: cfg.ReadOnly,
 	}
 	icfg.Retention.MaxAge = cfg.Retention
-	cfg.applyHardening(&icfg)
+	icfg.SkipHandleVerification = cfg.SkipHandleVerification
 
 	var demo *demoNet
 	if cfg.Demo {

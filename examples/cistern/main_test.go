@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/httpapi"
 )
 
@@ -31,7 +32,14 @@ func TestParseFlags(t *testing.T) {
 	}{
 		{"defaults", nil, nil, func(c *config) bool {
 			return c.DB == "./cistern.db" && c.Listen == "127.0.0.1:2470" && c.Relay == "wss://bsky.network" &&
-				c.PLC == "https://plc.directory" && c.Verify == cistern.VerifyFull && c.Retention == 0 && !c.dbSet
+				c.PLC == "https://plc.directory" && c.Verify == cistern.VerifyFull && c.Retention == 0 && !c.dbSet &&
+				c.Strategy == backfill.StrategyAuto
+		}, ""},
+		{"backfill strategy", []string{"-backfill-strategy", "sparse"}, nil, func(c *config) bool {
+			return c.Strategy == backfill.StrategySparse
+		}, ""},
+		{"backfill strategy from the environment", nil, map[string]string{"CISTERN_BACKFILL_STRATEGY": "full"}, func(c *config) bool {
+			return c.Strategy == backfill.StrategyFull
 		}, ""},
 		{"flags", []string{"-db", "x.db", "-signal", "a.b.c, d.e.f", "-track", "did:plc:a,did:plc:b", "-verify", "none", "-retention", "72h"}, nil, func(c *config) bool {
 			return c.DB == "x.db" && c.dbSet && slices.Equal(c.Signals, []string{"a.b.c", "d.e.f"}) &&
@@ -40,6 +48,9 @@ func TestParseFlags(t *testing.T) {
 		{"environment", nil, map[string]string{"CISTERN_ADMIN_TOKEN": "t", "CISTERN_FULL_NETWORK": "true",
 			"CISTERN_COLLECTIONS": "app.bsky.*", "CISTERN_BACKFILL_CONCURRENCY": "3", "CISTERN_LOG_LEVEL": "debug"}, func(c *config) bool {
 			return c.AdminToken == "t" && c.FullNetwork && slices.Equal(c.Collections, []string{"app.bsky.*"}) && c.Concurrency == 3
+		}, ""},
+		{"handle verification", []string{"-skip-handle-verification"}, nil, func(c *config) bool {
+			return c.SkipHandleVerification
 		}, ""},
 		{"flag wins over environment", []string{"-listen", "127.0.0.1:1"}, map[string]string{"CISTERN_LISTEN": "127.0.0.1:2"}, func(c *config) bool {
 			return c.Listen == "127.0.0.1:1"
@@ -76,6 +87,7 @@ func TestParseFlags(t *testing.T) {
 		{"a relay that is not a URL", []string{"-relay", "wss://relay1.example,relay2"}, nil, nil, `"relay2" is not a ws, wss, http or https URL`},
 		{"no relay", []string{"-relay", " , "}, nil, nil, "no firehose source"},
 		{"bad verify", []string{"-verify", "some"}, nil, nil, "verify mode"},
+		{"bad backfill strategy", []string{"-backfill-strategy", "partial"}, nil, nil, `-backfill-strategy: backfill: unknown strategy "partial"`},
 		{"bad environment", nil, map[string]string{"CISTERN_RETENTION": "soon"}, nil, "CISTERN_RETENTION"},
 		{"bad log level", []string{"-log-level", "loud"}, nil, nil, "log-level"},
 		{"negative retention", []string{"-retention", "-1h"}, nil, nil, "retention"},

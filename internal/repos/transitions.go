@@ -26,22 +26,81 @@ func InactiveState(status string) (store.RepoState, bool) {
 	return 0, false
 }
 
+// MarkBackfilling writes r, in tx, as being backfilled now, and drops the
+// live commits held for it: they were received before the CAR is fetched,
+// so the CAR holds them; only those that arrive from now on are applied
+// after the backfill (FinishBackfill).
+func MarkBackfilling(tx store.Tx, r *store.Repo, now time.Time) error {
+	next := *r
+	next.State, next.Updated = store.StateBackfilling, now
+	if err := tx.PutRepo(&next); err != nil {
+		return err
+	}
+	return tx.DeleteBuffer(r.DID, "")
+}
+
+// MarkFailed writes r, in tx, as a failed backfill attempt (state error,
+// one more retry counted, the error's kind and message), with the repo
+// event that tells consumers its sync failed (Status "error", Error
+// "<kind>: <message>"), and queues it at next.
+func MarkFailed(tx store.Tx, r *store.Repo, kind, msg string, next, now time.Time) error {
+	n := *r
+	n.State, n.ErrorKind, n.LastError, n.Updated = store.StateError, kind, msg, now
+	n.Retries++
+	n.NextAttempt = next
+	if err := tx.PutRepo(&n); err != nil {
+		return err
+	}
+	if err := tx.AppendEvent(&store.Event{Kind: store.KindRepo, DID: n.DID, Rev: n.Rev, Time: now,
+		Status: n.State.String(), Error: kind + ": " + msg}); err != nil {
+		return err
+	}
+	return tx.Enqueue(r.DID, next)
+}
+
+// MarkDeferred writes r, in tx, as an attempt put off (its host is rate
+// limited): the error is recorded but no retry is counted, a repo being
+// backfilled goes back to pending, and it is queued at next.
+func MarkDeferred(tx store.Tx, r *store.Repo, kind, msg string, next, now time.Time) error {
+	n := *r
+	n.ErrorKind, n.LastError, n.Updated = kind, msg, now
+	if n.State == store.StateBackfilling {
+		n.State = store.StatePending
+	}
+	n.NextAttempt = next
+	if err := tx.PutRepo(&n); err != nil {
+		return err
+	}
+	return tx.Enqueue(r.DID, next)
+}
+
+// MarkInactive writes r, in tx, in the state of an account status the
+// host reported while backfilling it ("deactivated", "takendown",
+// "suspended" or "deleted", see InactiveState), its error cleared, and
+// dequeues it, with a (non-live) account event unless that status was
+// already recorded. Records are not touched.
+func MarkInactive(tx store.Tx, r *store.Repo, status string, now time.Time) error {
+	state, _ := InactiveState(status)
+	emit := r.Status != status
+	next := *r
+	next.State, next.Status = state, status
+	ClearError(&next)
+	next.Updated = now
+	if err := tx.PutRepo(&next); err != nil {
+		return err
+	}
+	if err := tx.Dequeue(r.DID); err != nil {
+		return err
+	}
+	if !emit {
+		return nil
+	}
+	return tx.AppendEvent(&store.Event{Kind: store.KindAccount, DID: r.DID, Time: now, Active: false, Status: status})
+}
+
 // ClearError forgets a repo's last failure and its retries.
 func ClearError(r *store.Repo) {
 	r.ErrorKind, r.LastError, r.Retries, r.NextAttempt = "", "", 0, time.Time{}
-}
-
-// MarkFailed writes r, whose error fields and next attempt the caller set,
-// in the error state in tx, with the repo event that tells consumers its
-// sync failed: Status "error", Error "<kind>: <message>". It does not queue
-// the retry.
-func MarkFailed(tx store.Tx, r *store.Repo, now time.Time) error {
-	r.State, r.Updated = store.StateError, now
-	if err := tx.PutRepo(r); err != nil {
-		return err
-	}
-	return tx.AppendEvent(&store.Event{Kind: store.KindRepo, DID: r.DID, Rev: r.Rev, Time: now,
-		Status: r.State.String(), Error: r.ErrorKind + ": " + r.LastError})
 }
 
 // MarkSynced writes r as synced in tx, errors cleared, and dequeues it: the
@@ -131,6 +190,13 @@ func (t *Table) Discover(ctx context.Context, did, reason string, bc *store.Buff
 // next batch rather than write records behind the deletion, and its
 // records are removed, each with a delete event. The caller holds the lock.
 func (t *Table) Untrack(ctx context.Context, did string, deleteData bool) error {
+	_, err := t.untrack(ctx, did, deleteData)
+	return err
+}
+
+// untrack is Untrack, returning how many records it deleted.
+func (t *Table) untrack(ctx context.Context, did string, deleteData bool) (int64, error) {
+	var deleted int64
 	if deleteData {
 		if err := t.w.Write(ctx, func(tx store.Tx) error {
 			r, err := tx.Repo(did)
@@ -147,13 +213,14 @@ func (t *Table) Untrack(ctx context.Context, did string, deleteData bool) error 
 			}
 			return tx.Dequeue(did)
 		}); err != nil {
-			return err
+			return 0, err
 		}
-		if _, err := DeleteRecords(ctx, t.st, t.w, did, DeleteOptions{}); err != nil {
-			return err
+		n, err := DeleteRecords(ctx, t.st, t.w, did, DeleteOptions{})
+		if deleted = n; err != nil {
+			return deleted, err
 		}
 	}
-	return t.w.Write(ctx, func(tx store.Tx) error { return tx.DeleteRepo(did) })
+	return deleted, t.w.Write(ctx, func(tx store.Tx) error { return tx.DeleteRepo(did) })
 }
 
 // Resync queues a tracked repo for a new backfill. It reports false, and

@@ -103,7 +103,8 @@ CREATE TABLE cistern_events (
 	cid        bytea,
 	handle     text     NOT NULL,
 	active     boolean  NOT NULL,
-	status     text     NOT NULL
+	status     text     NOT NULL,
+	error      text     NOT NULL
 );
 
 CREATE TABLE cistern_event_times (

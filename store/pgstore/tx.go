@@ -516,7 +516,7 @@ func (t *tx) BlockRefs(did string, cid []byte) (uint64, error) {
 }
 
 const eventCols = `e.id, e.kind, e.live, e.did, e.rev, e.sec, e.nsec, e.collection, e.rkey, e.action, e.cid,
-	e.handle, e.active, e.status, b.value`
+	e.handle, e.active, e.status, e.error, b.value`
 
 const eventFrom = `FROM cistern_events e LEFT JOIN cistern_blocks b ON e.kind = 1 AND b.did = e.did AND b.cid = e.cid`
 
@@ -526,7 +526,7 @@ func scanEvent(rows pgx.Row) (*store.Event, error) {
 	var nsec int32
 	var kind, action int16
 	if err := rows.Scan(&id, &kind, &ev.Live, &ev.DID, &ev.Rev, &sec, &nsec, &ev.Collection, &ev.RKey, &action,
-		&ev.CID, &ev.Handle, &ev.Active, &ev.Status, &ev.Record); err != nil {
+		&ev.CID, &ev.Handle, &ev.Active, &ev.Status, &ev.Error, &ev.Record); err != nil {
 		return nil, err
 	}
 	ev.ID = uint64(id)

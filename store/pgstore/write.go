@@ -390,10 +390,10 @@ func (t *tx) AppendEvent(ev *store.Event) error {
 	if len(ev.CID) > 0 {
 		cid = ev.CID
 	}
-	t.queue(`INSERT INTO cistern_events (id, kind, live, did, rev, sec, nsec, collection, rkey, action, cid, handle, active, status)
-		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)`,
+	t.queue(`INSERT INTO cistern_events (id, kind, live, did, rev, sec, nsec, collection, rkey, action, cid, handle, active, status, error)
+		VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)`,
 		t.lastEvent, int16(ev.Kind), ev.Live, ev.DID, ev.Rev, ev.Time.Unix(), int32(ev.Time.Nanosecond()),
-		ev.Collection, ev.RKey, int16(ev.Action), cid, ev.Handle, ev.Active, ev.Status)
+		ev.Collection, ev.RKey, int16(ev.Action), cid, ev.Handle, ev.Active, ev.Status, ev.Error)
 	ev.ID = uint64(t.lastEvent)
 	t.counts.events++
 	sec, nsec := ev.Time.Unix(), int32(ev.Time.Nanosecond())
