@@ -85,6 +85,20 @@ type Config struct {
 	// all workers share transactions, so more workers mean larger groups
 	// per fsync. Default 128.
 	FirehoseWorkers int
+	// MaxHeldCommitsPerRepo and MaxHeldCommits cap the live commits held
+	// for repos that are not synced yet (waiting for, or in, their
+	// backfill), per repo and over every repo. Past a cap, the repo's held
+	// commits are dropped and it is backfilled in full, which brings the
+	// same records: nothing is lost, and a repo whose PDS stays down no
+	// longer grows the store without limit. Defaults 10,000 and 1,000,000;
+	// negative means no cap.
+	MaxHeldCommitsPerRepo, MaxHeldCommits int
+	// HostAuthority says the firehose sources are PDS hosts, not relays: a
+	// live commit is then applied only when it comes from the host that
+	// the repo's DID document names, so that after an account moves to
+	// another PDS the old host's commits for it are ignored (a relay makes
+	// this check itself). Default false.
+	HostAuthority bool
 	// FirehoseMaxFrameSize is the largest firehose frame read, in bytes.
 	// A larger frame (the protocol's limits make valid ones smaller) is
 	// skipped with an error logged and counted as a too_large rejection;

@@ -94,9 +94,9 @@ func ExampleOpen() {
 	n, _ := ix.CountRecords(ctx, alice.DID().String(), "app.bsky.feed.like")
 	fmt.Println("likes stored:", n)
 	// Output:
-	// post1 {"$type":"app.bsky.feed.post","text":"first"}
-	// post2 {"$type":"app.bsky.feed.post","text":"second"}
-	// post3 {"$type":"app.bsky.feed.post","text":"third"}
+	// post1 {"text":"first","$type":"app.bsky.feed.post"}
+	// post2 {"text":"second","$type":"app.bsky.feed.post"}
+	// post3 {"text":"third","$type":"app.bsky.feed.post"}
 	// likes stored: 0
 }
 

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 
 	"github.com/bluesky-social/indigo/atproto/identity"
 	"github.com/bluesky-social/indigo/atproto/syntax"
@@ -44,9 +45,10 @@ func (ix *Indexer) LookupHandle(ctx context.Context, h string) (string, error) {
 }
 
 // DIDDocument returns the DID document of did as the resolver knows it
-// (cached: a public describeRepo must not cost a PLC request each time),
-// built from the identity it resolved: handle, PDS endpoint and signing key.
-// Fields of the real document that atproto does not use are not in it.
+// (cached: a public describeRepo must not cost a PLC request each time):
+// the document exactly as resolved when the resolver keeps it
+// (resolver.Identity.Document; the default one does), otherwise one built
+// from the identity it resolved: handle, PDS endpoint and signing key.
 func (ix *Indexer) DIDDocument(ctx context.Context, did string) (json.RawMessage, error) {
 	d, err := syntax.ParseDID(did)
 	if err != nil {
@@ -58,6 +60,9 @@ func (ix *Indexer) DIDDocument(ctx context.Context, did string) (json.RawMessage
 	}
 	if err != nil {
 		return nil, fmt.Errorf("cistern: DID document of %s: %w", did, err)
+	}
+	if len(id.Document) > 0 {
+		return slices.Clone(id.Document), nil
 	}
 	ident := identity.Identity{
 		DID:      id.DID,

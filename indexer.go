@@ -201,6 +201,9 @@ func Open(cfg Config) (*Indexer, error) {
 		MaxFrameSize:   cfg.FirehoseMaxFrameSize,
 		CursorInterval: cfg.CursorInterval,
 		Logger:         cfg.Logger,
+		MaxHeldPerRepo: cfg.MaxHeldCommitsPerRepo,
+		MaxHeld:        cfg.MaxHeldCommits,
+		HostAuthority:  cfg.HostAuthority,
 	})
 
 	bcfg := cfg.Backfill

@@ -11,6 +11,7 @@ import (
 	"github.com/ipfs/go-cid"
 
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/stream"
 )
 
 // ErrRecordNotFound is returned by GetRecord for an absent record.
@@ -41,13 +42,19 @@ func (r *Record) JSON() (json.RawMessage, error) {
 	return ValueJSON(r.Value)
 }
 
-// ValueJSON converts a DAG-CBOR record value to atproto JSON.
+// ValueJSON converts a DAG-CBOR record value to atproto JSON. Object keys
+// keep their DAG-CBOR order, as a PDS writes them ({"text","$type",
+// "createdAt"}), and the value is checked against the atproto data model
+// first.
 func ValueJSON(cbor []byte) (json.RawMessage, error) {
-	m, err := atdata.UnmarshalCBOR(cbor)
+	if _, err := atdata.UnmarshalCBOR(cbor); err != nil {
+		return nil, fmt.Errorf("cistern: decode record value: %w", err)
+	}
+	out, err := stream.AppendValueJSON(make([]byte, 0, 2*len(cbor)), cbor)
 	if err != nil {
 		return nil, fmt.Errorf("cistern: decode record value: %w", err)
 	}
-	return json.Marshal(m)
+	return out, nil
 }
 
 func recordOf(r *store.Record) (*Record, error) {

@@ -35,6 +35,12 @@ type Stats struct {
 	Rejected map[RejectReason]int64 `json:"rejected"`
 	// Backfill reports the scheduler's work.
 	Backfill backfill.Stats `json:"backfill"`
+	// HeldCommits and HeldBytes count the live commits held for repos that
+	// are not synced yet (applied after their backfill), and the bytes they
+	// take in the store. Zero for a store that cannot count them (see
+	// store.HeldCounter).
+	HeldCommits int64 `json:"heldCommits"`
+	HeldBytes   int64 `json:"heldBytes"`
 	// HandleChecks reports the handle checks run beside backfill and live
 	// sync (all zero with a resolver that is no resolver.HandleChecker).
 	HandleChecks HandleCheckStats `json:"handleChecks"`
@@ -74,6 +80,11 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 		}
 		if s.Rejected, err = repos.RejectCounts(tx); err != nil {
 			return err
+		}
+		if hc, ok := tx.(store.HeldCounter); ok {
+			if s.HeldCommits, s.HeldBytes, err = hc.HeldCommits(); err != nil {
+				return err
+			}
 		}
 		return tx.ScanQueue(func(string, time.Time) (bool, error) {
 			s.Queued++

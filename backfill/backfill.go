@@ -102,10 +102,12 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 		return err
 	}
 	known := cur != nil
+	host := ""
 	defer func() {
 		var fl *failure
 		if errors.As(err, &fl) {
 			fl.unknown = !known
+			fl.host = host
 		}
 	}()
 	f := s.opts.Filter()
@@ -126,6 +128,7 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 	if ident.PDS == "" {
 		return fail(KindResolve, "identity has no PDS endpoint")
 	}
+	host = hostOf(ident.PDS)
 	if u, err := url.Parse(ident.PDS); err == nil {
 		if until := s.hosts.pausedUntil(u.Host); !until.IsZero() {
 			return &failure{kind: KindRateLimited, until: until, err: fmt.Errorf("%w: %s paused", ErrRateLimited, u.Host)}
@@ -197,6 +200,7 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 		return s.outcome(ctx, did, known, err)
 	}
 	defer c.close()
+	s.hostAnswered(ctx, host)
 
 	commit, rp, err := repo.LoadRepoFromCAR(ctx, c.r)
 	if err != nil {
@@ -424,6 +428,9 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 	}
 	if gone {
 		return errStale
+	}
+	if hostFailure(fl.kind) {
+		s.recovery.failedOn(fl.host, did)
 	}
 	if fl.kind == KindRateLimited {
 		s.deferred.Add(1)

@@ -96,6 +96,8 @@ type failure struct {
 	// Scheduler.Backfill of a DID never tracked), so the failure is
 	// recorded on a new state rather than dropped as "untracked meanwhile".
 	unknown bool
+	// host is the PDS host the attempt asked, once known.
+	host string
 }
 
 func (f *failure) Error() string { return f.kind + ": " + f.err.Error() }

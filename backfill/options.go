@@ -80,7 +80,10 @@ type Options struct {
 
 	// MinBackoff is the wait after the first transient failure of a repo;
 	// it doubles with each consecutive failure up to MaxBackoff, with
-	// ±20% jitter. Defaults 1 minute and 1 hour.
+	// ±20% jitter. Defaults 1 minute and 1 hour. A repo that failed on
+	// its PDS host itself (no answer, timeout, 5xx, body cut short) does
+	// not wait that long once the host is back: the next request to that
+	// host that succeeds (a getRepo, or a Get) makes it due at once.
 	MinBackoff time.Duration
 	MaxBackoff time.Duration
 	// BatchSize is the number of record changes per write transaction.

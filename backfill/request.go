@@ -44,5 +44,8 @@ func (s *Scheduler) Get(ctx context.Context, u string, limit int64) (status int,
 		return resp.StatusCode, nil, fmt.Errorf("%w: %s answered 429 until %s", ErrRateLimited, pu.Host, until.UTC().Format(time.RFC3339))
 	}
 	body, err = io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err == nil && resp.StatusCode < 500 {
+		s.hostAnswered(ctx, pu.Host)
+	}
 	return resp.StatusCode, body, err
 }

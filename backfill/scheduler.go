@@ -19,6 +19,8 @@ type Scheduler struct {
 	hosts  *hosts
 	kick   chan struct{}
 
+	recovery *recovery
+
 	mu      sync.Mutex
 	running map[string]struct{}
 
@@ -87,6 +89,8 @@ func New(opts Options) (*Scheduler, error) {
 		kick:     make(chan struct{}, 1),
 		running:  make(map[string]struct{}),
 		noBlocks: newHostMemo(opts.MaxBackoff, opts.Now),
+
+		recovery: newRecovery(),
 	}, nil
 }
 

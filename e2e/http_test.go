@@ -281,5 +281,46 @@ func TestServer_HTTPAnswersMatchThePDSAcrossSIGKILL(t *testing.T) {
 	t.Logf("%d commits written across 2 kills", commits)
 	n.applyWrites(t, alice.DID, opCreate(colls[0], "last", "x"), opCreate(colls[1], "", "y"))
 	assertConverged(t, n, s, filt, dids...)
+	assertSameRecordBytes(t, n, s, dids, colls)
 	p.stopGracefully(t)
+}
+
+// assertSameRecordBytes checks that the server writes every record value
+// byte for byte as the PDS does (keys in DAG-CBOR order, no HTML escaping),
+// not only as equal JSON.
+func assertSameRecordBytes(t *testing.T, n *network, s server, dids, colls []string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	pds := newXRPC(n.PDS)
+	checked := 0
+	for _, did := range dids {
+		for _, c := range colls {
+			want, err := pds.listRecords(ctx, did, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.x.listRecords(ctx, did, c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			byURI := map[string]xrecord{}
+			for _, r := range got {
+				byURI[r.URI] = r
+			}
+			for _, w := range want {
+				g, ok := byURI[w.URI]
+				if !ok {
+					t.Fatalf("%s missing from the server", w.URI)
+				}
+				if string(g.Value) != string(w.Value) {
+					t.Fatalf("%s value differs in bytes:\n server %s\n    pds %s", w.URI, g.Value, w.Value)
+				}
+				checked++
+			}
+		}
+	}
+	if checked == 0 {
+		t.Fatal("no record compared")
+	}
 }

@@ -37,7 +37,12 @@ type Patch struct {
 // patterns with ParsePattern). Removals are not checked: removing an entry
 // that is not there is not an error. Errors are *SpecError (Field is the
 // patch field's JSON name), joined with errors.Join when there are several.
+// A list longer than MaxPatterns or MaxDIDs is refused first, with a
+// *SizeError.
 func (p Patch) Validate() error {
+	if err := p.checkSizes(); err != nil {
+		return err
+	}
 	var errs []error
 	errs = validateDIDs(errs, "addDids", p.AddDIDs)
 	errs = validatePatterns(errs, "addSignals", p.AddSignals)
@@ -100,8 +105,13 @@ func (s Spec) Apply(p Patch) (Spec, error) {
 }
 
 func patchList(list, add, remove []string) []string {
+	drop := make(map[string]struct{}, len(remove))
+	for _, v := range remove {
+		drop[v] = struct{}{}
+	}
 	out := slices.DeleteFunc(slices.Clone(list), func(v string) bool {
-		return slices.Contains(remove, v)
+		_, ok := drop[v]
+		return ok
 	})
 	return sortedSet(append(out, add...))
 }

@@ -74,8 +74,12 @@ func (e *SpecError) Unwrap() []error { return []error{ErrInvalidSpec, e.Err} }
 // Validate checks every DID (DIDs, Excludes) with syntax.ParseDID and every
 // pattern (Signals, Collections) with ParsePattern. It returns nil, a
 // *SpecError, or several *SpecError joined with errors.Join, one per invalid
-// entry.
+// entry. A list longer than MaxPatterns or MaxDIDs is refused first, with a
+// *SizeError, and its entries are not checked.
 func (s Spec) Validate() error {
+	if err := s.checkSizes(); err != nil {
+		return err
+	}
 	var errs []error
 	errs = validateDIDs(errs, "dids", s.DIDs)
 	errs = validatePatterns(errs, "signals", s.Signals)

@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"unicode/utf8"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/cistern-dev/cistern"
@@ -37,18 +39,33 @@ func badRequest(format string, args ...any) *apiError {
 	return &apiError{http.StatusBadRequest, "InvalidRequest", fmt.Sprintf(format, args...)}
 }
 
+// writeJSON answers v as JSON. Like a PDS, it does not escape <, > and &
+// in strings: the answer is JSON, never HTML.
 func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(v); err != nil { // Encode adds the newline
 		writeError(w, http.StatusInternalServerError, "InternalServerError", "encode answer: "+err.Error())
 		return
 	}
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	_, _ = w.Write(buf.Bytes())
 }
 
+// maxMessageBytes bounds the message of an error answer, so that a huge
+// parameter or path is never echoed back whole.
+const maxMessageBytes = 1024
+
 func writeError(w http.ResponseWriter, status int, name, message string) {
+	if len(message) > maxMessageBytes {
+		cut := maxMessageBytes
+		for cut > 0 && !utf8.RuneStart(message[cut]) {
+			cut--
+		}
+		message = message[:cut] + "… (message cut at " + strconv.Itoa(cut) + " of " + strconv.Itoa(len(message)) + " bytes)"
+	}
 	b, _ := json.Marshal(Error{Name: name, Message: message})
 	w.Header().Set("Content-Type", "application/json; charset=utf-8")
 	w.WriteHeader(status)
@@ -205,16 +222,29 @@ func (p *params) boolean(name string) bool {
 	}
 }
 
-// decodeBody decodes a JSON request body into v, refusing unknown fields,
-// trailing data and bodies over the size limit.
+// decodeBody decodes a JSON request body into v, refusing anything but a
+// JSON object (null included), unknown fields, trailing data and bodies
+// over the size limit.
 func decodeBody(r *http.Request, v any) *apiError {
 	dec := json.NewDecoder(r.Body)
 	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
+	var raw json.RawMessage
+	err := dec.Decode(&raw)
+	if err == nil {
+		if t := bytes.TrimLeft(raw, " \t\r\n"); len(t) == 0 || t[0] != '{' {
+			return badRequest("request body must be a JSON object, not %s", jsonKind(t))
+		}
+		inner := json.NewDecoder(bytes.NewReader(raw))
+		inner.DisallowUnknownFields()
+		err = inner.Decode(v)
+	}
+	if err != nil {
 		var mbe *http.MaxBytesError
 		switch {
 		case errors.As(err, &mbe):
 			return &apiError{http.StatusRequestEntityTooLarge, "PayloadTooLarge", fmt.Sprintf("request body is larger than %d bytes", mbe.Limit)}
+		case isTimeout(err):
+			return &apiError{http.StatusRequestTimeout, "RequestTimeout", "the request body was not received in time"}
 		case errors.Is(err, io.EOF):
 			return badRequest("request body is empty; a JSON object is expected")
 		default:
@@ -225,4 +255,23 @@ func decodeBody(r *http.Request, v any) *apiError {
 		return badRequest("request body has data after the JSON object")
 	}
 	return nil
+}
+
+// jsonKind names the kind of a JSON value by its first byte.
+func jsonKind(v []byte) string {
+	if len(v) == 0 {
+		return "nothing"
+	}
+	switch v[0] {
+	case 'n':
+		return "null"
+	case '[':
+		return "an array"
+	case '"':
+		return "a string"
+	case 't', 'f':
+		return "a boolean"
+	default:
+		return "a number"
+	}
 }

@@ -176,3 +176,12 @@ func mustJSON(t *testing.T, v any) []byte {
 	}
 	return b
 }
+
+// newRecorder serves one request to h in memory.
+func newRecorder(h http.Handler, method, path string) *httptest.ResponseRecorder {
+	req := httptest.NewRequest(method, "http://127.0.0.1"+path, nil)
+	req.URL.Path = path
+	rec := httptest.NewRecorder()
+	h.ServeHTTP(rec, req)
+	return rec
+}

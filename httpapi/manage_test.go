@@ -56,7 +56,7 @@ func TestManagement_Auth(t *testing.T) {
 			{"192.0.2.7:5000", http.StatusForbidden},
 			{"[2001:db8::1]:5000", http.StatusForbidden},
 		} {
-			req := httptest.NewRequest(http.MethodGet, "/filter", nil)
+			req := httptest.NewRequest(http.MethodGet, "http://127.0.0.1:2470/filter", nil)
 			req.RemoteAddr = tc.remote
 			rec := httptest.NewRecorder()
 			h.ServeHTTP(rec, req)
@@ -231,28 +231,28 @@ func TestManagement_Filter(t *testing.T) {
 	alice := net.Account(t, "alice.test", testnet.Records(posts, 3), testnet.Records(likes, 2))
 	ix := openIndexer(t, net, filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{posts}})
 	waitSynced(t, ix, alice.DID().String())
-	api := serve(t, ix, httpapi.Options{}).URL
+	api := serve(t, ix, httpapi.Options{AdminToken: "tok"}).URL
 
 	var spec filter.Spec
-	get(t, api+"/filter").decode(t, &spec)
+	do(t, http.MethodGet, api+"/filter", "tok", nil).decode(t, &spec)
 	if len(spec.DIDs) != 1 || len(spec.Collections) != 1 || spec.Collections[0] != posts {
 		t.Fatalf("GET /filter: %+v", spec)
 	}
 	for _, body := range []string{`{"addCollections":["app.*.post"]}`, `{"addDids":["alice"]}`, `{"bogus":true}`, `[]`} {
-		if a := do(t, http.MethodPatch, api+"/filter", "", []byte(body)); a.Status != http.StatusBadRequest || a.errName() != "InvalidRequest" {
+		if a := do(t, http.MethodPatch, api+"/filter", "tok", []byte(body)); a.Status != http.StatusBadRequest || a.errName() != "InvalidRequest" {
 			t.Errorf("PATCH /filter %s: %d %s", body, a.Status, a.Body)
 		}
 	}
-	if a := do(t, http.MethodPut, api+"/filter", "", []byte(`{"signals":["not an nsid"]}`)); a.Status != http.StatusBadRequest {
+	if a := do(t, http.MethodPut, api+"/filter", "tok", []byte(`{"signals":["not an nsid"]}`)); a.Status != http.StatusBadRequest {
 		t.Errorf("PUT bad spec: %d %s", a.Status, a.Body)
 	}
-	get(t, api+"/filter").decode(t, &spec)
+	do(t, http.MethodGet, api+"/filter", "tok", nil).decode(t, &spec)
 	if len(spec.Collections) != 1 {
 		t.Fatalf("refused patches changed the filter: %+v", spec)
 	}
 
 	// Widening the collections backfills the likes.
-	a := do(t, http.MethodPatch, api+"/filter", "", []byte(`{"addCollections":["app.bsky.feed.like"]}`))
+	a := do(t, http.MethodPatch, api+"/filter", "tok", []byte(`{"addCollections":["app.bsky.feed.like"]}`))
 	if a.Status != http.StatusOK {
 		t.Fatalf("PATCH: %d %s", a.Status, a.Body)
 	}
@@ -267,14 +267,14 @@ func TestManagement_Filter(t *testing.T) {
 	// PUT replaces the whole spec; dropping the posts deletes them, which
 	// must be confirmed.
 	put := httpapi.FilterRequest{Spec: filter.Spec{DIDs: []string{alice.DID().String()}, Collections: []string{likes}}}
-	if a := do(t, http.MethodPut, api+"/filter", "", mustJSON(t, put)); a.Status != http.StatusConflict || a.errName() != "DeleteNotConfirmed" || !strings.Contains(string(a.Body), posts) {
+	if a := do(t, http.MethodPut, api+"/filter", "tok", mustJSON(t, put)); a.Status != http.StatusConflict || a.errName() != "DeleteNotConfirmed" || !strings.Contains(string(a.Body), posts) {
 		t.Fatalf("PUT narrowing without confirmDelete: %d %s", a.Status, a.Body)
 	}
 	if n, _ := ix.CountRecords(context.Background(), alice.DID().String(), posts); n != 3 || !ix.Filter().Stores(posts) {
 		t.Fatalf("refused PUT changed something: %d posts, filter %+v", n, ix.Filter().Spec())
 	}
 	put.ConfirmDelete = true
-	a = do(t, http.MethodPut, api+"/filter", "", mustJSON(t, put))
+	a = do(t, http.MethodPut, api+"/filter", "tok", mustJSON(t, put))
 	if a.Status != http.StatusOK {
 		t.Fatalf("PUT: %d %s", a.Status, a.Body)
 	}
@@ -295,7 +295,7 @@ func TestManagement_FilterNeverDeletesUnasked(t *testing.T) {
 	ad, bd := alice.DID().String(), bob.DID().String()
 	ix := openIndexer(t, net, filter.Spec{DIDs: []string{ad, bd}}) // every collection
 	waitSynced(t, ix, ad, bd)
-	api := serve(t, ix, httpapi.Options{}).URL
+	api := serve(t, ix, httpapi.Options{AdminToken: "tok"}).URL
 	count := func() int64 {
 		t.Helper()
 		var total int64
@@ -313,7 +313,7 @@ func TestManagement_FilterNeverDeletesUnasked(t *testing.T) {
 	}
 
 	var spec filter.Spec
-	a := do(t, http.MethodPatch, api+"/filter", "", []byte(`{"addCollections":["app.bsky.graph.*"]}`))
+	a := do(t, http.MethodPatch, api+"/filter", "tok", []byte(`{"addCollections":["app.bsky.graph.*"]}`))
 	if a.Status != http.StatusOK {
 		t.Fatalf("PATCH addCollections: %d %s", a.Status, a.Body)
 	}
@@ -333,7 +333,7 @@ func TestManagement_FilterNeverDeletesUnasked(t *testing.T) {
 		{http.MethodPut, `{"dids":["` + ad + `","` + bd + `"],"collections":["app.bsky.graph.*"]}`, []string{"app.bsky.graph.*"}},
 		{http.MethodPut, `{"dids":["` + ad + `"],"excludes":["` + bd + `"],"confirmDelete":false}`, []string{bd}},
 	} {
-		a := do(t, tc.method, api+"/filter", "", []byte(tc.body))
+		a := do(t, tc.method, api+"/filter", "tok", []byte(tc.body))
 		if a.Status != http.StatusConflict || a.errName() != "DeleteNotConfirmed" {
 			t.Errorf("%s /filter %s: %d %s; want 409 DeleteNotConfirmed", tc.method, tc.body, a.Status, a.Body)
 			continue
@@ -348,7 +348,7 @@ func TestManagement_FilterNeverDeletesUnasked(t *testing.T) {
 		t.Fatalf("refused requests changed something: %d records, filter %+v", n, ix.Filter().Spec())
 	}
 
-	a = do(t, http.MethodPatch, api+"/filter", "", []byte(`{"removeCollections":["*"],"addCollections":["app.bsky.graph.*"],"confirmDelete":true}`))
+	a = do(t, http.MethodPatch, api+"/filter", "tok", []byte(`{"removeCollections":["*"],"addCollections":["app.bsky.graph.*"],"confirmDelete":true}`))
 	if a.Status != http.StatusOK {
 		t.Fatalf("confirmed PATCH: %d %s", a.Status, a.Body)
 	}

@@ -26,6 +26,7 @@ type collector struct {
 	repos, records, events, newest, oldest, diskBytes, blockBytes  *prometheus.Desc
 	queue, inFlight, completed, failed, rateLimited, bytes         *prometheus.Desc
 	recordsWritten, recordsRate, hostsLimited, subs, subscriptions *prometheus.Desc
+	heldCommits, heldBytes                                         *prometheus.Desc
 	requests, sparse, sparseFallbacks                              *prometheus.Desc
 }
 
@@ -56,6 +57,8 @@ func newCollector(ix *cistern.Indexer, subscribers *atomic.Int64) *collector {
 		sparseFallbacks: d("cistern_backfill_sparse_fallbacks_total", "Backfills that began a sparse walk and fetched the repo whole instead."),
 		subs:            d("cistern_stream_subscribers", "Open /stream connections."),
 		subscriptions:   d("cistern_stream_subscriptions", "Event subscriptions running: the library's and /stream's."),
+		heldCommits:     d("cistern_held_commits", "Live commits held for repos not synced yet, applied after their backfill."),
+		heldBytes:       d("cistern_held_bytes", "Bytes the held live commits take in the store."),
 	}
 }
 
@@ -63,7 +66,8 @@ func newCollector(ix *cistern.Indexer, subscribers *atomic.Int64) *collector {
 func (c *collector) Describe(ch chan<- *prometheus.Desc) {
 	for _, d := range []*prometheus.Desc{c.repos, c.records, c.events, c.newest, c.oldest, c.diskBytes,
 		c.blockBytes, c.queue, c.inFlight, c.completed, c.failed, c.rateLimited, c.bytes, c.recordsWritten,
-		c.recordsRate, c.hostsLimited, c.subs, c.subscriptions, c.requests, c.sparse, c.sparseFallbacks} {
+		c.recordsRate, c.hostsLimited, c.subs, c.subscriptions, c.requests, c.sparse, c.sparseFallbacks,
+		c.heldCommits, c.heldBytes} {
 		ch <- d
 	}
 }
@@ -107,6 +111,8 @@ func (c *collector) Collect(ch chan<- prometheus.Metric) {
 	g(c.hostsLimited, float64(bf.HostsRateLimited))
 	g(c.subs, float64(c.subscribers.Load()))
 	g(c.subscriptions, float64(st.Subscriptions))
+	g(c.heldCommits, float64(st.HeldCommits))
+	g(c.heldBytes, float64(st.HeldBytes))
 }
 
 // rate returns records per second since the previous scrape at least a

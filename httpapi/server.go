@@ -1,12 +1,10 @@
 package httpapi
 
 import (
-	"crypto/subtle"
+	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
-	"strings"
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -24,12 +22,29 @@ const DefaultMaxBodyBytes = 1 << 20
 
 // Options configure a Server. Zero values mean the defaults.
 type Options struct {
-	// AdminToken, when set, is required as "Authorization: Bearer <token>"
-	// on every management endpoint. When empty, management endpoints answer
-	// loopback clients only (by the connection's remote address: behind a
-	// reverse proxy on the same host every client looks local, so set a
-	// token there). Read endpoints (XRPC, /stream, /health) are public.
+	// AdminToken is the bearer token of the management API, sent as
+	// "Authorization: Bearer <token>" (the scheme in any case). Every
+	// management call that changes state needs it: with no token
+	// configured, those calls are refused. Reads (GET /repos, /filter,
+	// /stats, /metrics) need it too unless LoopbackReads is set; with no
+	// token configured they answer loopback clients only (by the
+	// connection's remote address: behind a reverse proxy on the same host
+	// every client looks local, so set a token there). Read endpoints
+	// (XRPC, /stream, /health) are public. See Admin for the whole rule.
 	AdminToken string
+	// LoopbackReads lets loopback clients read management endpoints (GET)
+	// without the token, as they do when no token is configured. The
+	// server binary sets it with a token it generated itself, so that the
+	// status page opens in a local browser. Default false.
+	LoopbackReads bool
+	// AllowedHosts lists host names, besides localhost, *.localhost and IP
+	// addresses, that a token-less management request may name in its Host
+	// header (for a server reached by a local DNS name). Default none.
+	AllowedHosts []string
+	// AllowedOrigins lists browser origins ("https://admin.example"),
+	// besides the server's own, allowed to call management endpoints.
+	// Default none.
+	AllowedOrigins []string
 	// AdminPassword, when set, is also accepted on management endpoints as
 	// HTTP Basic auth with the user "admin" (tap's TAP_ADMIN_PASSWORD),
 	// beside the bearer AdminToken. With either set, loopback clients need
@@ -48,6 +63,10 @@ type Options struct {
 	Logger *slog.Logger
 	// Stream configures the /stream WebSocket endpoint.
 	Stream StreamOptions
+	// MaxStreams bounds concurrent /stream connections; one more is
+	// refused with 503 {"error":"TooManyStreams",...} and Retry-After.
+	// Default DefaultMaxStreams (1000); negative means no limit.
+	MaxStreams int
 	// Jetstream configures the Jetstream-compatible /subscribe endpoint.
 	Jetstream jetstream.Options
 }
@@ -58,6 +77,9 @@ func (o Options) withDefaults() Options {
 	}
 	if o.Logger == nil {
 		o.Logger = slog.New(slog.NewTextHandler(io.Discard, nil))
+	}
+	if o.MaxStreams == 0 {
+		o.MaxStreams = DefaultMaxStreams
 	}
 	return o
 }
@@ -160,6 +182,9 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if r.Body != nil {
 		r.Body = http.MaxBytesReader(w, r.Body, s.opts.MaxBodyBytes)
 	}
+	if refuseUncleanPath(w, r) {
+		return
+	}
 	h, pattern := s.mux.Handler(r)
 	if pattern == "" {
 		// The mux would answer 404 or 405 in plain text; answer in JSON.
@@ -169,10 +194,10 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if allow := rec.header.Get("Allow"); allow != "" {
 				w.Header().Set("Allow", allow)
 			}
-			writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", r.Method+" is not allowed on "+r.URL.Path)
+			writeError(w, http.StatusMethodNotAllowed, "MethodNotAllowed", truncate(r.Method, 20)+" is not allowed on "+truncate(r.URL.Path, 200))
 			return
 		}
-		writeError(w, http.StatusNotFound, "NotFound", "no endpoint at "+r.URL.Path)
+		writeError(w, http.StatusNotFound, "NotFound", "no endpoint at "+truncate(r.URL.Path, 200))
 		return
 	}
 	s.mux.ServeHTTP(w, r)
@@ -189,61 +214,6 @@ func (p *statusProbe) Header() http.Header         { return p.header }
 func (p *statusProbe) Write(b []byte) (int, error) { return len(b), nil }
 func (p *statusProbe) WriteHeader(code int)        { p.status = code }
 
-// Admin wraps h with the management access rule: with Options.AdminToken
-// or Options.AdminPassword set, "Authorization: Bearer <token>" or Basic
-// auth "admin:<password>" is required (401 otherwise); without either, only
-// loopback clients are served (403 otherwise). Host applications use it to
-// protect pages of their own, such as a status page.
-func (s *Server) Admin(h http.Handler) http.Handler {
-	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		switch {
-		case s.opts.AdminToken != "" || s.opts.AdminPassword != "":
-			if !s.authorized(r) {
-				w.Header().Add("WWW-Authenticate", `Bearer realm="cistern"`)
-				if s.opts.AdminPassword != "" {
-					w.Header().Add("WWW-Authenticate", `Basic realm="cistern"`)
-				}
-				writeError(w, http.StatusUnauthorized, "AuthenticationRequired",
-					"this endpoint needs Authorization: Bearer <admin token> or Basic admin:<admin password>")
-				return
-			}
-		case !isLoopback(r.RemoteAddr):
-			writeError(w, http.StatusForbidden, "Forbidden", "management endpoints answer loopback clients only when no admin token is configured")
-			return
-		}
-		h.ServeHTTP(w, r)
-	})
-}
-
-// authorized checks the request's credentials against the configured
-// token and password, in constant time.
-func (s *Server) authorized(r *http.Request) bool {
-	if s.opts.AdminToken != "" {
-		if tok, ok := strings.CutPrefix(r.Header.Get("Authorization"), "Bearer "); ok &&
-			subtle.ConstantTimeCompare([]byte(strings.TrimSpace(tok)), []byte(s.opts.AdminToken)) == 1 {
-			return true
-		}
-	}
-	if s.opts.AdminPassword != "" {
-		if user, pass, ok := r.BasicAuth(); ok && user == "admin" &&
-			subtle.ConstantTimeCompare([]byte(pass), []byte(s.opts.AdminPassword)) == 1 {
-			return true
-		}
-	}
-	return false
-}
-
-// isLoopback reports whether a remote address ("host:port") is a loopback
-// address.
-func isLoopback(remote string) bool {
-	host, _, err := net.SplitHostPort(remote)
-	if err != nil {
-		host = remote
-	}
-	ip := net.ParseIP(strings.Trim(host, "[]"))
-	return ip != nil && ip.IsLoopback()
-}
-
 // CloseStreams ends every plain-HTTP /stream response (NDJSON, server-sent
 // events), each with a last {"type":"error","error":"Unavailable"} object,
 // and answers later ones with 503. Those responses last as long as the
@@ -257,8 +227,14 @@ func (s *Server) CloseStreams() {
 }
 
 func (s *Server) serveStream(w http.ResponseWriter, r *http.Request) {
-	s.subscribers.Add(1)
+	n := s.subscribers.Add(1)
 	defer s.subscribers.Add(-1)
+	if s.opts.MaxStreams > 0 && n > int64(s.opts.MaxStreams) {
+		w.Header().Set("Retry-After", "5")
+		writeError(w, http.StatusServiceUnavailable, "TooManyStreams",
+			fmt.Sprintf("the server has %d /stream connections open, as many as it allows; retry later", s.opts.MaxStreams))
+		return
+	}
 	s.stream.ServeHTTP(w, r)
 }
 

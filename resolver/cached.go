@@ -1,7 +1,9 @@
 package resolver
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -349,14 +351,18 @@ func (c *Cached) fetch(ctx context.Context, did syntax.DID) (didEntry, error) {
 	default:
 		return didEntry{}, fmt.Errorf("resolver: resolve %s: %w: DID method %q is not supported", did, ErrNotFound, did.Method())
 	}
-	doc, err := c.dir.ResolveDID(ctx, did)
+	raw, err := c.dir.ResolveDIDRaw(ctx, did)
 	if err != nil {
 		if errors.Is(err, identity.ErrDIDNotFound) {
 			return didEntry{}, fmt.Errorf("resolver: resolve %s: %w: %w", did, ErrNotFound, err)
 		}
 		return didEntry{}, fmt.Errorf("resolver: resolve %s: %w", did, err)
 	}
-	parsed := identity.ParseIdentity(doc)
+	var doc identity.DIDDocument
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return didEntry{}, fmt.Errorf("resolver: resolve %s: DID document: %w", did, err)
+	}
+	parsed := identity.ParseIdentity(&doc)
 	pds := parsed.PDSEndpoint()
 	if pds == "" {
 		return didEntry{}, fmt.Errorf("resolver: resolve %s: %w: no #atproto_pds service endpoint", did, ErrIncomplete)
@@ -365,7 +371,7 @@ func (c *Cached) fetch(ctx context.Context, did syntax.DID) (didEntry, error) {
 	if err != nil {
 		return didEntry{}, fmt.Errorf("resolver: resolve %s: %w: #atproto signing key: %w", did, ErrIncomplete, err)
 	}
-	e := didEntry{ident: Identity{DID: did, Handle: syntax.HandleInvalid, PDS: pds, SigningKey: key}}
+	e := didEntry{ident: Identity{DID: did, Handle: syntax.HandleInvalid, PDS: pds, SigningKey: key, Document: compactJSON(raw)}}
 	if declared, err := parsed.DeclaredHandle(); err == nil {
 		// A handle that does not parse is as good as none.
 		e.declared = declared.Normalize()
@@ -532,4 +538,14 @@ func (c *Cached) Len() int {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	return c.dids.len()
+}
+
+// compactJSON returns raw without insignificant whitespace (a DID document
+// as served may be indented), or raw itself if it does not compact.
+func compactJSON(raw []byte) json.RawMessage {
+	var b bytes.Buffer
+	if err := json.Compact(&b, raw); err != nil {
+		return raw
+	}
+	return b.Bytes()
 }

@@ -13,6 +13,7 @@ package resolver
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -45,6 +46,11 @@ type Identity struct {
 	PDS string
 	// SigningKey verifies the account's repo commits (the #atproto key).
 	SigningKey atcrypto.PublicKey
+	// Document is the DID document exactly as resolved (JSON), when the
+	// implementation keeps it; nil otherwise. Cached keeps it (about 1 KB
+	// per cached identity). It may be shared between copies of the
+	// Identity: do not modify it.
+	Document json.RawMessage
 }
 
 // Resolver finds where a repo lives and how its commits are signed.

@@ -219,16 +219,16 @@ func TestChannel_FailedSyncReachesConsumers(t *testing.T) {
 func TestChannel_FireAndForget(t *testing.T) {
 	tn := testnet.New(t)
 	alice := tn.Account(t, "alice.test", testnet.Records(post, 3))
-	srv, tap := serveTap(t, tn, "", func(o *tapcompat.Options) { o.DisableAcks = true })
+	srv, tap := serveTap(t, tn, "pw", func(o *tapcompat.Options) { o.DisableAcks = true })
 	if tap.Mode() != tapcompat.ModeFireAndForget {
 		t.Fatalf("mode %s", tap.Mode())
 	}
-	c := dialChannel(t, srv.URL, "")
-	if code := request(t, http.MethodPost, srv.URL+"/repos/add", "", map[string]any{"dids": []string{alice.DID().String()}}, nil); code != http.StatusOK {
+	c := dialChannel(t, srv.URL, "pw")
+	if code := request(t, http.MethodPost, srv.URL+"/repos/add", "pw", map[string]any{"dids": []string{alice.DID().String()}}, nil); code != http.StatusOK {
 		t.Fatalf("/repos/add answered %d", code)
 	}
-	waitIndexed(t, srv.URL, "", []*testnet.Account{alice})
-	n := newestEvent(t, srv.URL, "")
+	waitIndexed(t, srv.URL, "pw", []*testnet.Account{alice})
+	n := newestEvent(t, srv.URL, "pw")
 	read := func(c *websocket.Conn) rawEvent {
 		t.Helper()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -261,7 +261,7 @@ func TestChannel_FireAndForget(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c2 := dialChannel(t, srv.URL, "")
+	c2 := dialChannel(t, srv.URL, "pw")
 	if e := read(c2); e.ID != n+1 || e.Record == nil || !e.Record.Live {
 		t.Fatalf("next connection got %+v, want only the new live record %s (id %d)", e, rec.RKey, n+1)
 	}

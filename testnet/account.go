@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
 	"github.com/bluesky-social/indigo/atproto/atcrypto"
@@ -50,6 +51,8 @@ type Account struct {
 	net  *Network
 	host *Host
 	did  syntax.DID
+	// movedTo is the host the account moved to (MoveTo), if it did.
+	movedTo atomic.Pointer[Host]
 
 	mu          sync.Mutex
 	key         *atcrypto.PrivateKeyK256
@@ -72,7 +75,12 @@ type Account struct {
 func (a *Account) DID() syntax.DID { return a.did }
 
 // Host returns the PDS host of the account.
-func (a *Account) Host() *Host { return a.host }
+func (a *Account) Host() *Host {
+	if h := a.movedTo.Load(); h != nil {
+		return h
+	}
+	return a.host
+}
 
 // PublicKey returns the key that verifies the account's commits.
 func (a *Account) PublicKey() atcrypto.PublicKey {
@@ -225,7 +233,7 @@ func (a *Account) DIDDocument() identity.DIDDocument {
 		Service: []identity.DocService{{
 			ID:              "#atproto_pds",
 			Type:            "AtprotoPersonalDataServer",
-			ServiceEndpoint: a.host.URL(),
+			ServiceEndpoint: a.Host().URL(),
 		}},
 	}
 }

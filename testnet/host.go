@@ -47,7 +47,7 @@ func (h *Host) ResetRequests() {
 func (h *Host) Accounts() []*Account {
 	var out []*Account
 	for _, a := range h.net.Accounts() {
-		if a.host == h {
+		if a.Host() == h {
 			out = append(out, a)
 		}
 	}

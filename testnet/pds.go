@@ -69,7 +69,7 @@ func (h *Host) accountParam(w http.ResponseWriter, r *http.Request, name string,
 		writeXRPCError(w, http.StatusBadRequest, "InvalidRequest", name+" must be a valid DID"+map[bool]string{true: " or handle", false: ""}[allowHandle])
 		return nil, false
 	}
-	if a == nil || a.host != h {
+	if a == nil || a.Host() != h {
 		return nil, true
 	}
 	return a, true
@@ -144,7 +144,7 @@ func (h *Host) serveGetRepoStatus(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a := h.net.Lookup(did)
-	if a == nil || a.host != h || a.Status() == StatusDeleted {
+	if a == nil || a.Host() != h || a.Status() == StatusDeleted {
 		writeXRPCError(w, http.StatusBadRequest, "RepoNotFound", "Could not find repo for DID: "+v)
 		return
 	}
@@ -190,7 +190,7 @@ func (n *Network) serveListRepos(w http.ResponseWriter, r *http.Request, h *Host
 		Repos  []repoEntry `json:"repos"`
 	}{Repos: []repoEntry{}}
 	for _, a := range n.accountsAfter(q.Get("cursor")) {
-		if h != nil && a.host != h {
+		if h != nil && a.Host() != h {
 			continue
 		}
 		a.mu.Lock()

@@ -52,7 +52,7 @@ func startDemo(ctx context.Context, cfg *config, icfg *cistern.Config, log *slog
 		}
 		icfg.Path = filepath.Join(d.tmp, "cistern.db")
 	}
-	icfg.RelayURL = net.RelayURL()
+	icfg.RelayURL, icfg.Sources = net.RelayURL(), nil
 	icfg.PLCURL = net.PLCURL()
 	icfg.SkipHandleVerification = true // .test handles cannot be checked offline
 	d.load = net.StartLoad(testnet.LoadOptions{Rate: 5, Accounts: d.accounts, Workers: 1})

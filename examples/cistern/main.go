@@ -22,6 +22,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"os/signal"
 	"strings"
@@ -66,6 +67,22 @@ type config struct {
 	// SkipHandleVerification takes handles from DID documents unchecked.
 	SkipHandleVerification bool
 
+	// AdminTokenFile is where the generated token is kept when no
+	// -admin-token is given; "" means <DB>.admin-token.
+	AdminTokenFile string
+
+	// HTTP connection limits.
+	ReadTimeout time.Duration
+	IdleTimeout time.Duration
+	MaxConns    int
+	MaxStreams  int
+
+	// HostAuthority: the -relay sources are PDS hosts (Config.HostAuthority).
+	HostAuthority bool
+
+	// CompactTo, when set, compacts the store into this new file and exits.
+	CompactTo string
+
 	dbSet bool // -db or -store was given (the demo uses a temporary store otherwise)
 }
 
@@ -97,14 +114,15 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.StringVar(&c.DB, "db", "./cistern.db", "bbolt file of the store (see -store)")
 	fs.StringVar(&c.Store, "store", "", "the store: a bbolt file path, or a PostgreSQL URL postgres://user:pass@host/db[?search_path=schema] (default: -db)")
 	fs.StringVar(&c.Listen, "listen", "127.0.0.1:2470", "HTTP listen address")
-	fs.StringVar(&c.Relay, "relay", "wss://bsky.network", "firehose relay (or PDS) URL")
+	fs.StringVar(&c.Relay, "relay", "wss://bsky.network", "firehose relay (or PDS) URL; a comma list follows several, each with its own cursor")
 	fs.StringVar(&c.PLC, "plc", "https://plc.directory", "PLC directory URL")
 	fs.BoolVar(&c.FullNetwork, "full-network", false, "track every repo of the network")
 	fs.Var(listFlag{&c.Signals}, "signal", "comma list of signal collections: repos holding a record in one are tracked")
 	fs.Var(listFlag{&c.Collections}, "collections", "comma list of collection patterns stored (default: all)")
 	fs.Var(listFlag{&c.Track}, "track", "comma list of DIDs tracked explicitly")
 	fs.Var(listFlag{&c.Exclude}, "exclude", "comma list of DIDs never indexed")
-	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for the management API (default: loopback clients only)")
+	fs.StringVar(&c.AdminToken, "admin-token", "", "bearer token for the management API (default: one generated into -admin-token-file)")
+	fs.StringVar(&c.AdminTokenFile, "admin-token-file", "", "file holding the management token, created with a random token (mode 0600) if absent (default <db>.admin-token)")
 	fs.StringVar(&c.AdminPassword, "admin-password", "", "password for the management API as Basic auth with user admin (tap's TAP_ADMIN_PASSWORD), beside -admin-token")
 	fs.BoolVar(&c.Tap, "tap", false, "serve tap's protocol: /channel, /resolve, /info, /stats/* (see docs/tap.md)")
 	fs.StringVar(&c.TapWebhook, "tap-webhook", "", "deliver tap events by POST to this URL instead of /channel (implies -tap)")
@@ -117,6 +135,12 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	level := fs.String("log-level", "info", "debug, info, warn or error")
 	c.Sched.register(fs)
 	c.Debug.register(fs)
+	fs.DurationVar(&c.ReadTimeout, "read-timeout", httpapi.DefaultReadTimeout, "longest time to read one request, body included")
+	fs.DurationVar(&c.IdleTimeout, "idle-timeout", httpapi.DefaultIdleTimeout, "close keep-alive connections idle this long")
+	fs.IntVar(&c.MaxConns, "max-conns", httpapi.DefaultMaxConns, "open connections at most (/stream included); more are refused with 503")
+	fs.IntVar(&c.MaxStreams, "max-streams", httpapi.DefaultMaxStreams, "concurrent /stream connections at most; more are refused with 503")
+	fs.BoolVar(&c.HostAuthority, "host-authority", false, "the -relay sources are PDS hosts: apply a commit only from the host the repo's DID document names")
+	fs.StringVar(&c.CompactTo, "compact-to", "", "copy the store (-db, not in use) into this new file without its free pages, then exit")
 	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "take handles from DID documents unchecked (a test network's .test handles cannot be verified)")
@@ -159,6 +183,27 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	if c.Retention < 0 {
 		return nil, fmt.Errorf("-retention must not be negative")
 	}
+	if !loopbackListen(c.Listen) && c.AdminToken == "" && c.AdminTokenFile == "" && c.AdminPassword == "" {
+		return nil, fmt.Errorf("-listen %s is not a loopback address: set -admin-token, -admin-token-file or -admin-password to serve beyond this machine", c.Listen)
+	}
+	for _, r := range c.relays() {
+		u, err := url.Parse(r)
+		if err != nil || u.Host == "" || (u.Scheme != "ws" && u.Scheme != "wss" && u.Scheme != "http" && u.Scheme != "https") {
+			return nil, fmt.Errorf("-relay: %q is not a ws, wss, http or https URL", r)
+		}
+	}
+	if len(c.relays()) == 0 {
+		return nil, fmt.Errorf("-relay: no firehose source given")
+	}
+	if c.ReadTimeout <= 0 || c.IdleTimeout <= 0 {
+		return nil, fmt.Errorf("-read-timeout and -idle-timeout must be positive")
+	}
+	if c.MaxConns < 1 || c.MaxStreams < 1 {
+		return nil, fmt.Errorf("-max-conns and -max-streams must be at least 1")
+	}
+	if c.MaxStreams >= c.MaxConns {
+		return nil, fmt.Errorf("-max-streams (%d) must be below -max-conns (%d), or streams would leave no room for queries", c.MaxStreams, c.MaxConns)
+	}
 	if c.ReadOnly && c.Demo {
 		return nil, fmt.Errorf("-read-only and -demo cannot be combined: a replica serves a store another process indexes")
 	}
@@ -177,6 +222,36 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	return c, nil
 }
 
+// applyHardening sets what the hardening flags say in icfg: handle
+// verification and the firehose sources.
+func (c *config) applyHardening(icfg *cistern.Config) {
+	icfg.SkipHandleVerification = c.SkipHandleVerification
+	icfg.HostAuthority = c.HostAuthority
+	if relays := c.relays(); len(relays) > 1 {
+		// Several firehose sources, each followed with its own cursor.
+		icfg.RelayURL, icfg.Sources = relays[0], relays
+	}
+}
+
+// firehoseSources returns the sources the indexer follows.
+func firehoseSources(icfg cistern.Config) []string {
+	if len(icfg.Sources) > 0 {
+		return icfg.Sources
+	}
+	return []string{icfg.RelayURL}
+}
+
+// relays returns the firehose sources of -relay, a comma list.
+func (c *config) relays() []string {
+	var out []string
+	for _, r := range strings.Split(c.Relay, ",") {
+		if r = strings.TrimSpace(r); r != "" {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
 // spec returns the filter the flags ask for; the zero Spec (keep what the
 // store has) when none of the filter flags is given.
 func (c *config) spec() filter.Spec {
@@ -192,6 +267,13 @@ func main() {
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "cistern:", err)
 		os.Exit(2)
+	}
+	if cfg.CompactTo != "" {
+		if err := compactStore(cfg.DB, cfg.CompactTo, os.Stdout); err != nil {
+			fmt.Fprintln(os.Stderr, "cistern:", err)
+			os.Exit(1)
+		}
+		return
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
@@ -262,23 +344,43 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 			DisableAcks:   cfg.TapDisableAcks,
 			AdminPassword: cfg.AdminPassword,
 			RetryTimeout:  cfg.TapRetryTimeout,
-			Sources:       []string{icfg.RelayURL},
+			Sources:       firehoseSources(icfg),
 			Logger:        log,
 		}); err != nil {
 			return err
 		}
 	}
-	api := httpapi.New(ix, httpapi.Options{AdminToken: cfg.AdminToken, AdminPassword: cfg.AdminPassword, Tap: tap, Logger: log})
+	tokenBeside := icfg.Path
+	if pg != nil || tokenBeside == "" {
+		tokenBeside = cfg.DB // a PostgreSQL store: beside -db's path
+	}
+	tok, err := loadAdminToken(cfg, tokenBeside)
+	if err != nil {
+		return err
+	}
+	api := httpapi.New(ix, httpapi.Options{
+		AdminToken:    tok.value,
+		AdminPassword: cfg.AdminPassword,
+		Tap:           tap,
+		// Reads without the token from a local browser, when the token is
+		// the server's own and nothing beyond this machine can connect.
+		LoopbackReads: tok.file != "" && loopbackListen(cfg.Listen),
+		Logger:        log,
+		MaxStreams:    cfg.MaxStreams,
+	})
 	st := newStatus(ix, time.Now())
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
 	mux.Handle("GET /{$}", api.Admin(st))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ErrorLog: slog.NewLogLogger(log.Handler(), slog.LevelWarn)}
+	srv := httpapi.NewHTTPServer(mux, httpapi.Limits{ReadTimeout: cfg.ReadTimeout, IdleTimeout: cfg.IdleTimeout}, log)
 	srv.RegisterOnShutdown(api.CloseStreams) // plain-HTTP /stream responses would hold Shutdown
+	ln = httpapi.LimitListener(ln, cfg.MaxConns)
 
 	base := "http://" + ln.Addr().String()
 	fmt.Fprintf(stdout, "cistern: tracking %s; store %s; listening on %s (status page %s/)\n",
 		describe(ix.Filter().Spec()), where, base, base)
+	fmt.Fprintf(stdout, "cistern: %s\n", tok.describe())
+	log.Info("management token", "file", tok.file, "generated", tok.generated)
 	if demo != nil {
 		demo.printHelp(stdout, base)
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"io"
 	"net/http"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
@@ -18,6 +19,7 @@ import (
 
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/httpapi"
 )
 
 func TestParseFlags(t *testing.T) {
@@ -50,8 +52,8 @@ func TestParseFlags(t *testing.T) {
 		{"handle verification", []string{"-skip-handle-verification"}, nil, func(c *config) bool {
 			return c.SkipHandleVerification
 		}, ""},
-		{"flag wins over environment", []string{"-listen", ":1"}, map[string]string{"CISTERN_LISTEN": ":2"}, func(c *config) bool {
-			return c.Listen == ":1"
+		{"flag wins over environment", []string{"-listen", "127.0.0.1:1"}, map[string]string{"CISTERN_LISTEN": "127.0.0.1:2"}, func(c *config) bool {
+			return c.Listen == "127.0.0.1:1"
 		}, ""},
 		{"scheduler defaults", nil, nil, func(c *config) bool {
 			return c.Sched.PerHost == 16 && c.Sched.HostInterval == 0 && c.Sched.ByteBudget == 512<<20 && c.Sched.HandleChecks == 32
@@ -68,6 +70,37 @@ func TestParseFlags(t *testing.T) {
 		{"zero per-host", []string{"-backfill-per-host", "0"}, nil, nil, "backfill-per-host"},
 		{"negative host interval", []string{"-backfill-host-interval", "-1s"}, nil, nil, "backfill-host-interval"},
 		{"zero handle checks", []string{"-handle-checks", "0"}, nil, nil, "handle-checks"},
+		{"localhost and ::1 are loopback", []string{"-listen", "[::1]:1"}, map[string]string{"CISTERN_LISTEN": "localhost:2"}, func(c *config) bool {
+			return c.Listen == "[::1]:1"
+		}, ""},
+		{"every interface without a token", []string{"-listen", ":2470"}, nil, nil, "not a loopback address"},
+		{"a public address without a token", []string{"-listen", "192.0.2.1:2470"}, nil, nil, "-admin-token"},
+		{"a host name without a token", nil, map[string]string{"CISTERN_LISTEN": "cistern.example:2470"}, nil, "not a loopback address"},
+		{"every interface with a token", []string{"-listen", ":2470", "-admin-token", "t"}, nil, func(c *config) bool {
+			return c.Listen == ":2470" && c.AdminToken == "t"
+		}, ""},
+		{"every interface with a token file", []string{"-listen", "0.0.0.0:2470"}, map[string]string{"CISTERN_ADMIN_TOKEN_FILE": "/etc/cistern/token"}, func(c *config) bool {
+			return c.AdminTokenFile == "/etc/cistern/token"
+		}, ""},
+		{"connection limits by default", nil, nil, func(c *config) bool {
+			return c.ReadTimeout == httpapi.DefaultReadTimeout && c.IdleTimeout == httpapi.DefaultIdleTimeout &&
+				c.MaxConns == httpapi.DefaultMaxConns && c.MaxStreams == httpapi.DefaultMaxStreams
+		}, ""},
+		{"connection limits", []string{"-read-timeout", "5s", "-idle-timeout", "1m", "-max-conns", "100", "-max-streams", "50"}, nil, func(c *config) bool {
+			return c.ReadTimeout == 5*time.Second && c.IdleTimeout == time.Minute && c.MaxConns == 100 && c.MaxStreams == 50
+		}, ""},
+		{"streams fill every connection", []string{"-max-conns", "100", "-max-streams", "100"}, nil, nil, "below -max-conns"},
+		{"no read timeout", []string{"-read-timeout", "0s"}, nil, nil, "must be positive"},
+		{"no connections", []string{"-max-conns", "0"}, nil, nil, "at least 1"},
+		{"handles verified by default", nil, nil, func(c *config) bool { return !c.SkipHandleVerification }, ""},
+		{"skip handle verification", nil, map[string]string{"CISTERN_SKIP_HANDLE_VERIFICATION": "true"}, func(c *config) bool {
+			return c.SkipHandleVerification
+		}, ""},
+		{"several relays", []string{"-relay", "wss://relay1.example, https://pds.example ,"}, nil, func(c *config) bool {
+			return slices.Equal(c.relays(), []string{"wss://relay1.example", "https://pds.example"})
+		}, ""},
+		{"a relay that is not a URL", []string{"-relay", "wss://relay1.example,relay2"}, nil, nil, `"relay2" is not a ws, wss, http or https URL`},
+		{"no relay", []string{"-relay", " , "}, nil, nil, "no firehose source"},
 		{"bad verify", []string{"-verify", "some"}, nil, nil, "verify mode"},
 		{"bad backfill strategy", []string{"-backfill-strategy", "partial"}, nil, nil, `-backfill-strategy: backfill: unknown strategy "partial"`},
 		{"bad environment", nil, map[string]string{"CISTERN_RETENTION": "soon"}, nil, "CISTERN_RETENTION"},
@@ -152,8 +185,13 @@ func TestDemo(t *testing.T) {
 		t.Fatalf("startup line %q", first)
 	}
 	base := m[1]
-	if l := next("demo help"); !strings.HasPrefix(l, "demo: ") {
+	// Then where the management token is: generated beside the store.
+	tokenFile := filepath.Join(dir, "demo.db.admin-token")
+	if l := next("token line"); !strings.HasPrefix(l, "cistern: management token generated in "+tokenFile+" (mode 0600)") {
 		t.Fatalf("second line %q", l)
+	}
+	if l := next("demo help"); !strings.HasPrefix(l, "demo: ") {
+		t.Fatalf("third line %q", l)
 	}
 	// Keep draining so the process never blocks on stdout; remember the
 	// progress lines.
@@ -233,6 +271,33 @@ func TestDemo(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 
+	// A loopback client that can read the token file can change things;
+	// without the token, nothing changes.
+	tok, err := os.ReadFile(tokenFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	aliceDID := strings.Split(strings.TrimPrefix(page.Records[0].URI, "at://"), "/")[0]
+	resync := func(token string) int {
+		req, _ := http.NewRequest(http.MethodPost, base+"/repos/resync", strings.NewReader(`{"dids":["`+aliceDID+`"]}`))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := resync(""); code != http.StatusForbidden && code != http.StatusUnauthorized {
+		t.Fatalf("POST /repos/resync without the token: %d", code)
+	}
+	if code := resync(strings.TrimSpace(string(tok))); code != http.StatusOK {
+		t.Fatalf("POST /repos/resync with the token from %s: %d", tokenFile, code)
+	}
+
 	var before struct{ Records, NewestEvent int64 }
 	getJSON("/stats", &before)
 	if err := cmd.Process.Signal(syscall.SIGINT); err != nil {
@@ -259,5 +324,82 @@ func TestDemo(t *testing.T) {
 	}
 	if int64(st.NewestEvent) < before.NewestEvent || st.Records == 0 {
 		t.Fatalf("after shutdown: newest event %d, records %d; before: %+v", st.NewestEvent, st.Records, before)
+	}
+}
+
+// The management token: generated once with mode 0600 beside the store,
+// read back on the next start, refused when others can read it; an
+// explicit -admin-token wins and writes nothing.
+func TestAdminToken(t *testing.T) {
+	dir := t.TempDir()
+	db := filepath.Join(dir, "c.db")
+	c := &config{DB: db}
+	first, err := loadAdminToken(c, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !first.generated || first.file != db+".admin-token" || len(first.value) != 64 {
+		t.Fatalf("first start: %+v", first)
+	}
+	fi, err := os.Stat(first.file)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Fatalf("token file mode %04o, want 0600", fi.Mode().Perm())
+	}
+	again, err := loadAdminToken(c, db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if again.generated || again.value != first.value {
+		t.Fatalf("second start: %+v, first %+v", again, first)
+	}
+	if err := os.Chmod(first.file, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadAdminToken(c, db); err == nil || !strings.Contains(err.Error(), "chmod 600") {
+		t.Fatalf("world-readable token file: %v", err)
+	}
+
+	own := filepath.Join(dir, "own-token")
+	if err := os.WriteFile(own, []byte("  mine\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if tok, err := loadAdminToken(&config{DB: db, AdminTokenFile: own}, db); err != nil || tok.value != "mine" || tok.generated {
+		t.Fatalf("-admin-token-file: %+v %v", tok, err)
+	}
+	if err := os.WriteFile(own, []byte("\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := loadAdminToken(&config{DB: db, AdminTokenFile: own}, db); err == nil || !strings.Contains(err.Error(), "empty") {
+		t.Fatalf("empty token file: %v", err)
+	}
+
+	other := filepath.Join(dir, "other.db")
+	if tok, err := loadAdminToken(&config{DB: other, AdminToken: "given"}, other); err != nil || tok.value != "given" || tok.file != "" {
+		t.Fatalf("-admin-token: %+v %v", tok, err)
+	}
+	if _, err := os.Stat(other + ".admin-token"); !os.IsNotExist(err) {
+		t.Fatalf("-admin-token wrote a file: %v", err)
+	}
+}
+
+// The flags of the hardening reach the indexer's configuration.
+func TestApplyHardening(t *testing.T) {
+	c, err := parseFlags([]string{"-relay", "wss://a.example,wss://b.example", "-skip-handle-verification", "-host-authority"}, func(string) string { return "" }, io.Discard)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var icfg cistern.Config
+	c.applyHardening(&icfg)
+	if !icfg.SkipHandleVerification || !icfg.HostAuthority || icfg.RelayURL != "wss://a.example" || !slices.Equal(icfg.Sources, []string{"wss://a.example", "wss://b.example"}) {
+		t.Fatalf("config %+v", icfg)
+	}
+	c, _ = parseFlags(nil, func(string) string { return "" }, io.Discard)
+	icfg = cistern.Config{RelayURL: c.Relay}
+	c.applyHardening(&icfg)
+	if icfg.SkipHandleVerification || icfg.HostAuthority || icfg.Sources != nil || icfg.RelayURL != "wss://bsky.network" {
+		t.Fatalf("defaults %+v", icfg)
 	}
 }

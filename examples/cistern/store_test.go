@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/http"
 	"os"
+	"path/filepath"
 	"regexp"
 	"strings"
 	"sync"
@@ -142,7 +143,7 @@ func (s *server) getJSON(t *testing.T, path string, v any) int {
 // the database and are served back.
 func TestDemoOnPostgres(t *testing.T) {
 	url := pgtest.Schema(t)
-	srv := startServer(t, "-demo", "-store", url)
+	srv := startServer(t, "-demo", "-store", url, "-admin-token-file", filepath.Join(t.TempDir(), "token"))
 	if !strings.Contains(srv.out.String(), "store postgres://") {
 		t.Errorf("startup line does not name the PostgreSQL store:\n%s", srv.out)
 	}
@@ -193,7 +194,7 @@ func TestDemoOnPostgres(t *testing.T) {
 // management writes.
 func TestReadReplica(t *testing.T) {
 	url := pgtest.Schema(t)
-	indexer := startServer(t, "-demo", "-store", url)
+	indexer := startServer(t, "-demo", "-store", url, "-admin-token-file", filepath.Join(t.TempDir(), "token"))
 	var ist struct {
 		Records int64
 		Repos   map[string]int64
@@ -204,7 +205,8 @@ func TestReadReplica(t *testing.T) {
 			t.Fatalf("demo not indexed; stats %+v", ist)
 		}
 	}
-	replica := startServer(t, "-store", url, "-read-only")
+	replicaToken := filepath.Join(t.TempDir(), "token")
+	replica := startServer(t, "-store", url, "-read-only", "-admin-token-file", replicaToken)
 
 	// The same records, read from the replica.
 	list := func(s *server) []string {
@@ -243,6 +245,11 @@ func TestReadReplica(t *testing.T) {
 	} {
 		r, _ := http.NewRequest(req.method, replica.base+req.path, strings.NewReader(req.body))
 		r.Header.Set("Content-Type", "application/json")
+		tok, err := os.ReadFile(replicaToken)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.Header.Set("Authorization", "Bearer "+strings.TrimSpace(string(tok)))
 		resp, err := http.DefaultClient.Do(r)
 		if err != nil {
 			t.Fatal(err)

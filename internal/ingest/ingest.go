@@ -71,6 +71,17 @@ type Config struct {
 	CursorInterval time.Duration
 	// Logger receives the logs.
 	Logger *slog.Logger
+	// MaxHeldPerRepo and MaxHeld cap the live commits held for repos that
+	// are not synced, per repo and in total; past a cap the repo's held
+	// commits are dropped and it is backfilled in full. 0 means
+	// DefaultMaxHeldPerRepo (10,000) and DefaultMaxHeld (1,000,000);
+	// negative means no cap.
+	MaxHeldPerRepo, MaxHeld int
+	// HostAuthority, for firehose sources that are PDS hosts rather than
+	// relays, applies a commit only when it comes from the host that the
+	// repo's DID document names: after an account moves, the old host's
+	// commits for it are ignored.
+	HostAuthority bool
 }
 
 // Ingest follows firehose sources and applies their messages. Create it
@@ -86,6 +97,7 @@ type Ingest struct {
 	pipe    *Pipeline
 	keys    *keyCache
 	metrics *Metrics
+	held    *heldCap
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -95,7 +107,8 @@ type Ingest struct {
 // New returns an Ingest over cfg. Nothing runs until Follow.
 func New(cfg Config) *Ingest {
 	in := &Ingest{cfg: cfg, log: cfg.Logger, st: cfg.Store, w: cfg.Writer, res: cfg.Resolver,
-		repos: cfg.Repos, pipe: cfg.Pipeline, keys: newKeyCache(), metrics: NewMetrics()}
+		repos: cfg.Repos, pipe: cfg.Pipeline, keys: newKeyCache(), metrics: NewMetrics(),
+		held: newHeldCap(cfg.MaxHeldPerRepo, cfg.MaxHeld)}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	return in
 }

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net/url"
+	"strings"
 	"time"
 
 	comatproto "github.com/bluesky-social/indigo/api/atproto"
@@ -96,7 +98,7 @@ func (in *Ingest) handleCommit(ctx context.Context, src string, m *firehose.Mess
 	if in.pipe.Broken(did) {
 		// A queued write of this repo failed and its resync is not queued
 		// yet: hold the commit for after the resync, as during a backfill.
-		return in.write(ctx, func(tx store.Tx) error { return tx.PutBuffer(bufferOf(src, m)) })
+		return in.hold(ctx, bufferOf(src, m))
 	}
 	r := in.pipe.repo(did)
 	var err error
@@ -121,12 +123,21 @@ func (in *Ingest) handleCommit(ctx context.Context, src string, m *firehose.Mess
 	if err != nil {
 		return err
 	}
+	if in.cfg.HostAuthority && movedPDS(r.PDS, src) {
+		// Not the repo's host (the account moved, or another host speaks
+		// for it): ignored. A move is followed by a resync from the new
+		// host (handleIdentity), which brings what it wrote.
+		in.log.Debug("commit from a host the DID document does not name; ignored", "did", did, "source", src, "pds", r.PDS)
+		in.metrics.notAuthoritative.Inc()
+		return nil
+	}
 	switch {
 	case !r.State.Active():
 		return nil // commits of inactive accounts are not applied
 	case r.State != store.StateSynced:
-		return in.write(ctx, func(tx store.Tx) error { return tx.PutBuffer(bufferOf(src, m)) })
+		return in.hold(ctx, bufferOf(src, m))
 	}
+	in.held.forget(did)
 	return in.applyLive(ctx, r, msg, bufferOf(src, m))
 }
 
@@ -490,7 +501,29 @@ func (in *Ingest) handleIdentity(ctx context.Context, msg *comatproto.SyncSubscr
 	if id.Handle == "" && in.cfg.CheckHandle != nil {
 		in.cfg.CheckHandle(r.DID, true)
 	}
+	if movedPDS(r.PDS, id.PDS) && r.State.Active() {
+		// The account migrated: its repo now lives on the new host, which
+		// may hold commits the old one never announced. Fetch it from
+		// there.
+		in.log.Info("account moved to another PDS; resyncing from it", "did", r.DID, "from", r.PDS, "to", id.PDS)
+		_, err := in.repos.Resync(ctx, r.DID)
+		return err
+	}
 	return nil
+}
+
+// movedPDS reports whether a DID document now names another PDS host than
+// the one known (an empty known PDS is no move).
+func movedPDS(known, now string) bool {
+	if known == "" || now == "" {
+		return false
+	}
+	a, errA := url.Parse(known)
+	b, errB := url.Parse(now)
+	if errA != nil || errB != nil {
+		return known != now
+	}
+	return !strings.EqualFold(a.Host, b.Host)
 }
 
 func (in *Ingest) handleAccount(ctx context.Context, msg *comatproto.SyncSubscribeRepos_Account) error {

@@ -23,6 +23,9 @@ type Metrics struct {
 	ops      prometheus.Counter
 	skippedC prometheus.Counter
 	rejects  *prometheus.CounterVec
+
+	heldDropped      prometheus.Counter
+	notAuthoritative prometheus.Counter
 }
 
 // NewMetrics returns zeroed counters on a registry of their own.
@@ -43,8 +46,12 @@ func NewMetrics() *Metrics {
 			Help: "Live commits skipped as stale (rev at or below the stored rev)."}),
 		rejects: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cistern_commits_rejected_total",
 			Help: "Live commits rejected, by reason."}, []string{"reason"}),
+		heldDropped: prometheus.NewCounter(prometheus.CounterOpts{Name: "cistern_held_dropped_total",
+			Help: "Times a repo's held live commits were dropped past a cap, and the repo queued for a full backfill."}),
 	}
-	m.reg.MustRegister(m.frames, m.lag, m.cursor, m.appliedC, m.ops, m.skippedC, m.rejects)
+	m.notAuthoritative = prometheus.NewCounter(prometheus.CounterOpts{Name: "cistern_commits_wrong_host_total",
+		Help: "Live commits ignored because they came from a host that the repo's DID document does not name (Config.HostAuthority)."})
+	m.reg.MustRegister(m.frames, m.lag, m.cursor, m.appliedC, m.ops, m.skippedC, m.rejects, m.heldDropped, m.notAuthoritative)
 	for _, r := range verify.RejectReasons {
 		m.rejects.WithLabelValues(string(r))
 	}

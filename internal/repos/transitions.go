@@ -332,6 +332,52 @@ func (t *Table) MarkDesync(ctx context.Context, did string, ce *verify.CommitErr
 	return err
 }
 
+// DropHeld drops the live commits held for a repo that is not synced, when
+// they pass a cap, and makes sure a full backfill follows: a repo being
+// backfilled is queued again at once (the CAR in flight may predate the
+// commits dropped); a queued one keeps its place and backoff, as its
+// backfill fetches everything. A synced or untracked repo is left alone.
+// The caller holds the repo's live lock.
+func (t *Table) DropHeld(ctx context.Context, did string) error {
+	requeued := false
+	err := t.w.Write(ctx, func(tx store.Tx) error {
+		requeued = false
+		r, err := tx.Repo(did)
+		if errors.Is(err, store.ErrNotFound) {
+			return tx.DeleteBuffer(did, "")
+		}
+		if err != nil {
+			return err
+		}
+		if err := tx.DeleteBuffer(did, ""); err != nil {
+			return err
+		}
+		switch r.State {
+		case store.StateSynced:
+			return nil
+		case store.StateBackfilling:
+			requeued = true
+			next := *r
+			next.State, next.Resync, next.Updated = store.StatePending, true, time.Now()
+			if err := tx.PutRepo(&next); err != nil {
+				return err
+			}
+			return tx.Enqueue(did, time.Now())
+		default:
+			if r.Resync {
+				return nil
+			}
+			next := *r
+			next.Resync = true
+			return tx.PutRepo(&next)
+		}
+	})
+	if err == nil && requeued {
+		t.kick()
+	}
+	return err
+}
+
 // FinishBackfill ends a backfill whose held live commits were applied: the
 // repo is synced (MarkSynced), or queued again when a #sync announced a
 // newer state than the backfill found (see NoteSyncRev). A repo that left
