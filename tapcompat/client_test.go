@@ -18,6 +18,10 @@ import (
 	"github.com/cistern-dev/cistern/testnet"
 )
 
+// clientPassword is the admin password of the servers the client tests
+// start: adding repos (a mutating call) needs credentials.
+const clientPassword = "cl13nt"
+
 // count returns how many event lines match.
 func count(ls []clientLine, match func(l clientLine) bool) int {
 	n := 0
@@ -134,13 +138,13 @@ func TestTapClient_ReconnectRedeliversUnacked(t *testing.T) {
 	node := findNode(t)
 	tn := testnet.New(t)
 	alice := tn.Account(t, "alice.test", testnet.Records(post, 6))
-	srv := startChild(t, tn, childOptions{})
-	c := startClient(t, node, srv.URL(), "")
+	srv := startChild(t, tn, childOptions{Password: clientPassword})
+	c := startClient(t, node, srv.URL(), clientPassword)
 
 	c.do(map[string]any{"cmd": "hold", "n": 3})
 	c.do(map[string]any{"cmd": "add", "dids": []string{alice.DID().String()}})
-	waitIndexed(t, srv.URL(), "", []*testnet.Account{alice})
-	n := int(newestEvent(t, srv.URL(), "")) // the 6 records and the handle
+	waitIndexed(t, srv.URL(), clientPassword, []*testnet.Account{alice})
+	n := int(newestEvent(t, srv.URL(), clientPassword)) // the 6 records and the handle
 	ls := c.waitEvents("every event once", func(ls []clientLine) bool { return len(ls) >= n })
 	if len(ls) != n {
 		t.Fatalf("%d events delivered, want %d", len(ls), n)
@@ -167,7 +171,7 @@ func TestTapClient_ReconnectRedeliversUnacked(t *testing.T) {
 	if !slices.Equal(again, held) {
 		t.Fatalf("redelivered %v, want exactly the unacked %v", again, held)
 	}
-	waitAll(t, &c.acked, srv.URL(), "")
+	waitAll(t, &c.acked, srv.URL(), clientPassword)
 }
 
 // TestTapClient_SurvivesRestarts: the client keeps its connection to
@@ -184,8 +188,8 @@ func TestTapClient_SurvivesRestarts(t *testing.T) {
 		accts = append(accts, a)
 		dids = append(dids, a.DID().String())
 	}
-	srv := startChild(t, tn, childOptions{})
-	c := startClient(t, node, srv.URL(), "")
+	srv := startChild(t, tn, childOptions{Password: clientPassword})
+	c := startClient(t, node, srv.URL(), clientPassword)
 	c.do(map[string]any{"cmd": "hold", "n": 4})
 	c.do(map[string]any{"cmd": "add", "dids": dids})
 	c.waitEvents("the first events", func(ls []clientLine) bool { return len(ls) >= 10 })
@@ -193,8 +197,8 @@ func TestTapClient_SurvivesRestarts(t *testing.T) {
 
 	srv.restart(syscall.SIGKILL)
 	writePosts(t, accts, 2, "while down and after")
-	waitIndexed(t, srv.URL(), "", accts)
-	events := waitAll(t, &c.acked, srv.URL(), "")
+	waitIndexed(t, srv.URL(), clientPassword, accts)
+	events := waitAll(t, &c.acked, srv.URL(), clientPassword)
 
 	var unacked []uint64
 	for _, l := range c.lines() {
@@ -213,8 +217,8 @@ func TestTapClient_SurvivesRestarts(t *testing.T) {
 
 	srv.restart(syscall.SIGTERM)
 	writePosts(t, accts, 1, "after the clean restart")
-	waitIndexed(t, srv.URL(), "", accts)
-	events = waitAll(t, &c.acked, srv.URL(), "")
+	waitIndexed(t, srv.URL(), clientPassword, accts)
+	events = waitAll(t, &c.acked, srv.URL(), clientPassword)
 	if n := count(c.lines(), func(l clientLine) bool { return l.Event.Type == "record" }); n < 45 {
 		t.Fatalf("%d record events, want at least the 45 written", n)
 	}
@@ -358,8 +362,8 @@ func TestTapClient_SeesAFailedResync(t *testing.T) {
 	tn := testnet.New(t)
 	alice := tn.Account(t, "alice.test", testnet.Records(post, 3))
 	tn.Host(0).FailNext("com.atproto.sync.getRepo", 1000, http.StatusBadGateway)
-	srv := startChild(t, tn, childOptions{})
-	c := startClient(t, node, srv.URL(), "")
+	srv := startChild(t, tn, childOptions{Password: clientPassword})
+	c := startClient(t, node, srv.URL(), clientPassword)
 	c.do(map[string]any{"cmd": "add", "dids": []string{alice.DID().String()}})
 	c.waitEvents("alice's failed sync", func(ls []clientLine) bool {
 		return count(ls, func(l clientLine) bool {
