@@ -320,20 +320,15 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if err := t.checkWritable(); err != nil {
 		return err
 	}
+	if err := r.Validate(); err != nil {
+		return fmt.Errorf("boltstore: put record: %w", err)
+	}
+	// Keys hold the fields length-prefixed: bound them.
 	if err := checkField("record DID", r.DID); err != nil {
 		return err
 	}
 	if err := checkField("record collection", r.Collection); err != nil {
 		return err
-	}
-	if strings.IndexByte(r.Collection, '/') >= 0 {
-		return fmt.Errorf("boltstore: collection %q contains '/'", r.Collection)
-	}
-	if r.RKey == "" {
-		return fmt.Errorf("boltstore: put record %s/%s: empty rkey", r.DID, r.Collection)
-	}
-	if len(r.CID) == 0 {
-		return fmt.Errorf("boltstore: put record %s/%s/%s: empty CID", r.DID, r.Collection, r.RKey)
 	}
 	id, _, err := t.didID(r.DID, true)
 	if err != nil {

@@ -4,7 +4,6 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -325,20 +324,8 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if err := t.checkWritable(); err != nil {
 		return err
 	}
-	if err := checkField("record DID", r.DID); err != nil {
-		return err
-	}
-	if err := checkField("record collection", r.Collection); err != nil {
-		return err
-	}
-	if strings.IndexByte(r.Collection, '/') >= 0 {
-		return fmt.Errorf("pgstore: collection %q contains '/'", r.Collection)
-	}
-	if r.RKey == "" {
-		return fmt.Errorf("pgstore: put record %s/%s: empty rkey", r.DID, r.Collection)
-	}
-	if len(r.CID) == 0 {
-		return fmt.Errorf("pgstore: put record %s/%s/%s: empty CID", r.DID, r.Collection, r.RKey)
+	if err := r.Validate(); err != nil {
+		return fmt.Errorf("pgstore: put record: %w", err)
 	}
 	t.lastSeq++
 	seq := t.lastSeq

@@ -375,3 +375,36 @@ func testCountRecordsAndCollections(t *testing.T, s store.Store) {
 		t.Errorf("Counts().Records = %d, want %d", c.Records, 2*len(orderFixture)-2)
 	}
 }
+
+// testInvalidRecordRefused: PutRecord refuses a record that Validate
+// refuses, and the Update that tried it writes nothing.
+func testInvalidRecordRefused(t *testing.T, s store.Store) {
+	good := newRecord("did:plc:alice", "app.bsky.feed.post", "3kabc", "hello")
+	for name, mutate := range map[string]func(r *store.Record){
+		"empty DID":        func(r *store.Record) { r.DID = "" },
+		"empty collection": func(r *store.Record) { r.Collection = "" },
+		"slash collection": func(r *store.Record) { r.Collection = "app.bsky/feed" },
+		"empty rkey":       func(r *store.Record) { r.RKey = "" },
+		"empty CID":        func(r *store.Record) { r.CID = nil },
+	} {
+		r := *good
+		mutate(&r)
+		if r.Validate() == nil {
+			t.Fatalf("%s: Validate accepted %+v", name, r)
+		}
+		err := s.Update(t.Context(), func(tx store.Tx) error { return tx.PutRecord(&r) })
+		if err == nil {
+			t.Errorf("%s: PutRecord accepted %+v", name, r)
+		}
+	}
+	view(t, s, func(tx store.ReadTx) error {
+		c, err := tx.Counts()
+		if err != nil {
+			return err
+		}
+		if c.Records != 0 || c.Blocks != 0 {
+			t.Errorf("after refused records: %d records, %d blocks; want none", c.Records, c.Blocks)
+		}
+		return nil
+	})
+}

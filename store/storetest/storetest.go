@@ -49,6 +49,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RepoOrder", testRepoOrder},
 		{"RecordRoundTrip", testRecordRoundTrip},
 		{"RecordOrder", testRecordOrder},
+		{"InvalidRecordRefused", testInvalidRecordRefused},
 		{"ScanRecordsCursors", testScanRecordsCursors},
 		{"ScanCollection", testScanCollection},
 		{"CountRecordsAndCollections", testCountRecordsAndCollections},
