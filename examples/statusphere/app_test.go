@@ -211,6 +211,7 @@ func TestReadyWhenTheNewestEventIsFilteredOut(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	before := net.Relay().Connections()
 	ctx, cancel := context.WithCancel(context.Background())
 	errc := make(chan error, 1)
 	go func() { errc <- ix.Run(ctx) }()
@@ -221,6 +222,15 @@ func TestReadyWhenTheNewestEventIsFilteredOut(t *testing.T) {
 	}()
 	if err := ix.WaitSynced(ctx, bob.DID().String()); err != nil {
 		t.Fatal(err)
+	}
+	// The deactivation must be seen live: the firehose starts beside the
+	// backfill, so a repo can be synced before the firehose is connected.
+	connected := time.Now().Add(10 * time.Second)
+	for net.Relay().Connections() <= before {
+		if time.Now().After(connected) {
+			t.Fatal("the firehose never connected to the relay")
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 	if _, err := bob.Deactivate(); err != nil { // the newest event: an account event
 		t.Fatal(err)
