@@ -119,6 +119,18 @@ type ReadTx interface {
 	// older than the retained log.
 	EventAtTime(t time.Time) (uint64, error)
 
+	// ScanBacklinks visits the records that link to q.Target from the
+	// source (q.Collection, q.Path), newest first (by the linking record's
+	// Seq; oldest first with q.Reverse), starting strictly after position
+	// q.After. Only links written with PutLinks are indexed.
+	ScanBacklinks(q BacklinkScan, fn func(b *Backlink) (bool, error)) error
+	// CountBacklinks counts the records, and the distinct DIDs, linking to
+	// target from the source (collection, path), without visiting them.
+	CountBacklinks(target, collection, path string) (BacklinkCount, error)
+	// ScanLinkSources visits every source (collection, path) that links to
+	// target, in (collection, path) order, with its count.
+	ScanLinkSources(target string, fn func(collection, path string, n BacklinkCount) (bool, error)) error
+
 	// ScanQueue visits queued repos in order of due time, then DID.
 	ScanQueue(fn func(did string, due time.Time) (bool, error)) error
 
@@ -147,9 +159,17 @@ type Tx interface {
 	// content-addressed under (r.DID, r.CID) and gains one reference; the
 	// value of a replaced record loses one. r.Seq is assigned and returned in r.
 	PutRecord(r *Record) error
-	// DeleteRecord removes a record, dropping one reference to its value.
-	// Deleting an absent record is not an error.
+	// DeleteRecord removes a record, dropping one reference to its value,
+	// and removes the links it held (PutLinks). Deleting an absent record
+	// is not an error.
 	DeleteRecord(did, collection, rkey string) error
+	// PutLinks replaces the links that the record (did, collection, rkey)
+	// holds in the backlink index with links, at position seq (the
+	// record's Seq, as PutRecord assigned it). Empty links removes them.
+	// Duplicates in links are stored once. PutRecord does not touch the
+	// index: a caller that indexes links calls PutLinks after each
+	// PutRecord, in the same transaction.
+	PutLinks(did, collection, rkey string, seq uint64, links []Link) error
 
 	// AppendEvent assigns ev.ID, the next id of the log, and stores the
 	// event. A record event with a CID gains a reference to the block
@@ -201,4 +221,5 @@ type Counts struct {
 	Events       int64 // retained events
 	Blocks       int64
 	BlockBytes   int64
+	Links        int64 // entries in the backlink index
 }
