@@ -5,6 +5,7 @@ import (
 	"testing"
 
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/filterchange"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/testnet"
 )
@@ -32,10 +33,10 @@ func TestFilterChangeCutShortIsFinished(t *testing.T) {
 	from, _ := filter.Spec{DIDs: []string{did}}.Encode()
 	to, _ := filter.Spec{DIDs: []string{did}, Collections: []string{post}}.Encode()
 	if err := ix.write(ctx, func(tx store.Tx) error {
-		if err := tx.PutMeta(metaFilter, to); err != nil {
+		if err := tx.PutMeta(filterchange.MetaFilter, to); err != nil {
 			return err
 		}
-		return tx.PutMeta(metaFilterFrom, from)
+		return tx.PutMeta(filterchange.MetaFrom, from)
 	}); err != nil {
 		t.Fatal(err)
 	}
@@ -54,7 +55,7 @@ func TestFilterChangeCutShortIsFinished(t *testing.T) {
 	if n, err := ix.CountRecords(context.Background(), did, post); err != nil || n != 4 {
 		t.Fatalf("posts: %d, %v; want 4", n, err)
 	}
-	if _, unfinished, err := ix.unfinishedFilterChange(context.Background()); err != nil || unfinished {
+	if _, unfinished, err := ix.filters.Unfinished(context.Background()); err != nil || unfinished {
 		t.Fatalf("change still marked unfinished (%v)", err)
 	}
 }

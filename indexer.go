@@ -47,10 +47,11 @@ import (
 	"sync/atomic"
 
 	"github.com/cistern-dev/cistern/backfill"
-	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/internal/crawl"
+	"github.com/cistern-dev/cistern/internal/filterchange"
 	"github.com/cistern-dev/cistern/internal/handles"
 	"github.com/cistern-dev/cistern/internal/ingest"
+	"github.com/cistern-dev/cistern/internal/replica"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/resolver"
@@ -75,13 +76,6 @@ var (
 	ErrExcluded = errors.New("cistern: DID is excluded by the filter")
 )
 
-// meta keys.
-const (
-	metaFilter      = "filter"
-	metaFilterFrom  = "filter/changing-from"
-	metaCrawlPrefix = "crawl/"
-)
-
 // Indexer indexes part of the network into a store. It is safe for
 // concurrent use. Create it with Open; Close it when done.
 type Indexer struct {
@@ -92,14 +86,13 @@ type Indexer struct {
 	res      resolver.Resolver // the full answer, handle checked (queries); the paths get one that does not wait
 	handles  *handles.Checker  // checks handles beside backfill and live; nil for a resolver that is no HandleChecker
 
-	w      *writer.Writer
-	events *stream.Log
-	bf     *backfill.Scheduler
-	filt   atomic.Pointer[filter.Filter]
-	filtMu sync.Mutex       // serialises filter changes
-	repos  *repos.Table     // per-repo lock and state transitions
-	pipe   *ingest.Pipeline // live writes queued, per repo
-	ing    *ingest.Ingest   // firehose sources, live commits
+	w       *writer.Writer
+	events  *stream.Log
+	bf      *backfill.Scheduler
+	filters *filterchange.Changer // the filter in force, and its changes
+	repos   *repos.Table          // per-repo lock and state transitions
+	pipe    *ingest.Pipeline      // live writes queued, per repo
+	ing     *ingest.Ingest        // firehose sources, live commits
 
 	crawler *crawl.Crawler // discovery of repos that wrote before
 
@@ -143,7 +136,7 @@ func Open(cfg Config) (*Indexer, error) {
 		ix.st, ix.ownStore = db, true
 	}
 	if cfg.ReadOnly {
-		ix.st = readOnlyStore{ix.st}
+		ix.st = replica.Store(ix.st, ErrReadOnly)
 	}
 	ix.res = cfg.Resolver
 	if ix.res == nil {
@@ -155,11 +148,15 @@ func Open(cfg Config) (*Indexer, error) {
 		})
 	}
 	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	var streamWriter stream.Writer = ix.w
+	if cfg.ReadOnly {
+		streamWriter = replica.Writer{Err: ErrReadOnly}
+	}
 	ix.events = stream.New(ix.st, stream.Options{
 		MaxAge:    cfg.Retention.MaxAge,
 		MaxEvents: cfg.Retention.MaxEvents,
 		Logger:    cfg.Logger,
-		Writer:    ix.streamWriter(), // acks and prunes share the one write path
+		Writer:    streamWriter, // acks and prunes share the one write path
 	})
 	ix.bg.Add(1)
 	go func() {
@@ -168,6 +165,8 @@ func Open(cfg Config) (*Indexer, error) {
 	}()
 	ix.repos = repos.New(repos.Options{Store: ix.st, Writer: writeFunc(ix.write), Pending: ix.pipe,
 		Kick: func() { ix.bf.Kick() }})
+	ix.filters = filterchange.New(filterchange.Deps{Store: ix.st, Writer: writeFunc(ix.write), Repos: ix.repos,
+		Kick: func() { ix.crawler.Kick() }, Logger: cfg.Logger})
 	var (
 		checkHandle   func(did string, live bool)
 		backfillCheck func(did string)
@@ -245,16 +244,28 @@ func Open(cfg Config) (*Indexer, error) {
 		Logger:     cfg.Logger,
 	})
 
-	if err := ix.loadFilter(ix.ctx); err != nil {
+	if err := ix.filters.Load(ix.ctx, cfg.ReadOnly); err != nil {
 		ix.shutdown()
 		return nil, err
+	}
+	if !isZeroSpec(cfg.Filter) {
+		if err := ix.SetFilter(ix.ctx, cfg.Filter); err != nil {
+			ix.shutdown()
+			return nil, err
+		}
 	}
 	return ix, nil
 }
 
-// committed runs on the writer goroutine after every commit.
+// committed runs on the writer goroutine after every commit (or, read-only,
+// after the store was seen to change).
 func (ix *Indexer) committed(newest uint64) {
 	ix.events.Notify(newest)
+	ix.storeChanged()
+}
+
+// storeChanged wakes WaitSynced's waiters.
+func (ix *Indexer) storeChanged() {
 	ix.changedMu.Lock()
 	close(ix.changed)
 	ix.changed = make(chan struct{})
@@ -272,7 +283,7 @@ func (ix *Indexer) changes() <-chan struct{} {
 // crawlers, the backfill scheduler and event retention. It returns nil when
 // ctx ends (after saving cursors), or the first fatal error. Run may be
 // called again after it returned. With Config.ReadOnly it follows the store
-// instead (see followStore): nothing is fetched or written.
+// instead (internal/replica): nothing is fetched or written.
 func (ix *Indexer) Run(ctx context.Context) error {
 	// runMu orders this start against Close: either Close sees this Run
 	// in runWG and waits for it, or this Run sees closed.
@@ -307,7 +318,8 @@ func (ix *Indexer) Run(ctx context.Context) error {
 		}()
 	}
 	if ix.cfg.ReadOnly {
-		start("follow store", ix.followStore)
+		start("follow store", replica.New(replica.Deps{Store: ix.st, Notify: ix.events.Notify,
+			Changed: ix.storeChanged, Filters: ix.filters, Logger: ix.log}).Run)
 		wg.Wait()
 		close(errc)
 		return <-errc
