@@ -3,6 +3,8 @@ package cistern
 import (
 	"context"
 	"fmt"
+
+	"github.com/cistern-dev/cistern/internal/query"
 )
 
 // Cursor returns the saved firehose cursor of source (a URL of
@@ -19,7 +21,7 @@ func (ix *Indexer) Cursor(ctx context.Context, source string) (int64, error) {
 // ErrRunning while Run is running, whose own saves would overwrite it.
 func (ix *Indexer) SetCursor(ctx context.Context, source string, cursor int64) error {
 	if cursor < 0 {
-		return invalidArg(nil, "cursor %d is negative", cursor)
+		return query.InvalidArg(nil, "cursor %d is negative", cursor)
 	}
 	ix.runMu.Lock()
 	defer ix.runMu.Unlock()

@@ -51,6 +51,7 @@ import (
 	"github.com/cistern-dev/cistern/internal/filterchange"
 	"github.com/cistern-dev/cistern/internal/handles"
 	"github.com/cistern-dev/cistern/internal/ingest"
+	"github.com/cistern-dev/cistern/internal/query"
 	"github.com/cistern-dev/cistern/internal/replica"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/internal/writer"
@@ -65,13 +66,13 @@ var (
 	// after Close.
 	ErrClosed = errors.New("cistern: indexer closed")
 	// ErrNotTracked is returned for a repo the indexer does not track.
-	ErrNotTracked = errors.New("cistern: repo not tracked")
+	ErrNotTracked = query.ErrNotTracked
 	// ErrRunning is returned by a second concurrent Run.
 	ErrRunning = errors.New("cistern: indexer already running")
 	// ErrInvalidArgument is wrapped by every error about bad input (a DID,
 	// collection, record key, handle, limit or cursor that does not
 	// parse); the message names the value. Nothing is written.
-	ErrInvalidArgument = errors.New("cistern: invalid argument")
+	ErrInvalidArgument = query.ErrInvalidArgument
 	// ErrExcluded is returned by Track for a DID the filter excludes.
 	ErrExcluded = errors.New("cistern: DID is excluded by the filter")
 )
@@ -90,6 +91,7 @@ type Indexer struct {
 	events  *stream.Log
 	bf      *backfill.Scheduler
 	filters *filterchange.Changer // the filter in force, and its changes
+	q       *query.Reader         // the read queries
 	repos   *repos.Table          // per-repo lock and state transitions
 	pipe    *ingest.Pipeline      // live writes queued, per repo
 	ing     *ingest.Ingest        // firehose sources, live commits
@@ -147,6 +149,7 @@ func Open(cfg Config) (*Indexer, error) {
 			Logger:                 cfg.Logger,
 		})
 	}
+	ix.q = &query.Reader{View: ix.view, Resolver: ix.res}
 	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
 	var streamWriter stream.Writer = ix.w
 	if cfg.ReadOnly {

@@ -3,19 +3,18 @@ package cistern
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 
 	"github.com/bluesky-social/indigo/atproto/atdata"
-	"github.com/bluesky-social/indigo/atproto/syntax"
 	"github.com/ipfs/go-cid"
 
+	"github.com/cistern-dev/cistern/internal/query"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/stream"
 )
 
 // ErrRecordNotFound is returned by GetRecord for an absent record.
-var ErrRecordNotFound = errors.New("cistern: record not found")
+var ErrRecordNotFound = query.ErrRecordNotFound
 
 // Record is one stored record.
 type Record struct {
@@ -65,20 +64,16 @@ func recordOf(r *store.Record) (*Record, error) {
 	return &Record{DID: r.DID, Collection: r.Collection, RKey: r.RKey, CID: c, Rev: r.Rev, Value: r.Value, Seq: r.Seq}, nil
 }
 
-func parseCollection(s string) (string, error) {
-	n, err := syntax.ParseNSID(s)
-	if err != nil {
-		return "", invalidArg(err, "invalid collection %q", s)
+func recordsOf(rs []*store.Record) ([]*Record, error) {
+	out := make([]*Record, 0, len(rs))
+	for _, r := range rs {
+		rec, err := recordOf(r)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
 	}
-	return n.String(), nil
-}
-
-func parseRKey(s string) (string, error) {
-	k, err := syntax.ParseRecordKey(s)
-	if err != nil {
-		return "", invalidArg(err, "invalid record key %q", s)
-	}
-	return k.String(), nil
+	return out, nil
 }
 
 // GetRecord returns one record, or an error wrapping ErrRecordNotFound
@@ -88,34 +83,11 @@ func parseRKey(s string) (string, error) {
 // keys are refused (ErrInvalidArgument); after Close it fails with
 // ErrClosed.
 func (ix *Indexer) GetRecord(ctx context.Context, repo, collection, rkey string) (*Record, error) {
-	did, err := ix.repoDID(ctx, repo)
+	r, err := ix.q.Record(ctx, repo, collection, rkey)
 	if err != nil {
 		return nil, err
 	}
-	if collection, err = parseCollection(collection); err != nil {
-		return nil, err
-	}
-	if rkey, err = parseRKey(rkey); err != nil {
-		return nil, err
-	}
-	var out *Record
-	err = ix.view(ctx, func(tx store.ReadTx) error {
-		r, err := tx.Record(did, collection, rkey)
-		if errors.Is(err, store.ErrNotFound) {
-			if known, err := knownRepo(tx, did); err != nil {
-				return err
-			} else if !known {
-				return fmt.Errorf("%w: at://%s/%s/%s: %w: %s", ErrRecordNotFound, did, collection, rkey, ErrNotTracked, did)
-			}
-			return fmt.Errorf("%w: at://%s/%s/%s", ErrRecordNotFound, did, collection, rkey)
-		}
-		if err != nil {
-			return err
-		}
-		out, err = recordOf(r)
-		return err
-	})
-	return out, err
+	return recordOf(r)
 }
 
 // ListOptions select a page of records, with the semantics of
@@ -136,16 +108,6 @@ type RecordPage struct {
 	Cursor  string
 }
 
-func (o *ListOptions) check() error {
-	if o.Limit == 0 {
-		o.Limit = 50
-	}
-	if o.Limit < 1 || o.Limit > 100 {
-		return invalidArg(nil, "limit %d is outside 1..100", o.Limit)
-	}
-	return nil
-}
-
 // ListRecords lists the records of one collection of a repo. repo is a DID
 // or the handle of a tracked repo, as in the HTTP API. A repo the indexer
 // does not know (not tracked, nothing stored) is an error wrapping
@@ -153,96 +115,28 @@ func (o *ListOptions) check() error {
 // without records in collection gives an empty page. After Close it fails
 // with ErrClosed.
 func (ix *Indexer) ListRecords(ctx context.Context, repo, collection string, opts ListOptions) (*RecordPage, error) {
-	did, err := ix.repoDID(ctx, repo)
+	rs, cursor, err := ix.q.Records(ctx, repo, collection, opts.Cursor, opts.Reverse, opts.Limit)
 	if err != nil {
 		return nil, err
 	}
-	if collection, err = parseCollection(collection); err != nil {
-		return nil, err
-	}
-	if err := opts.check(); err != nil {
-		return nil, err
-	}
-	if opts.Cursor != "" {
-		if _, err := parseRKey(opts.Cursor); err != nil {
-			return nil, fmt.Errorf("%w (as cursor)", err)
-		}
-	}
-	page := &RecordPage{}
-	err = ix.view(ctx, func(tx store.ReadTx) error {
-		q := store.RecordScan{DID: did, Collection: collection, After: opts.Cursor, Reverse: !opts.Reverse, WithValues: true}
-		err := tx.ScanRecords(q, func(r *store.Record) (bool, error) {
-			rec, err := recordOf(r)
-			if err != nil {
-				return false, err
-			}
-			page.Records = append(page.Records, rec)
-			return len(page.Records) < opts.Limit+1, nil
-		})
-		if err != nil || len(page.Records) > 0 {
-			return err
-		}
-		if known, err := knownRepo(tx, did); err != nil {
-			return err
-		} else if !known {
-			return fmt.Errorf("%w: %s", ErrNotTracked, did)
-		}
-		return nil
-	})
+	recs, err := recordsOf(rs)
 	if err != nil {
 		return nil, err
 	}
-	if len(page.Records) > opts.Limit {
-		page.Records = page.Records[:opts.Limit]
-		page.Cursor = page.Records[opts.Limit-1].RKey
-	}
-	return page, nil
+	return &RecordPage{Records: recs, Cursor: cursor}, nil
 }
 
 // CountRecords counts a repo's records, of one collection if collection is
 // not empty: 0 for a repo the indexer does not know. repo is a DID or the
 // handle of a tracked repo.
 func (ix *Indexer) CountRecords(ctx context.Context, repo, collection string) (int64, error) {
-	did, err := ix.repoDID(ctx, repo)
-	if err != nil {
-		return 0, err
-	}
-	if collection != "" {
-		if collection, err = parseCollection(collection); err != nil {
-			return 0, err
-		}
-	}
-	var n int64
-	err = ix.view(ctx, func(tx store.ReadTx) error {
-		n, err = tx.CountRecords(did, collection)
-		return err
-	})
-	return n, err
+	return ix.q.Count(ctx, repo, collection)
 }
 
 // CollectionCounts returns the number of records per collection of a repo.
 // repo is a DID or the handle of a tracked repo.
 func (ix *Indexer) CollectionCounts(ctx context.Context, repo string) (map[string]int64, error) {
-	did, err := ix.repoDID(ctx, repo)
-	if err != nil {
-		return nil, err
-	}
-	out := map[string]int64{}
-	err = ix.view(ctx, func(tx store.ReadTx) error {
-		colls, err := tx.Collections(did)
-		if err != nil {
-			return err
-		}
-		for _, c := range colls {
-			n, err := tx.CountRecords(did, c)
-			if err != nil {
-				return err
-			}
-			out[c] = n
-		}
-		return nil
-	})
-	return out, err
+	return ix.q.CollectionCounts(ctx, repo)
 }
 
 // CollectionPage is one page of ListCollection; Cursor is 0 at the end.
@@ -255,31 +149,13 @@ type CollectionPage struct {
 // recently indexed first. cursor is the previous page's Cursor (0 for the
 // first page); limit is 1 to 100, default 50.
 func (ix *Indexer) ListCollection(ctx context.Context, collection string, cursor uint64, limit int) (*CollectionPage, error) {
-	collection, err := parseCollection(collection)
+	rs, next, err := ix.q.Collection(ctx, collection, cursor, limit)
 	if err != nil {
 		return nil, err
 	}
-	o := ListOptions{Limit: limit}
-	if err := o.check(); err != nil {
-		return nil, err
-	}
-	page := &CollectionPage{}
-	err = ix.view(ctx, func(tx store.ReadTx) error {
-		return tx.ScanCollection(collection, cursor, func(r *store.Record) (bool, error) {
-			rec, err := recordOf(r)
-			if err != nil {
-				return false, err
-			}
-			page.Records = append(page.Records, rec)
-			return len(page.Records) < o.Limit+1, nil
-		})
-	})
+	recs, err := recordsOf(rs)
 	if err != nil {
 		return nil, err
 	}
-	if len(page.Records) > o.Limit {
-		page.Records = page.Records[:o.Limit]
-		page.Cursor = page.Records[o.Limit-1].Seq
-	}
-	return page, nil
+	return &CollectionPage{Records: recs, Cursor: next}, nil
 }

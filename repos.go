@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/bluesky-social/indigo/atproto/syntax"
-
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/query"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
 )
@@ -36,44 +35,11 @@ func (e *RepoError) Error() string {
 	return fmt.Sprintf("cistern: repo %s is %s (%s): %s", e.DID, e.State, e.Kind, e.Reason)
 }
 
-// argError is an error about bad input: it names the value and wraps
-// ErrInvalidArgument and the parser's error.
-type argError struct {
-	msg string
-	err error
-}
-
-func (e *argError) Error() string {
-	if e.err == nil {
-		return "cistern: " + e.msg
-	}
-	return "cistern: " + e.msg + ": " + e.err.Error()
-}
-
-func (e *argError) Unwrap() []error {
-	if e.err == nil {
-		return []error{ErrInvalidArgument}
-	}
-	return []error{ErrInvalidArgument, e.err}
-}
-
-func invalidArg(cause error, format string, args ...any) error {
-	return &argError{msg: fmt.Sprintf(format, args...), err: cause}
-}
-
-func parseDID(s string) (string, error) {
-	d, err := syntax.ParseDID(s)
-	if err != nil {
-		return "", invalidArg(err, "invalid DID %q", s)
-	}
-	return d.String(), nil
-}
-
 // Track starts tracking a repo explicitly (whatever the filter says) and
 // queues its backfill. Tracking a repo already tracked queues nothing and
 // is not an error. Excluded DIDs are refused.
 func (ix *Indexer) Track(ctx context.Context, did string) error {
-	did, err := parseDID(did)
+	did, err := query.ParseDID(did)
 	if err != nil {
 		return err
 	}
@@ -99,7 +65,7 @@ func (ix *Indexer) Track(ctx context.Context, did string) error {
 // signal collection) is tracked again by its next such commit: to keep a
 // repo out whatever it writes, add it to the filter's Excludes instead.
 func (ix *Indexer) Untrack(ctx context.Context, did string, deleteData bool) error {
-	did, err := parseDID(did)
+	did, err := query.ParseDID(did)
 	if err != nil {
 		return err
 	}
@@ -119,7 +85,7 @@ func (ix *Indexer) Untrack(ctx context.Context, did string, deleteData bool) err
 // Resync queues a tracked repo for a new backfill; the diff against what is
 // stored emits only the differences. Live commits are held meanwhile.
 func (ix *Indexer) Resync(ctx context.Context, did string) error {
-	did, err := parseDID(did)
+	did, err := query.ParseDID(did)
 	if err != nil {
 		return err
 	}
@@ -138,27 +104,11 @@ func (ix *Indexer) Resync(ctx context.Context, did string) error {
 // Repo returns the state of one repo, or an error wrapping ErrNotTracked.
 // repo is a DID or the handle of a tracked repo, as in the HTTP API.
 func (ix *Indexer) Repo(ctx context.Context, repo string) (*Repo, error) {
-	did, err := ix.repoDID(ctx, repo)
+	r, n, err := ix.q.Repo(ctx, repo)
 	if err != nil {
 		return nil, err
 	}
-	var out *Repo
-	err = ix.view(ctx, func(tx store.ReadTx) error {
-		r, err := tx.Repo(did)
-		if errors.Is(err, store.ErrNotFound) {
-			return fmt.Errorf("%w: %s", ErrNotTracked, did)
-		}
-		if err != nil {
-			return err
-		}
-		n, err := tx.CountRecords(did, "")
-		if err != nil {
-			return err
-		}
-		out = &Repo{Repo: *r, Records: n}
-		return nil
-	})
-	return out, err
+	return &Repo{Repo: *r, Records: n}, nil
 }
 
 // ListReposOptions select a page of repos.
@@ -179,35 +129,11 @@ type RepoPage struct {
 
 // ListRepos lists tracked repos in DID order.
 func (ix *Indexer) ListRepos(ctx context.Context, opts ListReposOptions) (*RepoPage, error) {
-	if opts.Limit <= 0 {
-		opts.Limit = 100
-	}
-	if opts.Limit > 1000 {
-		return nil, invalidArg(nil, "limit %d is above 1000", opts.Limit)
-	}
-	if opts.Cursor != "" {
-		if _, err := parseDID(opts.Cursor); err != nil {
-			return nil, fmt.Errorf("%w (as cursor)", err)
-		}
-	}
-	page := &RepoPage{}
-	err := ix.view(ctx, func(tx store.ReadTx) error {
-		return tx.ScanRepos(opts.Cursor, func(r *store.Repo) (bool, error) {
-			if opts.State != 0 && r.State != opts.State {
-				return true, nil
-			}
-			page.Repos = append(page.Repos, *r)
-			return len(page.Repos) < opts.Limit+1, nil
-		})
-	})
+	repos, cursor, err := ix.q.Repos(ctx, opts.State, opts.Cursor, opts.Limit)
 	if err != nil {
 		return nil, err
 	}
-	if len(page.Repos) > opts.Limit {
-		page.Repos = page.Repos[:opts.Limit]
-		page.Cursor = page.Repos[opts.Limit-1].DID
-	}
-	return page, nil
+	return &RepoPage{Repos: repos, Cursor: cursor}, nil
 }
 
 // WaitSynced returns nil once the repo's backfill is applied (state
@@ -218,7 +144,7 @@ func (ix *Indexer) ListRepos(ctx context.Context, opts ListReposOptions) (*RepoP
 // ctx's error. Nothing is backfilled unless Run is running, so without it
 // WaitSynced waits until ctx ends.
 func (ix *Indexer) WaitSynced(ctx context.Context, did string) error {
-	did, err := parseDID(did)
+	did, err := query.ParseDID(did)
 	if err != nil {
 		return err
 	}
