@@ -4,13 +4,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"net/netip"
-	"net/url"
-	"strings"
 	"time"
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/endpoints"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
 )
@@ -213,89 +211,15 @@ type Retention struct {
 	MaxEvents int64
 }
 
-// ignoredSettings names the settings that c sets and that do nothing:
-// those of the default resolver, when Resolver replaces it.
-func (c Config) ignoredSettings() []string {
-	if c.Resolver == nil {
-		return nil
-	}
-	var out []string
-	if c.PLCURL != "" {
-		out = append(out, "PLCURL")
-	}
-	if c.SkipHandleVerification {
-		out = append(out, "SkipHandleVerification")
-	}
-	return out
-}
-
-// Production endpoints, the defaults of RelayURL and PLCURL.
-const (
-	defaultRelayURL = "wss://bsky.network"
-	defaultPLCURL   = "https://plc.directory"
-)
-
-// mixedNetworks returns a warning when c points one service at a local
-// network (a loopback or private address, or a .test, .local, .localhost
-// or .internal name) and another at production (its default): the
-// indexer would then follow a local relay and resolve its DIDs at the
-// production PLC directory, or the reverse. It is "" otherwise.
-func (c Config) mixedNetworks() string {
-	if c.Resolver != nil {
-		return "" // PLCURL is not used
-	}
-	relayUsed := !(c.NoFirehose && c.NoCrawl)
-	var local string
-	for _, u := range append(append([]string{c.RelayURL, c.CrawlURL}, c.Sources...), c.PLCURL) {
-		if isLocalURL(u) {
-			local = u
-			break
-		}
-	}
-	relayProd := len(c.Sources) == 0 && c.CrawlURL == "" &&
-		(c.RelayURL == "" || c.RelayURL == defaultRelayURL)
-	switch {
-	case local == "":
-		return ""
-	case c.PLCURL == "" || c.PLCURL == defaultPLCURL:
-		return fmt.Sprintf("DIDs are resolved at the production PLC directory %s (PLCURL), while %s is a local service: set PLCURL to the network's directory", defaultPLCURL, local)
-	case relayUsed && relayProd:
-		return fmt.Sprintf("the production relay %s is followed (RelayURL), while %s is a local service: set RelayURL to the network's relay (or NoFirehose and NoCrawl)", defaultRelayURL, local)
-	}
-	return ""
-}
-
-// isLocalURL reports whether u names a loopback or private address, or a
-// name reserved for local use.
-func isLocalURL(u string) bool {
-	p, err := url.Parse(u)
-	if err != nil || p.Host == "" {
-		return false
-	}
-	host := strings.ToLower(p.Hostname())
-	if ip, err := netip.ParseAddr(host); err == nil {
-		return ip.IsLoopback() || ip.IsPrivate() || ip.IsLinkLocalUnicast() || ip.IsUnspecified()
-	}
-	if host == "localhost" {
-		return true
-	}
-	for _, suffix := range []string{".test", ".local", ".localhost", ".internal"} {
-		if strings.HasSuffix(host, suffix) {
-			return true
-		}
-	}
-	return false
-}
-
 func (c Config) withDefaults() (Config, error) {
 	if c.Path == "" {
 		c.Path = "cistern.db"
 	}
 	if c.RelayURL == "" {
-		c.RelayURL = defaultRelayURL
+		c.RelayURL = endpoints.DefaultRelayURL
 	}
 	if c.PLCURL == "" {
-		c.PLCURL = defaultPLCURL
+		c.PLCURL = endpoints.DefaultPLCURL
 	}
 	if c.FirehoseWorkers <= 0 {
 		c.FirehoseWorkers = 128

@@ -48,6 +48,7 @@ import (
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/internal/crawl"
+	"github.com/cistern-dev/cistern/internal/endpoints"
 	"github.com/cistern-dev/cistern/internal/filterchange"
 	"github.com/cistern-dev/cistern/internal/handles"
 	"github.com/cistern-dev/cistern/internal/ingest"
@@ -115,14 +116,14 @@ type Indexer struct {
 // Open opens (or creates) the store and returns an Indexer ready to answer
 // queries. Nothing is fetched until Run.
 func Open(cfg Config) (*Indexer, error) {
-	ignored, mixed, plcDefault := cfg.ignoredSettings(), cfg.mixedNetworks(), cfg.PLCURL == ""
+	given := cfg.endpoints()
 	cfg, err := cfg.withDefaults()
 	if err != nil {
 		return nil, err
 	}
 	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}),
 		pipe: ingest.NewPipeline()}
-	ix.logSettings(ignored, mixed, plcDefault)
+	endpoints.Log(ix.log, given, cfg.endpoints())
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())
 

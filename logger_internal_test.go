@@ -60,7 +60,7 @@ func TestConfig_IgnoredSettings(t *testing.T) {
 		{"custom resolver and both", Config{Resolver: custom, PLCURL: "http://plc", SkipHandleVerification: true}, "PLCURL,SkipHandleVerification"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			if got := strings.Join(tc.cfg.ignoredSettings(), ","); got != tc.want {
+			if got := strings.Join(tc.cfg.endpoints().Ignored(), ","); got != tc.want {
 				t.Errorf("ignoredSettings = %q, want %q", got, tc.want)
 			}
 		})
@@ -88,7 +88,7 @@ func TestConfig_MixedNetworks(t *testing.T) {
 		{"local relay, custom resolver", Config{RelayURL: local, Resolver: resolver.NewStatic()}, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := tc.cfg.mixedNetworks()
+			got := tc.cfg.endpoints().Mixed()
 			if (got == "") != (tc.want == "") || !strings.Contains(got, tc.want) {
 				t.Errorf("mixedNetworks = %q, want one with %q", got, tc.want)
 			}
