@@ -7,7 +7,7 @@
 # real file by `go test -overlay` (through GOFLAGS, so the binaries the
 # suite builds get it too). Production code carries no hook for it.
 # Exits 0 when the suite caught the mutant, 1 when it did not, 2 when the
-# mutant could not be made. Takes about 5 minutes (each failing test waits
+# mutant could not be made or the reference network did not start. Takes about 5 minutes (each failing test waits
 # for convergence).
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -33,6 +33,11 @@ log=$dir/e2e.log
 CISTERN_E2E=1 GOFLAGS="-overlay=$dir/overlay.json" go test -count=1 -timeout 15m ./e2e/ >"$log" 2>&1
 rc=$?
 grep -E '^(--- FAIL|--- PASS|ok|FAIL)' "$log"
+if grep -q 'start refnet:' "$log"; then
+  # The tests failed before the mutant was exercised: that proves nothing.
+  echo "mutation: refnet did not start, so the suite says nothing about the mutant (log in $log)" >&2
+  exit 2
+fi
 if [ $rc -eq 0 ]; then
   echo "mutation: the e2e suite PASSED with live deletes dropped: it does not catch this bug" >&2
   exit 1
