@@ -125,18 +125,23 @@ func TestDiscovery_FullNetworkFindsEveryRepo(t *testing.T) {
 	cfg.NoCrawl = false
 	ix := runIndexer(t, cfg)
 	assertConverged(t, ix, accts...)
-	// The records are in before the repo is marked synced (the held
-	// commits are drained in between): wait for the states too.
-	eventually(t, 20*time.Second, func() string {
-		st, err := ix.Stats(context.Background())
-		if err != nil {
-			return err.Error()
-		}
-		if st.Repos["synced"] != int64(len(accts)) {
-			return fmt.Sprintf("repos %v, want %d synced", st.Repos, len(accts))
-		}
-		return ""
-	})
+	// Every repo was found: its records are in. They land before the repo
+	// is marked synced (its held commits are drained in between), so a
+	// read of the states right now can still see a repo backfilling.
+	// WaitSynced is the signal that a repo's backfill is complete: wait
+	// for it, then the states are settled.
+	dids := make([]string, len(accts))
+	for i, a := range accts {
+		dids[i] = a.DID().String()
+	}
+	waitSynced(t, ix, dids...)
+	st, err := ix.Stats(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Repos["synced"] != int64(len(accts)) {
+		t.Fatalf("repos %v, want %d synced", st.Repos, len(accts))
+	}
 }
 
 func TestLive_OutdatedCursorResyncsEverything(t *testing.T) {
