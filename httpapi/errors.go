@@ -9,11 +9,12 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
-	"unicode/utf8"
 
 	"github.com/bluesky-social/indigo/atproto/syntax"
-	"github.com/cistern-dev/cistern"
 	"github.com/ipfs/go-cid"
+
+	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/internal/jsonhttp"
 )
 
 // Error is the JSON body of every error answer: {"error":"Name","message":"..."}.
@@ -39,37 +40,12 @@ func badRequest(format string, args ...any) *apiError {
 	return &apiError{http.StatusBadRequest, "InvalidRequest", fmt.Sprintf(format, args...)}
 }
 
-// writeJSON answers v as JSON. Like a PDS, it does not escape <, > and &
-// in strings: the answer is JSON, never HTML.
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(v); err != nil { // Encode adds the newline
-		writeError(w, http.StatusInternalServerError, "InternalServerError", "encode answer: "+err.Error())
-		return
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(buf.Bytes())
-}
-
-// maxMessageBytes bounds the message of an error answer, so that a huge
-// parameter or path is never echoed back whole.
-const maxMessageBytes = 1024
+// writeJSON and writeError answer through internal/jsonhttp, as every HTTP
+// surface of cistern does.
+func writeJSON(w http.ResponseWriter, status int, v any) { jsonhttp.Write(w, status, v) }
 
 func writeError(w http.ResponseWriter, status int, name, message string) {
-	if len(message) > maxMessageBytes {
-		cut := maxMessageBytes
-		for cut > 0 && !utf8.RuneStart(message[cut]) {
-			cut--
-		}
-		message = message[:cut] + "… (message cut at " + strconv.Itoa(cut) + " of " + strconv.Itoa(len(message)) + " bytes)"
-	}
-	b, _ := json.Marshal(Error{Name: name, Message: message})
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	jsonhttp.Error(w, status, name, message)
 }
 
 // fail answers err: an *apiError as it says, anything else as a 500 (logged).

@@ -2,7 +2,6 @@ package tapcompat
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"net/http"
 	"strconv"
@@ -10,6 +9,7 @@ import (
 	"github.com/bluesky-social/indigo/atproto/syntax"
 
 	"github.com/cistern-dev/cistern"
+	"github.com/cistern-dev/cistern/internal/jsonhttp"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -39,26 +39,12 @@ func (s *Service) Register(mux *http.ServeMux, protect func(http.Handler) http.H
 	h("GET /stats/cursors", s.serveCursors)
 }
 
-func writeJSON(w http.ResponseWriter, status int, v any) {
-	b, err := json.Marshal(v)
-	if err != nil {
-		writeError(w, http.StatusInternalServerError, "InternalServerError", "encode answer: "+err.Error())
-		return
-	}
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
-}
+// writeJSON and writeError answer through internal/jsonhttp, in cistern's
+// one JSON and error form.
+func writeJSON(w http.ResponseWriter, status int, v any) { jsonhttp.Write(w, status, v) }
 
-// writeError answers in cistern's error form, {"error":"Name","message":"…"}.
 func writeError(w http.ResponseWriter, status int, name, message string) {
-	b, _ := json.Marshal(struct {
-		Error   string `json:"error"`
-		Message string `json:"message"`
-	}{name, message})
-	w.Header().Set("Content-Type", "application/json; charset=utf-8")
-	w.WriteHeader(status)
-	_, _ = w.Write(append(b, '\n'))
+	jsonhttp.Error(w, status, name, message)
 }
 
 func (s *Service) internal(w http.ResponseWriter, r *http.Request, err error) {
