@@ -14,6 +14,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/cistern-dev/cistern/internal/wsserve"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/stream"
 )
@@ -47,16 +48,7 @@ type StreamOptions struct {
 }
 
 func (o StreamOptions) withDefaults() StreamOptions {
-	if o.PingInterval <= 0 {
-		o.PingInterval = 30 * time.Second
-	}
-	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = 10 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	return o
+	return StreamOptions(wsserve.Options(o).WithDefaults())
 }
 
 // StreamHandler serves the event stream over WebSocket, and over plain HTTP
@@ -215,7 +207,7 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.servePlain(ctx, w, r, sub, frameErr, frameMsg) // see streamhttp.go
 		return
 	}
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.opts.OriginPatterns})
+	conn, err := wsserve.Options(h.opts).Accept(w, r)
 	if err != nil {
 		return // Accept has answered the request
 	}
@@ -234,37 +226,13 @@ func (h *streamHandler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	pinger.Add(1)
 	go func() {
 		defer pinger.Done()
-		h.ping(ctx, cancel, conn)
+		wsserve.Options(h.opts).KeepAlive(ctx, cancel, conn, "stream")
 	}()
 	defer pinger.Wait()
 	defer cancel()
 
 	if code, reason := h.serve(ctx, conn, sub); code >= 0 {
 		conn.Close(code, reason)
-	}
-}
-
-// ping pings the client every PingInterval and ends the connection's
-// context when a pong does not come back within WriteTimeout.
-func (h *streamHandler) ping(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn) {
-	t := time.NewTicker(h.opts.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pctx, pcancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
-		err := conn.Ping(pctx)
-		pcancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				h.opts.Logger.Info("stream: client did not answer ping", "err", err)
-			}
-			cancel()
-			return
-		}
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/coder/websocket"
 
+	"github.com/cistern-dev/cistern/internal/wsserve"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/cistern-dev/cistern/stream"
 )
@@ -41,18 +42,7 @@ type Options struct {
 	Logger *slog.Logger
 }
 
-func (o Options) withDefaults() Options {
-	if o.PingInterval <= 0 {
-		o.PingInterval = 30 * time.Second
-	}
-	if o.WriteTimeout <= 0 {
-		o.WriteTimeout = 10 * time.Second
-	}
-	if o.Logger == nil {
-		o.Logger = slog.New(slog.DiscardHandler)
-	}
-	return o
-}
+func (o Options) withDefaults() Options { return Options(wsserve.Options(o).WithDefaults()) }
 
 // Handler serves Jetstream's /subscribe WebSocket over cistern's event log
 // (see the package documentation for the protocol). It is safe for
@@ -131,7 +121,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		h.m.outdated.Inc()
 	}
 
-	conn, err := websocket.Accept(w, r, &websocket.AcceptOptions{OriginPatterns: h.opts.OriginPatterns})
+	conn, err := wsserve.Options(h.opts).Accept(w, r)
 	if err != nil {
 		return // Accept has answered the request
 	}
@@ -151,7 +141,7 @@ func (h *Handler) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}()
 	go func() {
 		defer wg.Done()
-		h.ping(ctx, cancel, conn)
+		wsserve.Options(h.opts).KeepAlive(ctx, cancel, conn, "jetstream")
 	}()
 	defer wg.Wait()
 	defer cancel()
@@ -238,30 +228,6 @@ func closeReason(s string) string {
 		s = s[:len(s)-1]
 	}
 	return s + "..."
-}
-
-// ping pings the client every PingInterval and ends the connection's
-// context when a pong does not come back within WriteTimeout.
-func (h *Handler) ping(ctx context.Context, cancel context.CancelFunc, conn *websocket.Conn) {
-	t := time.NewTicker(h.opts.PingInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pctx, pcancel := context.WithTimeout(ctx, h.opts.WriteTimeout)
-		err := conn.Ping(pctx)
-		pcancel()
-		if err != nil {
-			if ctx.Err() == nil {
-				h.opts.Logger.Info("jetstream: client did not answer ping", "err", err)
-			}
-			cancel()
-			return
-		}
-	}
 }
 
 // serve streams events from start, resubscribing after each filter

@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"time"
 
 	"github.com/coder/websocket"
+
+	"github.com/cistern-dev/cistern/internal/wsserve"
 )
 
 // ackMessage is what a /channel client sends: {"type":"ack","id":N}.
@@ -75,22 +76,8 @@ func (s *Service) serveChannel(w http.ResponseWriter, r *http.Request) {
 	}()
 	go func() {
 		defer close(pingDone)
-		t := time.NewTicker(s.opts.PingInterval)
-		defer t.Stop()
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-t.C:
-				pctx, pcancel := context.WithTimeout(ctx, s.opts.WriteTimeout)
-				err := c.Ping(pctx)
-				pcancel()
-				if err != nil {
-					cancel()
-					return
-				}
-			}
-		}
+		ws := wsserve.Options{PingInterval: s.opts.PingInterval, WriteTimeout: s.opts.WriteTimeout, Logger: s.log}
+		ws.KeepAlive(ctx, cancel, c, "tapcompat: /channel")
 	}()
 	for {
 		d, err := s.outbox.Next(ctx, conn)
