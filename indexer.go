@@ -46,6 +46,8 @@ import (
 	"sync"
 	"sync/atomic"
 
+	"golang.org/x/sync/errgroup"
+
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/internal/crawl"
 	"github.com/cistern-dev/cistern/internal/endpoints"
@@ -309,24 +311,21 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	stop := context.AfterFunc(ix.runCtx, cancel) // Close stops Run
 	defer stop()
 
-	var wg sync.WaitGroup
-	errc := make(chan error, 8)
+	// The first part to fail stops the others; errors after that are
+	// their stopping.
+	g, ctx := errgroup.WithContext(ctx)
 	start := func(name string, fn func(context.Context) error) {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
+		g.Go(func() error {
 			if err := fn(ctx); err != nil && ctx.Err() == nil {
-				errc <- fmt.Errorf("cistern: %s: %w", name, err)
-				cancel()
+				return fmt.Errorf("cistern: %s: %w", name, err)
 			}
-		}()
+			return nil
+		})
 	}
 	if ix.cfg.ReadOnly {
 		start("follow store", replica.New(replica.Deps{Store: ix.st, Notify: ix.events.Notify,
 			Changed: ix.storeChanged, Filters: ix.filters, Logger: ix.log}).Run)
-		wg.Wait()
-		close(errc)
-		return <-errc
+		return g.Wait()
 	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
@@ -341,9 +340,7 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	if !ix.cfg.NoCrawl {
 		start("crawler", ix.crawler.Run)
 	}
-	wg.Wait()
-	close(errc)
-	return <-errc
+	return g.Wait()
 }
 
 // Close stops Run if it is running, waits for everything the Indexer
