@@ -2,12 +2,10 @@ package cistern
 
 import (
 	"context"
-	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cistern-dev/cistern/backfill"
-	"github.com/cistern-dev/cistern/internal/repos"
-	"github.com/cistern-dev/cistern/store"
-	"github.com/prometheus/client_golang/prometheus"
 )
 
 // Stats is a snapshot of what the Indexer holds and has done.
@@ -64,35 +62,15 @@ type HandleCheckStats struct {
 // Stats returns counts of repos by state, records, events and bytes on
 // disk, and the work done so far.
 func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
-	s := &Stats{Repos: map[string]int64{}}
-	err := ix.view(ctx, func(tx store.ReadTx) error {
-		c, err := tx.Counts()
-		if err != nil {
-			return err
-		}
-		for st, n := range c.ReposByState {
-			s.Repos[st.String()] = n
-		}
-		s.Records, s.Events, s.Blocks, s.BlockBytes = c.Records, c.Events, c.Blocks, c.BlockBytes
-		s.OldestEvent, s.NewestEvent, err = tx.EventBounds()
-		if err != nil {
-			return err
-		}
-		if s.Rejected, err = repos.RejectCounts(tx); err != nil {
-			return err
-		}
-		if hc, ok := tx.(store.HeldCounter); ok {
-			if s.HeldCommits, s.HeldBytes, err = hc.HeldCommits(); err != nil {
-				return err
-			}
-		}
-		return tx.ScanQueue(func(string, time.Time) (bool, error) {
-			s.Queued++
-			return true, nil
-		})
-	})
+	c, err := ix.q.StoreStats(ctx)
 	if err != nil {
 		return nil, err
+	}
+	s := &Stats{Repos: map[string]int64{}, Records: c.Records, Events: c.Events, Blocks: c.Blocks, BlockBytes: c.BlockBytes,
+		NewestEvent: c.NewestEvent, OldestEvent: c.OldestEvent, Rejected: c.Rejected, Queued: c.Queued,
+		HeldCommits: c.HeldCommits, HeldBytes: c.HeldBytes}
+	for st, n := range c.ReposByState {
+		s.Repos[st.String()] = n
 	}
 	s.DiskBytes = ix.st.Size()
 	s.Backfill = ix.bf.Stats()
