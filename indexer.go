@@ -29,13 +29,17 @@
 // ErrInvalidArgument for input that does not parse; queries take a DID or
 // the handle of a tracked repo, as the HTTP API does.
 //
-// This package only wires the parts and answers queries. Underneath, every
-// change goes through one group-commit writer (internal/writer) into a
-// store.Store, with its event in the same transaction; internal/ingest
-// follows the firehose and applies verified commits (package verify);
-// internal/repos owns the repo state machine; backfill brings repos in from
-// their PDS; internal/crawl discovers repos that wrote before; stream
-// serves the event log.
+// This package only wires the parts and keeps the public API: its methods
+// check their arguments and call down, and nothing below calls back up.
+// Underneath, every change goes through one group-commit writer
+// (internal/writer) into a store.Store, with its event in the same
+// transaction; internal/ingest follows the firehose and applies verified
+// commits (package verify); internal/repos owns the repo state machine;
+// backfill brings repos in from their PDS; internal/crawl discovers repos
+// that wrote before; internal/filterchange holds the filter in force and
+// carries out its changes; internal/query answers the read queries;
+// internal/replica follows the store in a read-only replica; stream serves
+// the event log.
 package cistern
 
 import (

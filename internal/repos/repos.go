@@ -4,7 +4,8 @@
 // effects.
 //
 // The indexer (package cistern), live ingestion (internal/ingest), the
-// discovery crawl (internal/crawl) and backfill all change repo states
+// discovery crawl (internal/crawl), filter changes (internal/filterchange),
+// handle checks (internal/handles) and backfill all change repo states
 // through it; none writes a state itself. A reader finds every way into a
 // state here:
 //
