@@ -34,7 +34,7 @@
 //	evtimes   time (12 bytes, as queue)      → event id where the running
 //	                                            maximum of event times rose
 //	                                            to it (see eventtime.go)
-//	links, linksrc, linkdids, reclinks       the backlink index (links.go)
+//	links, linksrc, reclinks                 the backlink index (links.go)
 //
 // The event encoding is a format byte, kind, flags and action bytes, the time
 // as varint Unix seconds and uvarint nanoseconds (exact to the nanosecond,
@@ -165,11 +165,10 @@ var (
 	bucketEvTimes   = []byte("evtimes")
 	bucketLinks     = []byte("links")
 	bucketLinkSrc   = []byte("linksrc")
-	bucketLinkDIDs  = []byte("linkdids")
 	bucketRecLinks  = []byte("reclinks")
 
 	// linkBuckets came with schema version 5.
-	linkBuckets = [][]byte{bucketLinks, bucketLinkSrc, bucketLinkDIDs, bucketRecLinks}
+	linkBuckets = [][]byte{bucketLinks, bucketLinkSrc, bucketRecLinks}
 
 	allBuckets = append([][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
 		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,

@@ -13,20 +13,23 @@ import (
 )
 
 // The backlink index (schema version 5). A source is a collection id and a
-// path; lsrc below is lp(target) | collection id | lp(path).
+// path; lsrc below is lp(target) | collection id | lp(path), a prefix of no
+// other source's.
 //
-//	links     lsrc | seq                   → repo id | rkey
-//	linksrc   lsrc                         → records (8) | distinct repos (8)
-//	linkdids  lsrc | repo id               → uint64 links of the repo to it
+//	links     lsrc | 0 | seq                → repo id | rkey
+//	          lsrc | 1 | repo id            → uint64 links of the repo to it
+//	linksrc   lsrc                          → records (8) | distinct repos (8)
 //	reclinks  repo id | collection "/" rkey → uvarint seq | uvarint n |
 //	                                          n × (uvarint len | target,
 //	                                               uvarint len | path)
 //
 // reclinks is the forward index: what PutLinks stored for a record, so that
 // the next PutLinks or DeleteRecord removes exactly those entries. linksrc
-// and linkdids keep the counts exact without scanning: a source's record
-// count changes with each entry, its distinct-repo count when a repo's
-// count in linkdids appears or reaches zero. The total number of entries is
+// and the per-repo counts keep the counts exact without scanning: a
+// source's record count changes with each entry, its distinct-repo count
+// when a repo's count appears or reaches zero. The per-repo counts sit
+// beside the source's entries, so that indexing a link dirties two pages
+// (links and linksrc) rather than three. The total number of entries is
 // the sys counter count/links.
 
 // maxLinkKey bounds lp(target) + lp(path) of one link: bbolt keys are at
@@ -34,6 +37,12 @@ import (
 const maxLinkKey = 16 << 10
 
 var keyLinks = []byte("count/links")
+
+// Kinds of keys in links, after lsrc.
+const (
+	linkEntry   = 0
+	linkPerRepo = 1
+)
 
 // appendLinkSource appends lsrc.
 func appendLinkSource(k []byte, target string, collID uint32, path string) []byte {
@@ -59,7 +68,7 @@ func (t *tx) ScanBacklinks(q store.BacklinkScan, fn func(b *store.Backlink) (boo
 	if err != nil || !ok || q.Target == "" || 4+len(q.Target)+len(q.Path) > maxLinkKey {
 		return err
 	}
-	prefix := appendLinkSource(nil, q.Target, collID, q.Path)
+	prefix := append(appendLinkSource(nil, q.Target, collID, q.Path), linkEntry)
 	c := t.links.Cursor()
 	var k, v []byte
 	switch {
@@ -234,7 +243,7 @@ func (t *tx) PutLinks(did, collection, rkey string, seq uint64, links []store.Li
 // addLink adds one entry of the index and counts it.
 func (t *tx) addLink(l store.Link, collID uint32, seq uint64, id uint32, rkey string) error {
 	src := appendLinkSource(t.alloc(4 + len(l.Target) + idLen + len(l.Path))[:0], l.Target, collID, l.Path)
-	k := append(t.alloc(len(src) + 8)[:0], src...)
+	k := append(append(t.alloc(len(src) + 9)[:0], src...), linkEntry)
 	k = binary.BigEndian.AppendUint64(k, seq)
 	v := appendByCollValue(t.alloc(idLen + len(rkey))[:0], id, rkey)
 	if err := t.links.Put(k, v); err != nil {
@@ -245,22 +254,22 @@ func (t *tx) addLink(l store.Link, collID uint32, seq uint64, id uint32, rkey st
 
 // countLink changes the counts of a source by one entry of repo id.
 func (t *tx) countLink(src []byte, id uint32, d int64) error {
-	dk := appendID(append(t.alloc(len(src) + idLen)[:0], src...), id)
-	perRepo := int64(getU64(t.linkDIDs.Get(dk))) + d
+	dk := appendID(append(append(t.alloc(len(src) + 1 + idLen)[:0], src...), linkPerRepo), id)
+	perRepo := int64(getU64(t.links.Get(dk))) + d
 	var dids int64
 	switch {
 	case perRepo <= 0:
 		if perRepo < 0 {
 			t.db.log.Warn("boltstore: backlink repo count went negative; clamped to 0", "key", fmt.Sprintf("%x", dk))
 		}
-		if err := t.linkDIDs.Delete(dk); err != nil {
+		if err := t.links.Delete(dk); err != nil {
 			return err
 		}
 		if perRepo == 0 {
 			dids = -1
 		}
 	default:
-		if err := t.linkDIDs.Put(dk, u64(uint64(perRepo))); err != nil {
+		if err := t.links.Put(dk, u64(uint64(perRepo))); err != nil {
 			return err
 		}
 		if perRepo == 1 && d > 0 {
@@ -312,7 +321,7 @@ func (t *tx) dropLinks(id, collID uint32, rk []byte) error {
 			return fmt.Errorf("boltstore: record links %x: %w", rk, errMalformed)
 		}
 		src := appendLinkSource(nil, string(target), collID, string(path))
-		if err := t.links.Delete(binary.BigEndian.AppendUint64(clone(src), seq)); err != nil {
+		if err := t.links.Delete(binary.BigEndian.AppendUint64(append(clone(src), linkEntry), seq)); err != nil {
 			return err
 		}
 		if err := t.countLink(src, id, -1); err != nil {

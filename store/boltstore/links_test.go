@@ -255,7 +255,7 @@ func TestMigrateSchema4AddsTheBacklinkIndex(t *testing.T) {
 		t.Fatal(err)
 	}
 	err = bdb.Update(func(tx *bolt.Tx) error {
-		for _, b := range []string{"links", "linksrc", "linkdids", "reclinks"} {
+		for _, b := range []string{"links", "linksrc", "reclinks"} {
 			if err := tx.DeleteBucket([]byte(b)); err != nil {
 				return err
 			}

@@ -21,7 +21,7 @@ type tx struct {
 	repos, records, colls, byColl, blocks, events,
 	queue, queueDID, buffer, meta, sys, handles, evtimes *bolt.Bucket
 	// The backlink index (see links.go).
-	links, linkSrc, linkDIDs, recLinks *bolt.Bucket
+	links, linkSrc, recLinks *bolt.Bucket
 	// evMax caches the newest key of evtimes (see eventtime.go).
 	evMax       []byte
 	evMaxLoaded bool
@@ -88,7 +88,6 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		evtimes:  btx.Bucket(bucketEvTimes),
 		links:    btx.Bucket(bucketLinks),
 		linkSrc:  btx.Bucket(bucketLinkSrc),
-		linkDIDs: btx.Bucket(bucketLinkDIDs),
 		recLinks: btx.Bucket(bucketRecLinks),
 		repoDict: dict{what: "DID", ids: btx.Bucket(bucketDIDs), names: btx.Bucket(bucketDIDNames)},
 		collDict: dict{what: "collection", ids: btx.Bucket(bucketCollIDs), names: btx.Bucket(bucketCollNames)},
