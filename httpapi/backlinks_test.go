@@ -126,6 +126,18 @@ func TestXRPC_Backlinks(t *testing.T) {
 		}
 	}
 
+	// Before Run has built the index, the server says so.
+	building, err := cistern.Open(cistern.Config{Path: t.TempDir() + "/b.db", RelayURL: net.RelayURL(), PLCURL: net.PLCURL(),
+		SkipHandleVerification: true, Logger: quiet, Backlinks: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer building.Close()
+	a = xrpc(t, serve(t, building, httpapi.Options{}).URL, "blue.microcosm.links.getBacklinksCount", "subject", uri, "source", source)
+	if a.Status != http.StatusServiceUnavailable || a.errName() != "IndexNotReady" {
+		t.Fatalf("getBacklinksCount before the build: %d %s", a.Status, a.Body)
+	}
+
 	// A server whose indexer keeps no index says so.
 	off := serve(t, openIndexer(t, net, filter.Spec{}), httpapi.Options{})
 	a = xrpc(t, off.URL, "blue.microcosm.links.getBacklinks", "subject", uri, "source", source)
