@@ -415,3 +415,58 @@ func TestCisternRules(t *testing.T) {
 		}
 	}
 }
+
+// Durable consumers are reported one by one up to MaxConsumerSeries, those
+// furthest behind first; cistern_consumers counts them all.
+func TestMetrics_ConsumerSeriesBounded(t *testing.T) {
+	net := testnet.New(t)
+	alice := net.Account(t, "alice.test", testnet.Records(posts, 3))
+	did := alice.DID().String()
+	ix := openIndexer(t, net, filter.Spec{DIDs: []string{did}})
+	waitSynced(t, ix, did)
+	api := serve(t, ix, httpapi.Options{}).URL
+	ctx := t.Context()
+
+	// The stalled consumers sort after the others by name: only their lag
+	// puts them in the report.
+	const behind = 5
+	ack := func(name string, events int) {
+		t.Helper()
+		sub, err := ix.Subscribe(ctx, stream.SubscribeOptions{Name: name})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer sub.Close()
+		for range events {
+			ev := <-sub.Events()
+			if err := sub.Ack(ctx, ev.ID); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	for i := range httpapi.MaxConsumerSeries {
+		ack(fmt.Sprintf("caught-up-%03d", i), 3)
+	}
+	for i := range behind {
+		ack(fmt.Sprintf("stalled-%d", i), 1)
+	}
+
+	mfs := parseMetrics(t, get(t, api+"/metrics").Body)
+	if n := value(mfs, "cistern_consumers"); n != httpapi.MaxConsumerSeries+behind {
+		t.Errorf("cistern_consumers = %v, want %d", n, httpapi.MaxConsumerSeries+behind)
+	}
+	for _, name := range []string{"cistern_consumer_lag_events", "cistern_consumer_last_ack_timestamp_seconds"} {
+		if n := len(mfs[name].GetMetric()); n != httpapi.MaxConsumerSeries {
+			t.Errorf("%s has %d series, want %d", name, n, httpapi.MaxConsumerSeries)
+		}
+	}
+	reported := map[string]bool{}
+	for _, m := range mfs["cistern_consumer_lag_events"].GetMetric() {
+		reported[m.GetLabel()[0].GetValue()] = true
+	}
+	for i := range behind {
+		if name := fmt.Sprintf("stalled-%d", i); !reported[name] {
+			t.Errorf("%s, the furthest behind, is not reported", name)
+		}
+	}
+}
