@@ -53,6 +53,7 @@ import (
 	"golang.org/x/sync/errgroup"
 
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/backlinks"
 	"github.com/cistern-dev/cistern/internal/crawl"
 	"github.com/cistern-dev/cistern/internal/endpoints"
 	"github.com/cistern-dev/cistern/internal/filterchange"
@@ -103,7 +104,8 @@ type Indexer struct {
 	pipe    *ingest.Pipeline      // live writes queued, per repo
 	ing     *ingest.Ingest        // firehose sources, live commits
 
-	crawler *crawl.Crawler // discovery of repos that wrote before
+	crawler *crawl.Crawler   // discovery of repos that wrote before
+	links   *backlinks.Index // the backlink index (Config.Backlinks)
 
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced after each commit
@@ -157,7 +159,16 @@ func Open(cfg Config) (*Indexer, error) {
 		})
 	}
 	ix.q = &query.Reader{View: ix.view, Resolver: ix.res}
-	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	lopts := backlinks.Options{Store: ix.st, Enabled: cfg.Backlinks, Logger: cfg.Logger}
+	if !cfg.ReadOnly {
+		lopts.Write = ix.write
+	}
+	ix.links = backlinks.New(lopts)
+	wopts := writer.Options{Logger: cfg.Logger, OnCommit: ix.committed}
+	if cfg.Backlinks {
+		wopts.Links = ix.links.Links
+	}
+	ix.w = writer.New(ix.st, wopts)
 	var streamWriter stream.Writer = ix.w
 	if cfg.ReadOnly {
 		streamWriter = replica.Writer{Err: ErrReadOnly}
@@ -264,6 +275,10 @@ func Open(cfg Config) (*Indexer, error) {
 			return nil, err
 		}
 	}
+	if err := ix.links.Open(ix.ctx); err != nil {
+		ix.shutdown()
+		return nil, fmt.Errorf("cistern: %w", err)
+	}
 	return ix, nil
 }
 
@@ -333,6 +348,9 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
+	if ix.cfg.Backlinks {
+		start("backlink index", ix.links.Build)
+	}
 	if ix.handles != nil {
 		start("handle checks", ix.handles.Run)
 	}

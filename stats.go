@@ -6,6 +6,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/backlinks"
+	"github.com/cistern-dev/cistern/store"
 )
 
 // Stats is a snapshot of what the Indexer holds and has done.
@@ -42,6 +44,8 @@ type Stats struct {
 	// HandleChecks reports the handle checks run beside backfill and live
 	// sync (all zero with a resolver that is no resolver.HandleChecker).
 	HandleChecks HandleCheckStats `json:"handleChecks"`
+	// Backlinks reports the backlink index (Config.Backlinks).
+	Backlinks backlinks.Status `json:"backlinks"`
 }
 
 // HandleCheckStats counts handle checks since Open (see
@@ -62,13 +66,17 @@ type HandleCheckStats struct {
 // Stats returns counts of repos by state, records, events and bytes on
 // disk, and the work done so far.
 func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
-	c, err := ix.q.StoreStats(ctx)
+	var links backlinks.Status
+	c, err := ix.q.StoreStats(ctx, func(tx store.ReadTx) (err error) {
+		links, err = ix.links.Status(tx)
+		return err
+	})
 	if err != nil {
 		return nil, err
 	}
 	s := &Stats{Repos: map[string]int64{}, Records: c.Records, Events: c.Events, Blocks: c.Blocks, BlockBytes: c.BlockBytes,
 		NewestEvent: c.NewestEvent, OldestEvent: c.OldestEvent, Rejected: c.Rejected, Queued: c.Queued,
-		HeldCommits: c.HeldCommits, HeldBytes: c.HeldBytes}
+		HeldCommits: c.HeldCommits, HeldBytes: c.HeldBytes, Backlinks: links}
 	for st, n := range c.ReposByState {
 		s.Repos[st.String()] = n
 	}

@@ -23,8 +23,9 @@ type StoreStats struct {
 	Queued int64
 }
 
-// StoreStats reads the store's counters.
-func (q *Reader) StoreStats(ctx context.Context) (*StoreStats, error) {
+// StoreStats reads the store's counters; also, if not nil, reads more in
+// the same transaction.
+func (q *Reader) StoreStats(ctx context.Context, also func(tx store.ReadTx) error) (*StoreStats, error) {
 	s := &StoreStats{}
 	err := q.View(ctx, func(tx store.ReadTx) error {
 		var err error
@@ -33,6 +34,11 @@ func (q *Reader) StoreStats(ctx context.Context) (*StoreStats, error) {
 		}
 		if s.OldestEvent, s.NewestEvent, err = tx.EventBounds(); err != nil {
 			return err
+		}
+		if also != nil {
+			if err := also(tx); err != nil {
+				return err
+			}
 		}
 		if s.Rejected, err = repos.RejectCounts(tx); err != nil {
 			return err
