@@ -101,7 +101,7 @@ type Indexer struct {
 	filters *filterchange.Changer // the filter in force, and its changes
 	q       *query.Reader         // the read queries
 	repos   *repos.Table          // per-repo lock and state transitions
-	pipe    *ingest.Pipeline      // live writes queued, per repo
+	pipe    *repos.Pipeline       // live writes queued, per repo
 	ing     *ingest.Ingest        // firehose sources, live commits
 
 	crawler *crawl.Crawler   // discovery of repos that wrote before
@@ -130,7 +130,7 @@ func Open(cfg Config) (*Indexer, error) {
 		return nil, err
 	}
 	ix := &Indexer{cfg: cfg, log: cfg.Logger, changed: make(chan struct{}),
-		pipe: ingest.NewPipeline()}
+		pipe: repos.NewPipeline()}
 	endpoints.Log(ix.log, given, cfg.endpoints())
 	ix.ctx, ix.cancel = context.WithCancel(context.Background())
 	ix.runCtx, ix.cancelRun = context.WithCancel(context.Background())

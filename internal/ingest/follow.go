@@ -120,7 +120,7 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 			// queued for a resync: the cursor must not pass it durably.
 			// (Its failure is counted before this closure runs again in
 			// the same batch: the writer reports a failed write first.)
-			if held = in.pipe.anyBroken(); held {
+			if held = in.pipe.AnyBroken(); held {
 				return nil
 			}
 			return tx.PutMeta(cursorKey, []byte(strconv.FormatInt(wm, 10)))

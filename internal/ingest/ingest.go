@@ -12,12 +12,12 @@
 // (the filter in force) is a function in Config.
 //
 // Live commits of one repo are pipelined: each is verified against the
-// state the repo's queued writes leave it in (Pipeline) and queued without
+// state the repo's queued writes leave it in (repos.Pipeline) and queued without
 // waiting for its transaction, so consecutive commits share transactions
 // (and fsyncs). The writer commits in queue order, so a firehose cursor
 // saved later never commits before them; anything else that acts on the
 // repo first waits for its queued writes (repos.Table.Lock waits for the
-// Pipeline).
+// pipeline, which lives in internal/repos beside the lock).
 package ingest
 
 import (
@@ -47,7 +47,7 @@ type Config struct {
 	Repos *repos.Table
 	// Pipeline is the state of live writes queued and not yet committed;
 	// Repos waits for it.
-	Pipeline *Pipeline
+	Pipeline *repos.Pipeline
 	// Resolver finds signing keys.
 	Resolver resolver.Resolver
 	// CheckHandle, if set, is called (and must not block) after an
@@ -94,7 +94,7 @@ type Ingest struct {
 	w       *writer.Writer
 	res     resolver.Resolver
 	repos   *repos.Table
-	pipe    *Pipeline
+	pipe    *repos.Pipeline
 	keys    *keyCache
 	metrics *Metrics
 	held    *heldCap

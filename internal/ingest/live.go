@@ -100,7 +100,7 @@ func (in *Ingest) handleCommit(ctx context.Context, src string, m *firehose.Mess
 		// yet: hold the commit for after the resync, as during a backfill.
 		return in.hold(ctx, bufferOf(src, m))
 	}
-	r := in.pipe.repo(did)
+	r := in.pipe.Repo(did)
 	var err error
 	if r == nil {
 		r, err = in.repos.Get(ctx, did)
@@ -183,13 +183,13 @@ func (in *Ingest) applyLive(ctx context.Context, r *store.Repo, msg *comatproto.
 	}
 	applied := false
 	did := r.DID
-	in.pipe.queued(did, advance(vc, *r, time.Now()))
+	in.pipe.Queued(did, advance(vc, *r, time.Now()))
 	err = in.w.Submit(ctx, in.commitWrite(r, vc, bc, false, &applied), func(err error) {
 		// On the writer's goroutine: no blocking here.
 		if err != nil && !errors.Is(err, writer.ErrClosed) {
-			in.pipe.fail(did) // before done: see pipeline.fail
+			in.pipe.Fail(did) // before done: see repos.Pipeline.Fail
 		}
-		in.pipe.done(did)
+		in.pipe.Done(did)
 		switch {
 		case err == nil:
 			if applied {
@@ -202,7 +202,7 @@ func (in *Ingest) applyLive(ctx context.Context, r *store.Repo, msg *comatproto.
 		}
 	})
 	if err != nil {
-		in.pipe.done(did)
+		in.pipe.Done(did)
 		if errors.Is(err, writer.ErrClosed) {
 			return writer.ErrClosed
 		}
@@ -230,7 +230,7 @@ func (in *Ingest) liveWriteFailed(did, rev string, err error) {
 		for {
 			rerr := in.repos.ResyncTracked(in.ctx, did)
 			if rerr == nil {
-				in.pipe.recovered(did)
+				in.pipe.Recovered(did)
 				return
 			}
 			if in.ctx.Err() != nil {

@@ -43,8 +43,8 @@ type Writer interface {
 }
 
 // Pending is what a repo's lock waits for: writes of the repo queued and
-// not yet committed (internal/ingest's pipeline). Settle returns once none
-// is queued.
+// not yet committed (a Pipeline, which internal/ingest's live commits
+// fill). Settle returns once none is queued.
 type Pending interface {
 	Settle(did string)
 }

@@ -1,4 +1,4 @@
-package ingest
+package repos
 
 import (
 	"sync"
@@ -8,11 +8,13 @@ import (
 
 // Pipeline remembers, for each repo with live writes queued and not yet
 // committed, the state those writes leave it in. The next live commit of
-// the repo is verified against that state instead of waiting for the
-// commit (and its fsync), so that consecutive commits of one repo share a
-// transaction. Everything else that reads a repo's state to act on it
-// first waits for its queued writes (repos.Table.Lock), so the pipeline is
-// seen only by live commits.
+// the repo (internal/ingest) is verified against that state instead of
+// waiting for the commit (and its fsync), so that consecutive commits of
+// one repo share a transaction. Everything else that reads a repo's state
+// to act on it first waits for its queued writes (Table.Lock, through
+// Options.Pending), so the pipeline is seen only by live commits. It lives
+// beside the lock that waits for it, so that waiting never calls up into
+// the live path.
 type Pipeline struct {
 	mu    sync.Mutex
 	repos map[string]*pipelined
@@ -34,16 +36,16 @@ func NewPipeline() *Pipeline {
 	return &Pipeline{repos: map[string]*pipelined{}, failed: map[string]int{}}
 }
 
-// fail records that a queued write of did failed. Call it before done for
+// Fail records that a queued write of did failed. Call it before Done for
 // that write, so that no commit reads the store's state in between.
-func (p *Pipeline) fail(did string) {
+func (p *Pipeline) Fail(did string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	p.failed[did]++
 }
 
-// recovered records that the resync after one failed write is queued.
-func (p *Pipeline) recovered(did string) {
+// Recovered records that the resync after one failed write is queued.
+func (p *Pipeline) Recovered(did string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if p.failed[did]--; p.failed[did] <= 0 {
@@ -51,9 +53,9 @@ func (p *Pipeline) recovered(did string) {
 	}
 }
 
-// anyBroken reports whether a failed write of any repo awaits its resync;
+// AnyBroken reports whether a failed write of any repo awaits its resync;
 // firehose cursors are held meanwhile.
-func (p *Pipeline) anyBroken() bool {
+func (p *Pipeline) AnyBroken() bool {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return len(p.failed) > 0
@@ -66,9 +68,9 @@ func (p *Pipeline) Broken(did string) bool {
 	return p.failed[did] > 0
 }
 
-// repo returns a copy of the state the repo's queued writes leave it in,
+// Repo returns a copy of the state the repo's queued writes leave it in,
 // or nil if none is queued.
-func (p *Pipeline) repo(did string) *store.Repo {
+func (p *Pipeline) Repo(did string) *store.Repo {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	if e := p.repos[did]; e != nil {
@@ -78,8 +80,8 @@ func (p *Pipeline) repo(did string) *store.Repo {
 	return nil
 }
 
-// queued records one more queued write of did leaving it in state r.
-func (p *Pipeline) queued(did string, r *store.Repo) {
+// Queued records one more queued write of did leaving it in state r.
+func (p *Pipeline) Queued(did string, r *store.Repo) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.repos[did]
@@ -91,9 +93,9 @@ func (p *Pipeline) queued(did string, r *store.Repo) {
 	e.n++
 }
 
-// done records that one queued write of did was reported (committed or
+// Done records that one queued write of did was reported (committed or
 // not). It never blocks.
-func (p *Pipeline) done(did string) {
+func (p *Pipeline) Done(did string) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	e := p.repos[did]
@@ -107,7 +109,7 @@ func (p *Pipeline) done(did string) {
 }
 
 // Settle waits until no write of did is queued. The writer reports every
-// queued write (committed, failed or closed), so the wait ends.
+// Queued write (committed, failed or closed), so the wait ends.
 func (p *Pipeline) Settle(did string) {
 	p.mu.Lock()
 	e := p.repos[did]
