@@ -237,6 +237,13 @@ func TestChecker_BoundsConcurrencyAndQueue(t *testing.T) {
 	}
 	e.run(t)
 	waitFor(t, "3 checks running", func() bool { return e.c.Stats().Running == 3 })
+	// A worker counts as Running before it calls the resolver: wait until
+	// the three are in it, or the gate may open before the third arrives.
+	waitFor(t, "3 checks at the resolver", func() bool {
+		e.res.mu.Lock()
+		defer e.res.mu.Unlock()
+		return e.res.running == 3
+	})
 	close(e.res.gate)
 	waitFor(t, "every check", func() bool { return e.c.Stats().Checked == 5 })
 	e.res.mu.Lock()
