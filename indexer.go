@@ -51,6 +51,7 @@ import (
 	"github.com/cistern-dev/cistern/internal/crawl"
 	"github.com/cistern-dev/cistern/internal/handles"
 	"github.com/cistern-dev/cistern/internal/ingest"
+	"github.com/cistern-dev/cistern/internal/progress"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/internal/writer"
 	"github.com/cistern-dev/cistern/resolver"
@@ -102,6 +103,7 @@ type Indexer struct {
 	ing    *ingest.Ingest   // firehose sources, live commits
 
 	crawler *crawl.Crawler // discovery of repos that wrote before
+	work    progress.Board // long work, for Stats.Work and the logs
 
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced after each commit
@@ -243,6 +245,7 @@ func Open(cfg Config) (*Indexer, error) {
 		URL:        cfg.CrawlURL,
 		Filter:     ix.Filter,
 		Logger:     cfg.Logger,
+		Progress:   &ix.work,
 	})
 
 	if err := ix.loadFilter(ix.ctx); err != nil {
@@ -313,6 +316,7 @@ func (ix *Indexer) Run(ctx context.Context) error {
 		return <-errc
 	}
 	start("backfill", ix.bf.Run)
+	start("progress log", func(ctx context.Context) error { ix.work.Log(ctx, ix.log, progressLogInterval); return nil })
 	start("retention", ix.events.Run)
 	if ix.handles != nil {
 		start("handle checks", ix.handles.Run)

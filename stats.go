@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/internal/progress"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,7 +45,66 @@ type Stats struct {
 	// HandleChecks reports the handle checks run beside backfill and live
 	// sync (all zero with a resolver that is no resolver.HandleChecker).
 	HandleChecks HandleCheckStats `json:"handleChecks"`
+	// Firehose reports each firehose source followed since Open, by URL.
+	Firehose []FirehoseStats `json:"firehose"`
+	// LiveOps counts the record ops of live commits applied since Open.
+	LiveOps int64 `json:"liveOps"`
+	// RecentRejects lists the last live commits rejected (at most 16),
+	// newest first, since Open.
+	RecentRejects []RejectedCommit `json:"recentRejects"`
+	// BackfillFailures lists the last backfill failures (at most 32),
+	// newest first, since Open.
+	BackfillFailures []backfill.Failure `json:"backfillFailures"`
+	// Work lists long work (crawls; rebuilds) running or ended within the
+	// last hour, with its progress (see WorkProgress).
+	Work []WorkProgress `json:"work"`
 }
+
+// FirehoseStats is one firehose source.
+type FirehoseStats struct {
+	// Source is the source's URL.
+	Source string `json:"source"`
+	// Messages counts the messages received since Open, and Reconnects
+	// the connections after the first.
+	Messages   int64 `json:"messages"`
+	Reconnects int64 `json:"reconnects"`
+	// LastSeq is the sequence number of the last message received.
+	LastSeq int64 `json:"lastSeq"`
+	// LastReceived is when the last message arrived (zero: none yet), and
+	// LastStamped the time that message carries: the difference is how far
+	// behind the network the source was then.
+	LastReceived time.Time `json:"lastReceived,omitzero"`
+	LastStamped  time.Time `json:"lastStamped,omitzero"`
+	// Cursor is the saved cursor, and CursorMoved when it last moved (or
+	// when following began, if it has not moved since).
+	Cursor      int64     `json:"cursor"`
+	CursorMoved time.Time `json:"cursorMoved,omitzero"`
+}
+
+// RejectedCommit is one live commit that was not applied (its repo is
+// resynced).
+type RejectedCommit struct {
+	// DID is the repo ("" for a frame too large to be read) and Rev the
+	// commit's rev.
+	DID    string       `json:"did"`
+	Rev    string       `json:"rev,omitempty"`
+	Reason RejectReason `json:"reason"`
+	// Message says what was wrong.
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// WorkProgress is a piece of long work with its progress: Done of Total
+// units (Total 0: not known), the recent rate PerSecond, and ETASeconds
+// (-1: not known, 0: done).
+type WorkProgress = progress.Snapshot
+
+// progressLogInterval is how often Run logs the progress of long work.
+const progressLogInterval = time.Minute
+
+// BackfillHosts returns the backfill work of each PDS host seen recently
+// (see backfill.Scheduler.Hosts), in no particular order.
+func (ix *Indexer) BackfillHosts() []backfill.HostStats { return ix.bf.Hosts() }
 
 // HandleCheckStats counts handle checks since Open (see
 // Config.HandleCheckConcurrency).
@@ -97,6 +157,17 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 	s.DiskBytes = ix.st.Size()
 	s.Backfill = ix.bf.Stats()
 	s.Subscriptions = ix.events.Subscriptions()
+	for _, src := range ix.ing.Sources() {
+		s.Firehose = append(s.Firehose, FirehoseStats{Source: src.Source, Messages: src.Messages,
+			Reconnects: src.Reconnects, LastSeq: src.LastSeq, LastReceived: src.LastReceived,
+			LastStamped: src.LastStamped, Cursor: src.Cursor, CursorMoved: src.CursorMoved})
+	}
+	s.LiveOps = ix.ing.LiveOps()
+	for _, r := range ix.ing.Rejections() {
+		s.RecentRejects = append(s.RecentRejects, RejectedCommit{DID: r.DID, Rev: r.Rev, Reason: r.Reason, Message: r.Message, At: r.At})
+	}
+	s.BackfillFailures = ix.bf.RecentFailures()
+	s.Work = ix.work.Snapshot()
 	if ix.handles != nil {
 		h := ix.handles.Stats()
 		s.HandleChecks = HandleCheckStats{Queued: h.Queued, Running: h.Running, Checked: h.Checked,

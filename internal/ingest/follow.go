@@ -90,6 +90,7 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 	if err != nil {
 		return err
 	}
+	in.sources.follow(src, client, cursor)
 	disp := firehose.NewDispatcher(in.cfg.Workers, firehoseQueue, func(ctx context.Context, m *firehose.Message) error {
 		return in.HandleMessage(ctx, src, m)
 	})
@@ -130,6 +131,7 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 		}
 		saved = wm
 		in.metrics.setCursor(src, wm)
+		in.sources.saved(src, wm)
 		return nil
 	}
 	save := func(c context.Context) {
@@ -154,6 +156,7 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 	}()
 	handle := func(ctx context.Context, m *firehose.Message) error {
 		in.metrics.observeFrame(src, m)
+		in.sources.received(src, m)
 		if !started && m.Seq > 0 {
 			// Anchor the live start at once, so that a restart, however
 			// soon, resumes here rather than live again.
@@ -171,6 +174,7 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 			break
 		}
 		in.metrics.rejected(verify.RejectTooLarge)
+		in.sources.rejected("", "", verify.RejectTooLarge, runErr)
 		// The source would send the same frame again: go on after it. Its
 		// repo is resynced when its next commit does not chain (the
 		// frame's repo is unknown: it was not read). Sequence numbers may
