@@ -157,6 +157,13 @@ func (s *Status) Sample(ctx context.Context) {
 
 func (s *Status) add(st *cistern.Stats, now time.Time) {
 	bp := backfillProgressOf(st)
+	// A failing repo is in state error between attempts and backfilling
+	// during one; the hosts remember it across both.
+	hostsFailing := int64(0)
+	for _, h := range s.ix.BackfillHosts() {
+		hostsFailing += int64(h.Failing)
+	}
+	bp.failing = max(bp.failing, hostsFailing)
 	smp := Sample{Time: now.Unix(), LagSeconds: maxBehind(st.Firehose), BackfillDone: bp.done,
 		BackfillTotal: bp.total, BackfillFailing: bp.failing, DiskBytes: st.DiskBytes, Queued: st.Queued}
 	records := st.Backfill.RecordsWritten + st.LiveOps
@@ -619,7 +626,7 @@ func problems(r *StatusReport, now time.Time) []string {
 		}
 	}
 	if n := max(int64(failing), r.Backfill.Failing); n > 0 {
-		p = append(p, fmt.Sprintf("%d repos failing backfill (on %d of the hosts listed), retried after a backoff", n, hosts))
+		p = append(p, fmt.Sprintf("%d repo(s) failing backfill (on %d of the hosts listed), retried after a backoff", n, hosts))
 	}
 	if n := r.Backfill.HostsRateLimited; n > 0 {
 		p = append(p, fmt.Sprintf("%d PDS hosts rate limited now", n))

@@ -134,7 +134,7 @@ func TestStatusJSON_SaysWhatIsFailingAndWhatLags(t *testing.T) {
 	if r.History.IntervalSeconds != 0.2 {
 		t.Fatalf("interval %v", r.History.IntervalSeconds)
 	}
-	for _, want := range []string{"repos failing backfill", "consumer slow-app is"} {
+	for _, want := range []string{"repo(s) failing backfill", "consumer slow-app is"} {
 		if !strings.Contains(strings.Join(r.Problems, "\n"), want) {
 			t.Fatalf("problems %q lack %q", r.Problems, want)
 		}
