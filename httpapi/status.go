@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"math"
 	"net/http"
 	"slices"
 	"strconv"
@@ -248,7 +249,7 @@ func maxBehind(fs []cistern.FirehoseStats) float64 {
 	return round1(m)
 }
 
-func round1(v float64) float64 { return float64(int64(v*10+0.5)) / 10 }
+func round1(v float64) float64 { return math.Round(v*10) / 10 }
 
 func secondsSince(now, t time.Time) float64 {
 	if t.IsZero() {

@@ -1,0 +1,75 @@
+package httpapi
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/cistern-dev/cistern/backfill"
+)
+
+func TestWorstHosts(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	var hosts []backfill.HostStats
+	for i := range 5000 {
+		hosts = append(hosts, backfill.HostStats{Host: fmt.Sprintf("pds%04d.example", i), BytesPerSecond: float64(i % 7)})
+	}
+	hosts[4000].Failing, hosts[4000].LastError = 3, &backfill.Failure{Kind: "http", Message: "getRepo: 503"}
+	hosts[17].Failing, hosts[17].LastError = 9, &backfill.Failure{Kind: "timeout", Message: "no answer"}
+	hosts[2500].RateLimitedUntil = now.Add(time.Minute)
+	hosts[2501].RateLimitedUntil = now.Add(-time.Minute) // over
+	hosts[99].Queued = 4
+	hosts[98].InFlight = 2
+
+	for _, tc := range []struct {
+		name    string
+		n       int
+		omitted int
+		first   []string
+		reasons []string
+	}{
+		{"worst first", 25, 4975,
+			[]string{"pds0017.example", "pds4000.example", "pds2500.example", "pds0099.example", "pds0098.example"},
+			[]string{"timeout: no answer", "http: getRepo: 503", "rate limited until 2026-01-01T00:01:00Z", "", ""}},
+		{"all", 5000, 0, []string{"pds0017.example"}, []string{"timeout: no answer"}},
+		{"one", 1, 4999, []string{"pds0017.example"}, nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, omitted := worstHosts(append([]backfill.HostStats(nil), hosts...), tc.n, now)
+			if len(got) != min(tc.n, len(hosts)) || omitted != tc.omitted {
+				t.Fatalf("%d hosts, %d omitted; want %d and %d", len(got), omitted, tc.n, tc.omitted)
+			}
+			for i, h := range tc.first {
+				if got[i].Host != h {
+					t.Fatalf("host %d is %s, want %s", i, got[i].Host, h)
+				}
+			}
+			for i, r := range tc.reasons {
+				if got[i].Reason != r {
+					t.Fatalf("reason %d is %q, want %q", i, got[i].Reason, r)
+				}
+			}
+		})
+	}
+}
+
+func TestDiskGrowth(t *testing.T) {
+	at := time.Unix(10_000, 0)
+	for _, tc := range []struct {
+		name string
+		hist []Sample
+		now  int64
+		want float64
+	}{
+		{"no history", nil, 100, 0},
+		{"under a minute", []Sample{{Time: 9_970, DiskBytes: 100}}, 200, 0},
+		{"half an hour", []Sample{{Time: 10_000 - 1800, DiskBytes: 1000}}, 3000, 4000},
+		{"shrunk", []Sample{{Time: 10_000 - 3600, DiskBytes: 3000}}, 1000, -2000},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := diskGrowth(tc.hist, tc.now, at); got != tc.want {
+				t.Fatalf("diskGrowth = %v, want %v", got, tc.want)
+			}
+		})
+	}
+}
