@@ -60,25 +60,29 @@ type Stats struct {
 	Work []WorkProgress `json:"work"`
 }
 
-// FirehoseStats is one firehose source.
+// FirehoseStats is one firehose source. Its ages agree with the metrics:
+// cistern_firehose_lag_seconds is now minus LastStamped, and
+// cistern_firehose_cursor_age_seconds now minus CursorStamped.
 type FirehoseStats struct {
-	// Source is the source's URL.
-	Source string `json:"source"`
-	// Messages counts the messages received since Open, and Reconnects
-	// the connections after the first.
+	// Source is the source's URL; Connected says whether a connection is
+	// open now.
+	Source    string `json:"source"`
+	Connected bool   `json:"connected"`
+	// Messages counts the messages received since the source's follow
+	// last started, and Reconnects the times a connection ended or could
+	// not be opened and another was scheduled, since Open.
 	Messages   int64 `json:"messages"`
 	Reconnects int64 `json:"reconnects"`
 	// LastSeq is the sequence number of the last message received.
 	LastSeq int64 `json:"lastSeq"`
 	// LastReceived is when the last message arrived (zero: none yet), and
-	// LastStamped the time that message carries: the difference is how far
-	// behind the network the source was then.
+	// LastStamped the event time of the newest message received.
 	LastReceived time.Time `json:"lastReceived,omitzero"`
 	LastStamped  time.Time `json:"lastStamped,omitzero"`
-	// Cursor is the saved cursor, and CursorMoved when it last moved (or
-	// when following began, if it has not moved since).
-	Cursor      int64     `json:"cursor"`
-	CursorMoved time.Time `json:"cursorMoved,omitzero"`
+	// Cursor is the saved cursor, and CursorStamped the event time of the
+	// message at it (zero when not known).
+	Cursor        int64     `json:"cursor"`
+	CursorStamped time.Time `json:"cursorStamped,omitzero"`
 }
 
 // RejectedCommit is one live commit that was not applied (its repo is
@@ -158,9 +162,9 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 	s.Backfill = ix.bf.Stats()
 	s.Subscriptions = ix.events.Subscriptions()
 	for _, src := range ix.ing.Sources() {
-		s.Firehose = append(s.Firehose, FirehoseStats{Source: src.Source, Messages: src.Messages,
-			Reconnects: src.Reconnects, LastSeq: src.LastSeq, LastReceived: src.LastReceived,
-			LastStamped: src.LastStamped, Cursor: src.Cursor, CursorMoved: src.CursorMoved})
+		s.Firehose = append(s.Firehose, FirehoseStats{Source: src.Source, Connected: src.Connected,
+			Messages: src.Messages, Reconnects: src.Reconnects, LastSeq: src.LastSeq, LastReceived: src.LastReceived,
+			LastStamped: src.LastStamped, Cursor: src.Cursor, CursorStamped: src.CursorStamped})
 	}
 	s.LiveOps = ix.ing.LiveOps()
 	for _, r := range ix.ing.Rejections() {

@@ -36,8 +36,8 @@ func TestStats_FirehoseRejectionsAndFailures(t *testing.T) {
 			return "no rejection yet"
 		case len(st.BackfillFailures) == 0:
 			return "no backfill failure yet"
-		case len(st.Firehose) != 1 || st.Firehose[0].Cursor == 0:
-			return fmt.Sprintf("firehose %+v, want one source with a saved cursor", st.Firehose)
+		case len(st.Firehose) != 1 || st.Firehose[0].Cursor == 0 || st.Firehose[0].CursorStamped.IsZero():
+			return fmt.Sprintf("firehose %+v, want one source with a saved cursor and its time", st.Firehose)
 		}
 		return ""
 	})
@@ -50,7 +50,7 @@ func TestStats_FirehoseRejectionsAndFailures(t *testing.T) {
 		t.Fatalf("failure %+v, want down.test's HTTP failure on its host", f)
 	}
 	fh := st.Firehose[0]
-	if fh.Source != net.RelayURL() || fh.Messages == 0 || fh.LastReceived.IsZero() || fh.LastStamped.IsZero() || fh.CursorMoved.IsZero() {
+	if fh.Source != net.RelayURL() || fh.Messages == 0 || fh.LastReceived.IsZero() || fh.LastStamped.IsZero() || fh.CursorStamped.IsZero() || !fh.Connected {
 		t.Fatalf("firehose %+v", fh)
 	}
 	hosts := ix.BackfillHosts()

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cistern-dev/cistern"
@@ -158,7 +159,8 @@ func New(ix *cistern.Indexer, opts Options) *Server {
 	}
 	s.status = NewStatus(ix, sopts)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.metrics, s.subscribe)
+	reg.MustRegister(s.metrics, s.subscribe,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.Tap != nil {
 		reg.MustRegister(opts.Tap.Collector())
 	}

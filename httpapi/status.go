@@ -39,8 +39,8 @@ const (
 
 // Thresholds of the health verdict in StatusReport.Problems.
 const (
-	// A firehose source whose last message was stamped more than this
-	// before it arrived is falling behind.
+	// A firehose source whose newest message is older than this is
+	// falling behind (or silent).
 	lagProblem = 60 * time.Second
 	// maxConsumers bounds the consumers /status.json lists.
 	maxConsumers = 100
@@ -165,7 +165,7 @@ func (s *Status) add(st *cistern.Stats, now time.Time) {
 		hostsFailing += int64(h.Failing)
 	}
 	bp.failing = max(bp.failing, hostsFailing)
-	smp := Sample{Time: now.Unix(), LagSeconds: maxBehind(st.Firehose), BackfillDone: bp.done,
+	smp := Sample{Time: now.Unix(), LagSeconds: maxBehind(st.Firehose, now), BackfillDone: bp.done,
 		BackfillTotal: bp.total, BackfillFailing: bp.failing, DiskBytes: st.DiskBytes, Queued: st.Queued}
 	records := st.Backfill.RecordsWritten + st.LiveOps
 	events := int64(st.NewestEvent)
@@ -233,18 +233,20 @@ func backfillProgressOf(st *cistern.Stats) backfillCounts {
 	return c
 }
 
-// behind is how far behind the network a source was at its last message.
-func behind(f cistern.FirehoseStats) float64 {
-	if f.LastReceived.IsZero() || f.LastStamped.IsZero() {
+// behind is how far behind the network a source is: the time since the
+// event time of its newest message (cistern_firehose_lag_seconds). It grows
+// while the source is stalled, or silent.
+func behind(f cistern.FirehoseStats, now time.Time) float64 {
+	if f.LastStamped.IsZero() {
 		return 0
 	}
-	return max(f.LastReceived.Sub(f.LastStamped).Seconds(), 0)
+	return max(now.Sub(f.LastStamped).Seconds(), 0)
 }
 
-func maxBehind(fs []cistern.FirehoseStats) float64 {
+func maxBehind(fs []cistern.FirehoseStats, now time.Time) float64 {
 	m := 0.0
 	for _, f := range fs {
-		m = max(m, behind(f))
+		m = max(m, behind(f, now))
 	}
 	return round1(m)
 }
@@ -313,17 +315,21 @@ type StoreStatus struct {
 	DiskGrowthBytesPerHour float64 `json:"diskGrowthBytesPerHour"`
 }
 
-// FirehoseStatus is one firehose source.
+// FirehoseStatus is one firehose source. Its ages are those of
+// cistern_firehose_lag_seconds and cistern_firehose_cursor_age_seconds.
 type FirehoseStatus struct {
-	Source string `json:"source"`
-	// BehindSeconds is how far behind the network the source was at its
-	// last message: its arrival minus the time it carries.
+	Source    string `json:"source"`
+	Connected bool   `json:"connected"`
+	// BehindSeconds is the time since the event time of the newest message
+	// received: how far behind the network ingestion is (it grows while
+	// the source is stalled or silent); -1 before the first message.
 	BehindSeconds float64 `json:"behindSeconds"`
 	// LastMessageAgeSeconds is the time since the last message arrived
-	// (-1: none yet); a quiet network also raises it.
+	// (-1: none yet).
 	LastMessageAgeSeconds float64 `json:"lastMessageAgeSeconds"`
-	// Cursor is the saved cursor and CursorAgeSeconds the time since it
-	// last moved.
+	// Cursor is the saved cursor and CursorAgeSeconds the time since the
+	// event time of the message at it: what a restart would replay (-1:
+	// not known).
 	Cursor           int64   `json:"cursor"`
 	CursorAgeSeconds float64 `json:"cursorAgeSeconds"`
 	Reconnects       int64   `json:"reconnects"`
@@ -450,9 +456,9 @@ func (s *Status) Report(ctx context.Context, maxHosts int) (*StatusReport, error
 		Problems: []string{},
 	}
 	for _, f := range st.Firehose {
-		r.Firehose = append(r.Firehose, FirehoseStatus{Source: f.Source, BehindSeconds: round1(behind(f)),
-			LastMessageAgeSeconds: secondsSince(now, f.LastReceived), Cursor: f.Cursor,
-			CursorAgeSeconds: secondsSince(now, f.CursorMoved), Reconnects: f.Reconnects, Messages: f.Messages})
+		r.Firehose = append(r.Firehose, FirehoseStatus{Source: f.Source, Connected: f.Connected,
+			BehindSeconds: secondsSince(now, f.LastStamped), LastMessageAgeSeconds: secondsSince(now, f.LastReceived),
+			Cursor: f.Cursor, CursorAgeSeconds: secondsSince(now, f.CursorStamped), Reconnects: f.Reconnects, Messages: f.Messages})
 	}
 	r.Firehose = nonNil(r.Firehose)
 
@@ -613,8 +619,11 @@ func recentErrors(st *cistern.Stats) []ErrorStatus {
 func problems(r *StatusReport, now time.Time) []string {
 	var p []string
 	for _, f := range r.Firehose {
-		if f.BehindSeconds > lagProblem.Seconds() {
-			p = append(p, fmt.Sprintf("firehose %s is %s behind the network", f.Source, seconds(f.BehindSeconds)))
+		switch {
+		case !f.Connected:
+			p = append(p, fmt.Sprintf("firehose %s is not connected (%d reconnects)", f.Source, f.Reconnects))
+		case f.BehindSeconds > lagProblem.Seconds():
+			p = append(p, fmt.Sprintf("firehose %s is %s behind the network (or silent)", f.Source, seconds(f.BehindSeconds)))
 		}
 	}
 	// A failing repo is in state error between attempts, and backfilling
