@@ -62,3 +62,27 @@ func TestStats_FirehoseRejectionsAndFailures(t *testing.T) {
 		t.Fatalf("hosts %+v, want one failing repo", hosts)
 	}
 }
+
+// A crawl is long work: Stats.Work shows the repos it listed, and that it
+// ended.
+func TestStats_CrawlProgress(t *testing.T) {
+	net := testnet.New(t)
+	for i := range 5 {
+		net.Account(t, fmt.Sprintf("user%d.test", i), testnet.Records(post, 1))
+	}
+	cfg := crawlConfig(t, net, filter.Spec{FullNetwork: true})
+	cfg.NoFirehose = true
+	ix := runIndexer(t, cfg)
+	eventually(t, 10*time.Second, func() string {
+		st, err := ix.Stats(context.Background())
+		if err != nil {
+			return err.Error()
+		}
+		for _, w := range st.Work {
+			if w.Name == "crawl of the full network (repos listed)" && w.Done == 5 && !w.Finished.IsZero() && w.Error == "" {
+				return ""
+			}
+		}
+		return fmt.Sprintf("work %+v, want the finished crawl with 5 repos listed", st.Work)
+	})
+}
