@@ -153,17 +153,18 @@ func (s *Status) Sample(ctx context.Context) {
 	if err != nil {
 		return
 	}
-	s.add(st, time.Now())
-}
-
-func (s *Status) add(st *cistern.Stats, now time.Time) {
-	bp := backfillProgressOf(st)
 	// A failing repo is in state error between attempts and backfilling
 	// during one; the hosts remember it across both.
 	hostsFailing := int64(0)
 	for _, h := range s.ix.BackfillHosts() {
 		hostsFailing += int64(h.Failing)
 	}
+	s.add(st, hostsFailing, time.Now())
+}
+
+// add records a sample of st, whose hosts count hostsFailing failing repos.
+func (s *Status) add(st *cistern.Stats, hostsFailing int64, now time.Time) {
+	bp := backfillProgressOf(st)
 	bp.failing = max(bp.failing, hostsFailing)
 	smp := Sample{Time: now.Unix(), LagSeconds: maxBehind(st.Firehose, now), BackfillDone: bp.done,
 		BackfillTotal: bp.total, BackfillFailing: bp.failing, DiskBytes: st.DiskBytes, Queued: st.Queued}

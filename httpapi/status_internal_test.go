@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/backfill"
 )
 
@@ -71,5 +72,47 @@ func TestDiskGrowth(t *testing.T) {
 				t.Fatalf("diskGrowth = %v, want %v", got, tc.want)
 			}
 		})
+	}
+}
+
+// The backfill is long work from the sample where repos wait to the one
+// where none does: a filter widening that queues every repo again shows as
+// a backfill with its progress and ETA.
+func TestStatus_BackfillAsLongWork(t *testing.T) {
+	s := &Status{opts: StatusOptions{}.withDefaults()}
+	s.ring = make([]Sample, 0, 4)
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.board.Now = func() time.Time { return at }
+	step := func(repos map[string]int64, inFlight int) {
+		t.Helper()
+		at = at.Add(10 * time.Second)
+		st := &cistern.Stats{Repos: repos}
+		st.Backfill.InFlight = inFlight
+		s.add(st, 0, at)
+	}
+	step(map[string]int64{"synced": 100}, 0)
+	if s.work != nil {
+		t.Fatal("work started with nothing to do")
+	}
+	// The collections widened: every repo is queued again.
+	step(map[string]int64{"pending": 100}, 0)
+	for done := int64(10); done <= 60; done += 10 {
+		step(map[string]int64{"synced": done, "pending": 100 - done}, 4)
+	}
+	w := s.work.Snapshot(at)
+	if w.Name != "backfill" || w.Done != 60 || w.Total != 100 || w.PerSecond != 1 || w.ETASeconds != 40 {
+		t.Fatalf("backfill work %+v, want 60 of 100 at 1 repo/s, ETA 40 s", w)
+	}
+	step(map[string]int64{"synced": 100}, 0)
+	if s.work != nil {
+		t.Fatal("work still running once every repo is synced")
+	}
+	if all := s.board.Snapshot(); len(all) != 1 || all[0].Finished.IsZero() || all[0].Done != 100 {
+		t.Fatalf("board %+v, want the finished backfill", all)
+	}
+	// The ring keeps the last 4 samples, oldest first.
+	h := s.history()
+	if len(h) != 4 || h[0].Time >= h[3].Time || h[3].BackfillDone != 100 {
+		t.Fatalf("history %+v", h)
 	}
 }
