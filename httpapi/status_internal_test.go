@@ -116,3 +116,18 @@ func TestStatus_BackfillAsLongWork(t *testing.T) {
 		t.Fatalf("history %+v", h)
 	}
 }
+
+// BenchmarkWorstHosts5000 is the cost of ordering 5,000 hosts for one
+// /status.json.
+func BenchmarkWorstHosts5000(b *testing.B) {
+	now := time.Now()
+	hosts := make([]backfill.HostStats, 5000)
+	for i := range hosts {
+		hosts[i] = backfill.HostStats{Host: fmt.Sprintf("pds%04d.example", i), Failing: i % 3, Queued: i % 5}
+	}
+	work := make([]backfill.HostStats, len(hosts))
+	for b.Loop() {
+		copy(work, hosts)
+		worstHosts(work, DefaultStatusHosts, now)
+	}
+}
