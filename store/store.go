@@ -175,7 +175,8 @@ type Tx interface {
 	// index: a caller that indexes links calls PutLinks after each
 	// PutRecord, in the same transaction. PutLinks does not check that
 	// the record is stored. It refuses an empty did, collection or rkey,
-	// seq 0, and a link with an empty Target or Path, writing nothing.
+	// seq 0, and a link with an empty Target or Path (ValidateLinks),
+	// writing nothing.
 	PutLinks(did, collection, rkey string, seq uint64, links []Link) error
 
 	// AppendEvent assigns ev.ID, the next id of the log, and stores the

@@ -55,10 +55,14 @@ type tx struct {
 	colls map[collKey]int64
 	// counts holds the changes to the counters.
 	counts countDelta
+
+	// linkOps are the record link writes (PutLinks, DeleteRecord) whose
+	// answers (the links the record had) resolveLinks waits for, in order.
+	linkOps []*linkOp
 }
 
 type sysCounts struct {
-	repos, records, events, blocks, blockBytes int64
+	repos, records, events, blocks, blockBytes, links int64
 }
 
 type blockKey struct{ did, cid string }
@@ -112,6 +116,9 @@ type pending struct {
 func (t *tx) take(derived bool) (pending, error) {
 	if derived {
 		if err := t.resolve(); err != nil {
+			return pending{}, err
+		}
+		if err := t.resolveLinks(); err != nil {
 			return pending{}, err
 		}
 		t.queueDerived()
@@ -712,9 +719,12 @@ func (t *tx) Counts() (store.Counts, error) {
 		if err := t.resolve(); err != nil {
 			return c, err
 		}
+		if err := t.resolveLinks(); err != nil {
+			return c, err
+		}
 		base = t.base
-	} else if err := t.queryRow(false, `SELECT repos, records, events, blocks, block_bytes FROM cistern_sys WHERE id = 1`, nil,
-		&base.repos, &base.records, &base.events, &base.blocks, &base.blockBytes); err != nil {
+	} else if err := t.queryRow(false, `SELECT repos, records, events, blocks, block_bytes, links FROM cistern_sys WHERE id = 1`, nil,
+		&base.repos, &base.records, &base.events, &base.blocks, &base.blockBytes, &base.links); err != nil {
 		return c, fmt.Errorf("pgstore: counts: %w", err)
 	}
 	d := &t.counts
@@ -723,6 +733,7 @@ func (t *tx) Counts() (store.Counts, error) {
 	c.Events = base.events + d.events
 	c.Blocks = base.blocks + d.blocks
 	c.BlockBytes = base.blockBytes + d.blockBytes
+	c.Links = base.links + d.links
 	err := t.query(false, `SELECT state, n FROM cistern_state_counts WHERE n <> 0`, nil, func(rows pgx.Rows) error {
 		var s int16
 		var n int64
