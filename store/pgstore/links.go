@@ -291,27 +291,3 @@ func (t *tx) ScanLinkSources(target string, fn func(collection, path string, n s
 		return page, nil
 	}, func(s source) (bool, error) { return fn(s.coll, s.path, s.n) })
 }
-
-// scanPages runs a keyset-paged scan inside the transaction: read returns
-// the page of at most pageSize items after last (nil: the first page),
-// visit is called for each item between pages (so it may run other reads
-// of the transaction) until it returns false or an error, and a short
-// page ends the scan.
-func scanPages[T any](read func(last *T) ([]T, error), visit func(T) (bool, error)) error {
-	var last *T
-	for {
-		page, err := read(last)
-		if err != nil {
-			return err
-		}
-		for _, it := range page {
-			if more, err := visit(it); err != nil || !more {
-				return err
-			}
-		}
-		if len(page) < pageSize {
-			return nil
-		}
-		last = &page[len(page)-1]
-	}
-}
