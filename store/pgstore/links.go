@@ -97,10 +97,18 @@ type linkDID struct {
 	did string
 }
 
+// backlinkKey is a key of cistern_backlinks.
+type backlinkKey struct {
+	linkSource
+	seq       int64
+	did, rkey string
+}
+
 // resolveLinks sends the queued link writes, and from what they answer
 // writes the reverse index and the per-DID counts (one round trip, whose
 // answers say which DIDs appeared or disappeared), then queues the changes
-// to the per-source counts.
+// to the per-source counts. Rows added go in one statement per table
+// (INSERT … SELECT FROM unnest); rows removed, one statement each.
 func (t *tx) resolveLinks() error {
 	if len(t.linkOps) == 0 {
 		return nil
@@ -112,12 +120,21 @@ func (t *tx) resolveLinks() error {
 	}
 	ops := t.linkOps
 	t.linkOps = nil
-	// Per-DID record count changes, in the order first touched.
+	// The net changes, in the order first touched: to the reverse rows
+	// (+1 added, -1 removed, 0 both), and to the per-DID record counts.
+	rows := map[backlinkKey]int64{}
+	var rowOrder []backlinkKey
 	perDID := map[linkDID]int64{}
-	var order []linkDID
-	change := func(k linkDID, d int64) {
+	var didOrder []linkDID
+	row := func(k backlinkKey, d int64) {
+		if _, ok := rows[k]; !ok {
+			rowOrder = append(rowOrder, k)
+		}
+		rows[k] += d
+	}
+	count := func(k linkDID, d int64) {
 		if _, ok := perDID[k]; !ok {
-			order = append(order, k)
+			didOrder = append(didOrder, k)
 		}
 		perDID[k] += d
 		t.counts.links += d
@@ -134,15 +151,16 @@ func (t *tx) resolveLinks() error {
 		for i := range op.oldTargets {
 			old[store.Link{Target: op.oldTargets[i], Path: op.oldPaths[i]}] = true
 		}
-		for l := range old {
+		for i := range op.oldTargets {
+			l := store.Link{Target: op.oldTargets[i], Path: op.oldPaths[i]}
 			_, kept := slices.BinarySearchFunc(op.links, l, compareLinks)
 			if kept && oldSeq == op.seq {
 				continue
 			}
-			t.queue(`DELETE FROM cistern_backlinks WHERE target = $1 AND collection = $2 AND path = $3 AND seq = $4 AND did = $5 AND rkey = $6`,
-				l.Target, op.coll, l.Path, oldSeq, op.did, op.rkey)
+			src := linkSource{l.Target, op.coll, l.Path}
+			row(backlinkKey{src, oldSeq, op.did, op.rkey}, -1)
 			if !kept {
-				change(linkDID{linkSource{l.Target, op.coll, l.Path}, op.did}, -1)
+				count(linkDID{src, op.did}, -1)
 			}
 		}
 		for _, l := range op.links {
@@ -150,19 +168,38 @@ func (t *tx) resolveLinks() error {
 			if had && oldSeq == op.seq {
 				continue
 			}
-			t.queue(`INSERT INTO cistern_backlinks (target, collection, path, seq, did, rkey) VALUES ($1, $2, $3, $4, $5, $6)`,
-				l.Target, op.coll, l.Path, op.seq, op.did, op.rkey)
+			src := linkSource{l.Target, op.coll, l.Path}
+			row(backlinkKey{src, op.seq, op.did, op.rkey}, 1)
 			if !had {
-				change(linkDID{linkSource{l.Target, op.coll, l.Path}, op.did}, 1)
+				count(linkDID{src, op.did}, 1)
 			}
 		}
 	}
+	var add columns
+	for _, k := range rowOrder {
+		switch rows[k] {
+		case -1:
+			t.queue(`DELETE FROM cistern_backlinks WHERE target = $1 AND collection = $2 AND path = $3 AND seq = $4 AND did = $5 AND rkey = $6`,
+				k.target, k.coll, k.path, k.seq, k.did, k.rkey)
+		case 1:
+			add.source(k.linkSource)
+			add.seq = append(add.seq, k.seq)
+			add.did = append(add.did, k.did)
+			add.rkey = append(add.rkey, k.rkey)
+		}
+	}
+	if len(add.seq) > 0 {
+		t.queue(`INSERT INTO cistern_backlinks (target, collection, path, seq, did, rkey)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::text[], $6::text[])`,
+			add.target, add.coll, add.path, add.seq, add.did, add.rkey)
+	}
 	// The per-DID counts; a DID appears in a source when its count leaves
-	// 0, and disappears when it returns to 0.
+	// 0, and disappears when it returns to 0 (and its row is deleted).
 	records := map[linkSource]int64{}
 	dids := map[linkSource]int64{}
 	var sources []linkSource
-	for _, k := range order {
+	var up columns
+	for _, k := range didOrder {
 		d := perDID[k]
 		if d == 0 {
 			continue
@@ -171,43 +208,83 @@ func (t *tx) resolveLinks() error {
 			sources = append(sources, k.linkSource)
 		}
 		records[k.linkSource] += d
+		up.source(k.linkSource)
+		up.did = append(up.did, k.did)
+		up.n = append(up.n, d)
+	}
+	var gone []linkDID
+	if len(up.n) > 0 {
 		t.queueWith(func(br pgx.BatchResults) error {
-			var n int64
-			if err := br.QueryRow().Scan(&n); err != nil {
-				return fmt.Errorf("links of %s to %s from %s:%s: %w", k.did, k.target, k.coll, k.path, err)
+			res, err := br.Query()
+			if err != nil {
+				return err
 			}
-			switch before := n - d; {
-			case before <= 0 && n > 0:
-				dids[k.linkSource]++
-			case before > 0 && n <= 0:
-				dids[k.linkSource]--
+			defer res.Close()
+			for res.Next() {
+				var k linkDID
+				var n int64
+				if err := res.Scan(&k.target, &k.coll, &k.path, &k.did, &n); err != nil {
+					return err
+				}
+				switch before := n - perDID[k]; {
+				case before <= 0 && n > 0:
+					dids[k.linkSource]++
+				case before > 0 && n <= 0:
+					dids[k.linkSource]--
+				}
+				if n <= 0 {
+					gone = append(gone, k)
+				}
 			}
-			return nil
-		}, `INSERT INTO cistern_link_dids (target, collection, path, did, n) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (target, collection, path, did) DO UPDATE SET n = cistern_link_dids.n + excluded.n RETURNING n`,
-			k.target, k.coll, k.path, k.did, d)
-		if d < 0 {
-			t.queue(`DELETE FROM cistern_link_dids WHERE target = $1 AND collection = $2 AND path = $3 AND did = $4 AND n <= 0`,
-				k.target, k.coll, k.path, k.did)
-		}
+			return res.Err()
+		}, `INSERT INTO cistern_link_dids (target, collection, path, did, n)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::bigint[])
+			ON CONFLICT (target, collection, path, did) DO UPDATE SET n = cistern_link_dids.n + excluded.n
+			RETURNING target, collection, path, did, n`, up.target, up.coll, up.path, up.did, up.n)
 	}
 	if err := t.flush(false); err != nil {
 		return err
 	}
+	for _, k := range gone {
+		t.queue(`DELETE FROM cistern_link_dids WHERE target = $1 AND collection = $2 AND path = $3 AND did = $4 AND n <= 0`,
+			k.target, k.coll, k.path, k.did)
+	}
+	var counts columns
 	for _, src := range sources {
 		r, d := records[src], dids[src]
 		if r == 0 && d == 0 {
 			continue
 		}
-		t.queue(`INSERT INTO cistern_link_counts (target, collection, path, records, dids) VALUES ($1, $2, $3, $4, $5)
+		counts.source(src)
+		counts.n = append(counts.n, r)
+		counts.n2 = append(counts.n2, d)
+	}
+	if len(counts.n) > 0 {
+		t.queue(`INSERT INTO cistern_link_counts (target, collection, path, records, dids)
+			SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
 			ON CONFLICT (target, collection, path) DO UPDATE SET records = cistern_link_counts.records + excluded.records,
-				dids = cistern_link_counts.dids + excluded.dids`, src.target, src.coll, src.path, r, d)
+				dids = cistern_link_counts.dids + excluded.dids`, counts.target, counts.coll, counts.path, counts.n, counts.n2)
+	}
+	for i, r := range counts.n {
 		if r < 0 {
 			t.queue(`DELETE FROM cistern_link_counts WHERE target = $1 AND collection = $2 AND path = $3 AND records <= 0`,
-				src.target, src.coll, src.path)
+				counts.target[i], counts.coll[i], counts.path[i])
 		}
 	}
 	return nil
+}
+
+// columns holds the rows of a multi-row statement as one array per
+// column, for unnest.
+type columns struct {
+	target, coll, path, did, rkey []string
+	seq, n, n2                    []int64
+}
+
+func (c *columns) source(s linkSource) {
+	c.target = append(c.target, s.target)
+	c.coll = append(c.coll, s.coll)
+	c.path = append(c.path, s.path)
 }
 
 // ScanBacklinks implements store.ReadTx.
