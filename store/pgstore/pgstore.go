@@ -71,8 +71,11 @@
 //
 // The SQL is kept to what YugabyteDB (YSQL) and Citus also accept: plain
 // tables with primary keys, COLLATE "C", text[] columns, INSERT … ON
-// CONFLICT (… RETURNING), row comparisons, data-modifying WITH clauses on
-// one table, SELECT … FOR UPDATE. PostgreSQL-only: Size
+// CONFLICT (… RETURNING), multi-row INSERT … SELECT FROM unnest(arrays)
+// (which Citus plans through the coordinator), row comparisons,
+// data-modifying WITH clauses on one table, SELECT … FOR UPDATE. Neither
+// engine can be installed here, so this is by their documentation, not
+// tested. PostgreSQL-only: Size
 // (pg_total_relation_size, where YugabyteDB reports nothing useful) and
 // the creation or migration of the tables in one transaction (YugabyteDB
 // runs DDL outside transactions: run SchemaSQL, or the migration, once by
