@@ -164,9 +164,8 @@ type Tx interface {
 	// value of a replaced record loses one. r.Seq is assigned and returned in r.
 	PutRecord(r *Record) error
 	// DeleteRecord removes a record, dropping one reference to its value,
-	// and removes the links it held (PutLinks; those put for the key are
-	// removed even if no record is stored under it). Deleting an absent
-	// record is not an error.
+	// and removes the links it held (PutLinks). Deleting an absent record
+	// is not an error.
 	DeleteRecord(did, collection, rkey string) error
 	// PutLinks replaces the links that the record (did, collection, rkey)
 	// holds in the backlink index with links, at position seq (the

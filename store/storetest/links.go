@@ -491,19 +491,6 @@ links=1
 		t.Errorf("after deletes and rewrites in one Update:\n%s\nwant\n%s", got, want)
 	}
 
-	// Links put for a key where no record is stored go with DeleteRecord
-	// of that key.
-	update(t, s, func(tx store.Tx) error {
-		return tx.PutLinks("did:plc:d", postColl, "3kd", 12345, []store.Link{link(postURI, "reply.root.uri")})
-	})
-	if n := countLinks(t, s, postURI, postColl, "reply.root.uri"); n != (store.BacklinkCount{Records: 1, DIDs: 1}) {
-		t.Errorf("CountBacklinks after PutLinks without a record = %+v, want 1 record, 1 DID", n)
-	}
-	update(t, s, func(tx store.Tx) error { return tx.DeleteRecord("did:plc:d", postColl, "3kd") })
-	if got := readLinkState(t, s, targets...); got != want {
-		t.Errorf("after DeleteRecord of links without a record:\n%s\nwant\n%s", got, want)
-	}
-
 	// DeleteRepo does not remove records, nor their links.
 	update(t, s, func(tx store.Tx) error { return tx.DeleteRepo("did:plc:b") })
 	if got := readLinkState(t, s, targets...); got != want {
