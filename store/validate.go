@@ -27,9 +27,10 @@ func (r *Record) Validate() error {
 }
 
 // ValidateLinks reports what makes a call PutLinks(did, collection, rkey,
-// seq, links) refused: an empty DID, collection or rkey, position 0, or a
-// link with an empty Target or Path. Every Store's PutLinks refuses such a
-// call with this error and writes nothing.
+// seq, links) malformed: an empty DID, collection or rkey, position 0, or
+// a link with an empty Target or Path. It checks more than Tx.PutLinks
+// requires every Store to refuse; pgstore's PutLinks refuses what it
+// reports and writes nothing, and other implementations may do the same.
 func ValidateLinks(did, collection, rkey string, seq uint64, links []Link) error {
 	switch {
 	case did == "":
