@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/backlinks"
 	"github.com/cistern-dev/cistern/internal/progress"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
@@ -58,6 +59,8 @@ type Stats struct {
 	// Work lists long work (crawls; rebuilds) running or ended within the
 	// last hour, with its progress (see WorkProgress).
 	Work []WorkProgress `json:"work"`
+	// Backlinks reports the backlink index (Config.Backlinks).
+	Backlinks backlinks.Status `json:"backlinks"`
 }
 
 // FirehoseStats is one firehose source. Its ages agree with the metrics:
@@ -140,6 +143,9 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 		s.Records, s.Events, s.Blocks, s.BlockBytes = c.Records, c.Events, c.Blocks, c.BlockBytes
 		s.OldestEvent, s.NewestEvent, err = tx.EventBounds()
 		if err != nil {
+			return err
+		}
+		if s.Backlinks, err = ix.links.Status(tx); err != nil {
 			return err
 		}
 		if s.Rejected, err = repos.RejectCounts(tx); err != nil {

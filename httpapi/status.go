@@ -14,6 +14,7 @@ import (
 
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/backlinks"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/internal/progress"
 	"github.com/cistern-dev/cistern/store"
@@ -101,7 +102,7 @@ type Status struct {
 	last    *sampleBase
 	started time.Time
 	board   progress.Board
-	work    *progress.Work // the backfill under way, nil when there is none
+	works   map[string]*progress.Work // long work seen in the samples, by name, while it runs
 }
 
 // sampleBase is what the next sample's rates are measured from.
@@ -114,7 +115,7 @@ type sampleBase struct {
 func NewStatus(ix *cistern.Indexer, opts StatusOptions) *Status {
 	opts = opts.withDefaults()
 	n := max(int(opts.Window/opts.Interval), 2)
-	return &Status{ix: ix, opts: opts, ring: make([]Sample, 0, n), started: time.Now()}
+	return &Status{ix: ix, opts: opts, ring: make([]Sample, 0, n), started: time.Now(), works: map[string]*progress.Work{}}
 }
 
 // Run samples every Interval until ctx ends, and logs the progress of a
@@ -135,7 +136,7 @@ func (s *Status) Run(ctx context.Context) {
 		if s.opts.Logger != nil && time.Since(lastLog) >= s.opts.LogInterval {
 			lastLog = time.Now()
 			s.mu.Lock()
-			w := s.work
+			w := s.works[workBackfill] // the backlink build logs its own
 			s.mu.Unlock()
 			if w != nil {
 				snap := w.Snapshot(time.Now())
@@ -186,19 +187,35 @@ func (s *Status) add(st *cistern.Stats, hostsFailing int64, now time.Time) {
 		s.next = (s.next + 1) % len(s.ring)
 	}
 	// The backfill as long work: started when repos wait, finished when
-	// none does.
-	busy := bp.done+bp.failing < bp.total || st.Backfill.InFlight > 0
+	// none does (a filter widening queues every repo again).
+	s.track(workBackfill, "repos", bp.done+bp.failing < bp.total || st.Backfill.InFlight > 0, bp.done, bp.total-bp.failing)
+	// The backlink index's build (Config.Backlinks), from its saved state.
+	bl := st.Backlinks
+	s.track(workBacklinks, "records", bl.State == backlinks.StateBuilding, bl.Done, bl.Total)
+}
+
+// Names of the long work Status derives from its samples.
+const (
+	workBackfill  = "backfill"
+	workBacklinks = "backlink index build"
+)
+
+// track moves the long work name: started when it becomes busy, set to done
+// of total while it is, finished when it no longer is. s.mu is held.
+func (s *Status) track(name, unit string, busy bool, done, total int64) {
+	w := s.works[name]
 	switch {
-	case busy && s.work == nil:
-		s.work = s.board.Start("backfill", "repos", bp.total)
+	case busy && w == nil:
+		w = s.board.Start(name, unit, total)
+		s.works[name] = w
 		fallthrough
 	case busy:
-		s.work.SetTotal(bp.total - bp.failing)
-		s.work.Set(bp.done)
-	case s.work != nil:
-		s.work.Set(bp.done)
-		s.work.Finish(nil)
-		s.work = nil
+		w.SetTotal(total)
+		w.Set(done)
+	case w != nil:
+		w.Set(done)
+		w.Finish(nil)
+		delete(s.works, name)
 	}
 }
 
@@ -294,8 +311,9 @@ type StatusReport struct {
 	// Consumers lists the durable consumers of the event log.
 	Consumers    []ConsumerStatus         `json:"consumers"`
 	HandleChecks cistern.HandleCheckStats `json:"handleChecks"`
-	// Work lists long work under way or ended within the hour, with
-	// progress and ETA: the backfill, crawls, rebuilds.
+	// Work lists long work under way, with progress and ETA: the backfill,
+	// the backlink index's build, crawls (and crawls that ended within the
+	// hour).
 	Work []cistern.WorkProgress `json:"work"`
 	// Errors lists the last failures (backfills and rejected commits),
 	// newest first, at most 20.
@@ -473,11 +491,14 @@ func (s *Status) Report(ctx context.Context, maxHosts int) (*StatusReport, error
 	if r.Consumers, err = s.consumers(ctx, st.NewestEvent, now); err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	if s.work != nil {
-		r.Work = append(r.Work, s.work.Snapshot(now))
+	for _, name := range []string{workBackfill, workBacklinks} {
+		s.mu.Lock()
+		w := s.works[name]
+		s.mu.Unlock()
+		if w != nil {
+			r.Work = append(r.Work, w.Snapshot(now))
+		}
 	}
-	s.mu.Unlock()
 	r.Work = nonNil(append(r.Work, st.Work...))
 	r.Errors = recentErrors(st)
 	r.Problems = problems(r, now)

@@ -7,6 +7,7 @@ import (
 
 	"github.com/cistern-dev/cistern"
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/internal/progress"
 )
 
 func TestWorstHosts(t *testing.T) {
@@ -79,7 +80,7 @@ func TestDiskGrowth(t *testing.T) {
 // where none does: a filter widening that queues every repo again shows as
 // a backfill with its progress and ETA.
 func TestStatus_BackfillAsLongWork(t *testing.T) {
-	s := &Status{opts: StatusOptions{}.withDefaults()}
+	s := &Status{opts: StatusOptions{}.withDefaults(), works: map[string]*progress.Work{}}
 	s.ring = make([]Sample, 0, 4)
 	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	s.board.Now = func() time.Time { return at }
@@ -91,7 +92,7 @@ func TestStatus_BackfillAsLongWork(t *testing.T) {
 		s.add(st, 0, at)
 	}
 	step(map[string]int64{"synced": 100}, 0)
-	if s.work != nil {
+	if len(s.works) != 0 {
 		t.Fatal("work started with nothing to do")
 	}
 	// The collections widened: every repo is queued again.
@@ -99,12 +100,12 @@ func TestStatus_BackfillAsLongWork(t *testing.T) {
 	for done := int64(10); done <= 60; done += 10 {
 		step(map[string]int64{"synced": done, "pending": 100 - done}, 4)
 	}
-	w := s.work.Snapshot(at)
+	w := s.works["backfill"].Snapshot(at)
 	if w.Name != "backfill" || w.Done != 60 || w.Total != 100 || w.PerSecond != 1 || w.ETASeconds != 40 {
 		t.Fatalf("backfill work %+v, want 60 of 100 at 1 repo/s, ETA 40 s", w)
 	}
 	step(map[string]int64{"synced": 100}, 0)
-	if s.work != nil {
+	if len(s.works) != 0 {
 		t.Fatal("work still running once every repo is synced")
 	}
 	if all := s.board.Snapshot(); len(all) != 1 || all[0].Finished.IsZero() || all[0].Done != 100 {
@@ -129,5 +130,31 @@ func BenchmarkWorstHosts5000(b *testing.B) {
 	for b.Loop() {
 		copy(work, hosts)
 		worstHosts(work, DefaultStatusHosts, now)
+	}
+}
+
+// The backlink index's build shows as long work while its state says
+// building.
+func TestStatus_BacklinkBuildAsLongWork(t *testing.T) {
+	s := &Status{opts: StatusOptions{}.withDefaults(), works: map[string]*progress.Work{}}
+	s.ring = make([]Sample, 0, 4)
+	at := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	s.board.Now = func() time.Time { return at }
+	for done := int64(0); done <= 40_000; done += 5_000 {
+		at = at.Add(10 * time.Second)
+		st := &cistern.Stats{Repos: map[string]int64{"synced": 3}}
+		st.Backlinks.State, st.Backlinks.Done, st.Backlinks.Total = "building", done, 100_000
+		s.add(st, 0, at)
+	}
+	w := s.works["backlink index build"].Snapshot(at)
+	if w.Unit != "records" || w.Done != 40_000 || w.PerSecond != 500 || w.ETASeconds != 120 {
+		t.Fatalf("build %+v, want 40000 of 100000 records at 500/s, ETA 120 s", w)
+	}
+	at = at.Add(10 * time.Second)
+	st := &cistern.Stats{Repos: map[string]int64{"synced": 3}}
+	st.Backlinks.State, st.Backlinks.Done = "ready", 100_000
+	s.add(st, 0, at)
+	if len(s.works) != 0 {
+		t.Fatalf("works %v after the build", s.works)
 	}
 }

@@ -5,8 +5,9 @@
 // (View) run beside the writer on a consistent snapshot and never block it,
 // except while the file grows past the memory map (see Options.MmapSize).
 //
-// Layout (schema version 4; Open migrates a version 3 file by building the
-// time index from its events). Every key is binary and either fixed-width or
+// Layout (schema version 5; Open migrates a version 3 file by building the
+// time index from its events, and a version 4 file by adding the empty
+// backlink index). Every key is binary and either fixed-width or
 // length-prefixed, so no field is ever split on a separator byte. Strings in
 // keys are prefixed with their length as a 2-byte big-endian integer (lp
 // below); integers in keys are big-endian. In the buckets written per
@@ -33,6 +34,7 @@
 //	evtimes   time (12 bytes, as queue)      → event id where the running
 //	                                            maximum of event times rose
 //	                                            to it (see eventtime.go)
+//	links, linksrc, reclinks                 the backlink index (links.go)
 //
 // The event encoding is a format byte, kind, flags and action bytes, the time
 // as varint Unix seconds and uvarint nanoseconds (exact to the nanosecond,
@@ -87,8 +89,8 @@ import (
 
 // SchemaVersion is the version of the layout this package reads and writes.
 // It is stored in the file when it is created; Open migrates a version 3
-// file and refuses any other.
-const SchemaVersion = 4
+// or 4 file and refuses any other.
+const SchemaVersion = 5
 
 // Options configure Open. The zero value (or a nil *Options) gives the
 // defaults.
@@ -161,11 +163,17 @@ var (
 	bucketCollNames = []byte("collnames")
 	bucketHandles   = []byte("handles")
 	bucketEvTimes   = []byte("evtimes")
+	bucketLinks     = []byte("links")
+	bucketLinkSrc   = []byte("linksrc")
+	bucketRecLinks  = []byte("reclinks")
 
-	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
+	// linkBuckets came with schema version 5.
+	linkBuckets = [][]byte{bucketLinks, bucketLinkSrc, bucketRecLinks}
+
+	allBuckets = append([][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
 		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,
 		bucketBuffer, bucketMeta, bucketSys, bucketDIDs, bucketDIDNames,
-		bucketCollIDs, bucketCollNames, bucketHandles, bucketEvTimes}
+		bucketCollIDs, bucketCollNames, bucketHandles, bucketEvTimes}, linkBuckets...)
 
 	keySchema = []byte("schema")
 )
@@ -233,12 +241,22 @@ func (db *DB) init() error {
 				return fmt.Errorf("no schema version recorded (want %d): %w", SchemaVersion, store.ErrSchemaVersion)
 			}
 			got := binary.BigEndian.Uint64(v)
-			if got == 3 {
-				// Version 4 added the time index (evtimes).
-				if err := migrateEventTimes(btx); err != nil {
-					return fmt.Errorf("migrate schema 3 to 4: %w", err)
+			if got == 3 || got == 4 {
+				from := got
+				if got == 3 {
+					// Version 4 added the time index (evtimes).
+					if err := migrateEventTimes(btx); err != nil {
+						return fmt.Errorf("migrate schema 3 to 4: %w", err)
+					}
 				}
-				db.log.Info("boltstore: migrated store", "path", db.path, "from", got, "to", SchemaVersion)
+				// Version 5 added the backlink index, empty until links
+				// are put.
+				for _, name := range linkBuckets {
+					if _, err := btx.CreateBucketIfNotExists(name); err != nil {
+						return fmt.Errorf("migrate schema %d to 5: %w", from, err)
+					}
+				}
+				db.log.Info("boltstore: migrated store", "path", db.path, "from", from, "to", SchemaVersion)
 				got = SchemaVersion
 				if err := sys.Put(keySchema, u64(SchemaVersion)); err != nil {
 					return err
