@@ -5,8 +5,9 @@
 // (View) run beside the writer on a consistent snapshot and never block it,
 // except while the file grows past the memory map (see Options.MmapSize).
 //
-// Layout (schema version 4; Open migrates a version 3 file by building the
-// time index from its events). Every key is binary and either fixed-width or
+// Layout (schema version 5; Open migrates a version 3 file by building the
+// time index from its events, and a version 4 file as it is: version 5 only
+// added runs to the collection index). Every key is binary and either fixed-width or
 // length-prefixed, so no field is ever split on a separator byte. Strings in
 // keys are prefixed with their length as a 2-byte big-endian integer (lp
 // below); integers in keys are big-endian. In the buckets written per
@@ -21,7 +22,8 @@
 //	collnames collection id                  → collection
 //	records   repo id | collection "/" rkey  → uvarint seq | uvarint len | CID | rev
 //	colls     repo id | collection           → uint64 record count
-//	bycoll    collection id | seq            → repo id | rkey
+//	bycoll    collection id | seq            → repo id | rkey, or a run of
+//	                                            records (see collrun.go)
 //	blocks    repo id | CID                  → uvarint (refs<<1 | has value) | value
 //	events    event id                       → binary store.Event (without value)
 //	queue     due | DID                      → empty (due: 8-byte seconds, sign
@@ -86,9 +88,9 @@ import (
 )
 
 // SchemaVersion is the version of the layout this package reads and writes.
-// It is stored in the file when it is created; Open migrates a version 3
-// file and refuses any other.
-const SchemaVersion = 4
+// It is stored in the file when it is created; Open migrates a version 3 or
+// 4 file and refuses any other.
+const SchemaVersion = 5
 
 // Options configure Open. The zero value (or a nil *Options) gives the
 // defaults.
@@ -233,12 +235,18 @@ func (db *DB) init() error {
 				return fmt.Errorf("no schema version recorded (want %d): %w", SchemaVersion, store.ErrSchemaVersion)
 			}
 			got := binary.BigEndian.Uint64(v)
-			if got == 3 {
-				// Version 4 added the time index (evtimes).
-				if err := migrateEventTimes(btx); err != nil {
-					return fmt.Errorf("migrate schema 3 to 4: %w", err)
+			if got == 3 || got == 4 {
+				from := got
+				if got == 3 {
+					// Version 4 added the time index (evtimes).
+					if err := migrateEventTimes(btx); err != nil {
+						return fmt.Errorf("migrate schema 3 to 4: %w", err)
+					}
 				}
-				db.log.Info("boltstore: migrated store", "path", db.path, "from", got, "to", SchemaVersion)
+				// Version 5 added runs to the collection index (see
+				// collrun.go); a version 4 index, of single entries
+				// only, is a valid version 5 index.
+				db.log.Info("boltstore: migrated store", "path", db.path, "from", from, "to", SchemaVersion)
 				got = SchemaVersion
 				if err := sys.Put(keySchema, u64(SchemaVersion)); err != nil {
 					return err
@@ -313,6 +321,9 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 		t := db.newTx(btx)
 		t.writable = true
 		if err := fn(t); err != nil {
+			return err
+		}
+		if err := t.flushRun(); err != nil {
 			return err
 		}
 		return t.flushCounts()

@@ -339,8 +339,9 @@ func (t *tx) PutRecord(r *store.Record) error {
 		return fmt.Errorf("boltstore: put record: %w", err)
 	}
 	t.kRec = appendRecordKey(t.kRec[:0], id, r.Collection, r.RKey)
+	appended := t.absentRecord(id, t.kRec)
 	var old []byte
-	if !t.absentRecord(id, t.kRec) {
+	if !appended {
 		old = t.getRecord(t.kRec)
 	}
 	if old != nil {
@@ -348,8 +349,8 @@ func (t *tx) PutRecord(r *store.Record) error {
 		if err != nil {
 			return fmt.Errorf("boltstore: put record %s/%s/%s: old value: %w", r.DID, r.Collection, r.RKey, err)
 		}
-		t.kColl = appendByCollKey(t.kColl[:0], collID, oldSeq)
-		if err := t.byColl.Delete(t.kColl); err != nil {
+		oldCID = clone(oldCID) // unindexRecord may write to bycoll; keep it
+		if err := t.unindexRecord(collID, oldSeq); err != nil {
 			return err
 		}
 		if bytes.Equal(oldCID, r.CID) {
@@ -363,7 +364,6 @@ func (t *tx) PutRecord(r *store.Record) error {
 				t.setValue(e, r.Value)
 			}
 		} else {
-			oldCID = clone(oldCID) // t.ref may write to blocks; keep it
 			if err := t.addRef(id, r.CID, r.Value); err != nil {
 				return err
 			}
@@ -383,9 +383,7 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if err != nil {
 		return err
 	}
-	t.kColl = appendByCollKey(t.kColl[:0], collID, seq)
-	cv := appendByCollValue(t.alloc(idLen + len(r.RKey))[:0], id, r.RKey)
-	if err := t.byColl.Put(t.kColl, cv); err != nil {
+	if err := t.indexRecord(id, collID, r.RKey, seq, appended); err != nil {
 		return err
 	}
 	rv := appendRecordValue(t.alloc(2*binary.MaxVarintLen64 + len(r.CID) + len(r.Rev))[:0], r.CID, r.Rev, seq)
@@ -422,10 +420,10 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 	if !ok {
 		return fmt.Errorf("boltstore: delete record %s/%s/%s: collection has no id: %w", did, collection, rkey, errMalformed)
 	}
-	t.kColl = appendByCollKey(t.kColl[:0], collID, oldSeq)
-	if err := t.byColl.Delete(t.kColl); err != nil {
+	if err := t.unindexRecord(collID, oldSeq); err != nil {
 		return err
 	}
+	t.kRec = appendRecordKey(t.kRec[:0], id, collection, rkey)
 	if err := t.records.Delete(t.kRec); err != nil {
 		return err
 	}
