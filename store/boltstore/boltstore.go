@@ -6,8 +6,9 @@
 // except while the file grows past the memory map (see Options.MmapSize).
 //
 // Layout (schema version 5; Open migrates a version 3 file by building the
-// time index from its events, and a version 4 file as it is: version 5 only
-// added runs to the collection index). Every key is binary and either fixed-width or
+// time index from its events, and a version 4 file as it is: version 5
+// added runs to the collection index and made the time index sparse, and
+// a version 4 file is a valid version 5 file). Every key is binary and either fixed-width or
 // length-prefixed, so no field is ever split on a separator byte. Strings in
 // keys are prefixed with their length as a 2-byte big-endian integer (lp
 // below); integers in keys are big-endian. In the buckets written per
@@ -32,9 +33,12 @@
 //	buffer    lp(DID) | rev                  → CBOR {seq, source, data}
 //	meta      key                            → value (the host's metadata)
 //	sys       "schema", counters             → uint64
+//	          "evtimes/max"                  → the latest event time
 //	evtimes   time (12 bytes, as queue)      → event id where the running
 //	                                            maximum of event times rose
-//	                                            to it (see eventtime.go)
+//	                                            to it, one entry per 64
+//	                                            events at most (see
+//	                                            eventtime.go)
 //
 // The event encoding is a format byte, kind, flags and action bytes, the time
 // as varint Unix seconds and uvarint nanoseconds (exact to the nanosecond,
@@ -244,8 +248,10 @@ func (db *DB) init() error {
 					}
 				}
 				// Version 5 added runs to the collection index (see
-				// collrun.go); a version 4 index, of single entries
-				// only, is a valid version 5 index.
+				// collrun.go) and made the time index sparse (see
+				// eventtime.go); a version 4 file, with an index entry
+				// per record and per rise of event times, is a valid
+				// version 5 file.
 				db.log.Info("boltstore: migrated store", "path", db.path, "from", from, "to", SchemaVersion)
 				got = SchemaVersion
 				if err := sys.Put(keySchema, u64(SchemaVersion)); err != nil {

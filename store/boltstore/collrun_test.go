@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/cistern-dev/cistern/store"
+	"github.com/cistern-dev/cistern/store/storetest"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -119,5 +120,20 @@ func TestMigrateSchema4(t *testing.T) {
 	}
 	if len(got) != 20 || got[0] != "new/3k0009" || got[9] != "new/3k0000" || got[10] != "old/3k0009" || got[19] != "old/3k0000" {
 		t.Errorf("ScanCollection after migration = %v", got)
+	}
+}
+
+// TestConformanceSparseTimeIndex runs the conformance suite with time index
+// entries at most every 3 ids, so that EventAtTime reads events between
+// entries in every case the suite builds, pruning included.
+func TestConformanceSparseTimeIndex(t *testing.T) {
+	for _, stride := range []uint64{1, 3} {
+		t.Run(fmt.Sprint("stride ", stride), func(t *testing.T) {
+			defer func(s uint64) { evTimeStride = s }(evTimeStride)
+			evTimeStride = stride
+			storetest.Run(t, func(t *testing.T) store.Store {
+				return openInternal(t, filepath.Join(t.TempDir(), "cistern.db"))
+			})
+		})
 	}
 }

@@ -20,9 +20,12 @@ type tx struct {
 
 	repos, records, colls, byColl, blocks, events,
 	queue, queueDID, buffer, meta, sys, handles, evtimes *bolt.Bucket
-	// evMax caches the newest key of evtimes (see eventtime.go).
-	evMax       []byte
-	evMaxLoaded bool
+	// The time index as this transaction sees it (see eventtime.go): the
+	// running maximum of event times, whether this transaction raised it,
+	// and the id of the last index entry.
+	evMax                            []byte
+	evLoaded, evMaxDirty, evHasEntry bool
+	evLastID                         uint64
 
 	// repoDict and collDict are the repo and collection ids (see dids.go).
 	repoDict, collDict dict

@@ -81,6 +81,9 @@ func (t *tx) flushCounts() error {
 	if err := t.flushColls(); err != nil {
 		return err
 	}
+	if err := t.flushEvTimes(); err != nil {
+		return err
+	}
 	if err := t.flushBlocks(); err != nil {
 		return err
 	}
@@ -486,6 +489,7 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 	}
 	n := 0
 	c := t.events.Cursor()
+	var times prunedTimes
 	for limit <= 0 || n < limit {
 		k, v := c.First()
 		if k == nil || getU64(k) > through {
@@ -495,6 +499,10 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("boltstore: prune event %d: %w", getU64(k), err)
 		}
+		if n == 0 {
+			times = t.startPrune(getU64(k))
+		}
+		times.prune(getU64(k), f.sec, f.nsec)
 		if store.EventKind(f.kind) == store.KindRecord && len(f.cid) > 0 && f.did != 0 {
 			if err := t.dropRef(f.did, clone(f.cid)); err != nil {
 				return n, err
@@ -512,7 +520,7 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 		if k, _ := c.First(); k != nil {
 			oldest = getU64(k)
 		}
-		if err := t.pruneEventTimes(oldest); err != nil {
+		if err := t.pruneEventTimes(times, oldest); err != nil {
 			return n, err
 		}
 	}
