@@ -73,8 +73,8 @@ func (t *tx) evTimeMax() []byte {
 
 // indexEventTime notes that event id has time tm.
 func (t *tx) indexEventTime(tm time.Time, id uint64) error {
-	var k [timeKeyLen]byte
-	key := appendTime(k[:0], tm)
+	t.kTime = appendTime(t.kTime[:0], tm)
+	key := t.kTime
 	if top := t.evTimeMax(); top != nil && bytes.Compare(key, top) <= 0 {
 		return nil
 	}

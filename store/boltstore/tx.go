@@ -26,6 +26,7 @@ type tx struct {
 	evMax                            []byte
 	evLoaded, evMaxDirty, evHasEntry bool
 	evLastID                         uint64
+	kTime                            []byte // key buffer of the time index
 
 	// repoDict and collDict are the repo and collection ids (see dids.go).
 	repoDict, collDict dict
@@ -43,6 +44,7 @@ type tx struct {
 	// blockCache holds the blocks this transaction read or changed, by
 	// blocks key (see ref).
 	blockCache map[string]*blockEntry
+	blockSlab  []blockEntry // entries not yet handed out (newBlockEntry)
 
 	// Key buffers, reused: bbolt copies a key on Put and does not keep the
 	// key of a Get or Delete. One per kind of key, as they are built while

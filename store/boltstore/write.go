@@ -228,7 +228,7 @@ func (t *tx) ref(id uint32, cid []byte) (*blockEntry, error) {
 	if t.blockCache == nil {
 		t.blockCache = make(map[string]*blockEntry)
 	}
-	e := new(blockEntry)
+	e := t.newBlockEntry()
 	// A repo new in this transaction has no block but those cached.
 	if t.fresh[id] == nil {
 		if v := t.getBlock(t.kBlk); v != nil {
@@ -240,6 +240,17 @@ func (t *tx) ref(id uint32, cid []byte) (*blockEntry, error) {
 	}
 	t.blockCache[string(t.kBlk)] = e
 	return e, nil
+}
+
+// newBlockEntry returns a zero entry from the transaction's slab: one
+// allocation per 256 blocks instead of one per block.
+func (t *tx) newBlockEntry() *blockEntry {
+	if len(t.blockSlab) == 0 {
+		t.blockSlab = make([]blockEntry, 256)
+	}
+	e := &t.blockSlab[0]
+	t.blockSlab = t.blockSlab[1:]
+	return e
 }
 
 // flushBlocks writes the blocks this transaction changed, in key order:
@@ -256,11 +267,12 @@ func (t *tx) flushBlocks() error {
 	for _, k := range keys {
 		e := t.blockCache[k]
 		var err error
+		t.kBlk = append(t.kBlk[:0], k...) // bbolt copies the key
 		if e.n > 0 {
 			v := appendBlockValue(t.alloc(binary.MaxVarintLen64 + len(e.val))[:0], e.n, e.val, e.has)
-			err = t.blocks.Put([]byte(k), v)
+			err = t.blocks.Put(t.kBlk, v)
 		} else {
-			err = t.blocks.Delete([]byte(k))
+			err = t.blocks.Delete(t.kBlk)
 		}
 		if err != nil {
 			return fmt.Errorf("boltstore: blocks: %w", err)
