@@ -5,10 +5,11 @@
 // (View) run beside the writer on a consistent snapshot and never block it,
 // except while the file grows past the memory map (see Options.MmapSize).
 //
-// Layout (schema version 5; Open migrates a version 3 file by building the
-// time index from its events, and a version 4 file as it is: version 5
-// added runs to the collection index and made the time index sparse, and
-// a version 4 file is a valid version 5 file). Every key is binary and either fixed-width or
+// Layout (schema version 6; Open migrates a version 3 file by building the
+// time index from its events, a version 4 file by adding the empty backlink
+// index, and a version 5 file as it is: version 6 added runs to the
+// collection index and made the time index sparse, and a version 5 file is
+// a valid version 6 file). Every key is binary and either fixed-width or
 // length-prefixed, so no field is ever split on a separator byte. Strings in
 // keys are prefixed with their length as a 2-byte big-endian integer (lp
 // below); integers in keys are big-endian. In the buckets written per
@@ -39,6 +40,7 @@
 //	                                            to it, one entry per 64
 //	                                            events at most (see
 //	                                            eventtime.go)
+//	links, linksrc, reclinks                 the backlink index (links.go)
 //
 // The event encoding is a format byte, kind, flags and action bytes, the time
 // as varint Unix seconds and uvarint nanoseconds (exact to the nanosecond,
@@ -92,9 +94,9 @@ import (
 )
 
 // SchemaVersion is the version of the layout this package reads and writes.
-// It is stored in the file when it is created; Open migrates a version 3 or
-// 4 file and refuses any other.
-const SchemaVersion = 5
+// It is stored in the file when it is created; Open migrates a version 3,
+// 4 or 5 file and refuses any other.
+const SchemaVersion = 6
 
 // Options configure Open. The zero value (or a nil *Options) gives the
 // defaults.
@@ -167,11 +169,17 @@ var (
 	bucketCollNames = []byte("collnames")
 	bucketHandles   = []byte("handles")
 	bucketEvTimes   = []byte("evtimes")
+	bucketLinks     = []byte("links")
+	bucketLinkSrc   = []byte("linksrc")
+	bucketRecLinks  = []byte("reclinks")
 
-	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
+	// linkBuckets came with schema version 5.
+	linkBuckets = [][]byte{bucketLinks, bucketLinkSrc, bucketRecLinks}
+
+	allBuckets = append([][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
 		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,
 		bucketBuffer, bucketMeta, bucketSys, bucketDIDs, bucketDIDNames,
-		bucketCollIDs, bucketCollNames, bucketHandles, bucketEvTimes}
+		bucketCollIDs, bucketCollNames, bucketHandles, bucketEvTimes}, linkBuckets...)
 
 	keySchema = []byte("schema")
 )
@@ -239,7 +247,7 @@ func (db *DB) init() error {
 				return fmt.Errorf("no schema version recorded (want %d): %w", SchemaVersion, store.ErrSchemaVersion)
 			}
 			got := binary.BigEndian.Uint64(v)
-			if got == 3 || got == 4 {
+			if got >= 3 && got <= 5 {
 				from := got
 				if got == 3 {
 					// Version 4 added the time index (evtimes).
@@ -247,11 +255,20 @@ func (db *DB) init() error {
 						return fmt.Errorf("migrate schema 3 to 4: %w", err)
 					}
 				}
-				// Version 5 added runs to the collection index (see
+				if got <= 4 {
+					// Version 5 added the backlink index, empty until
+					// links are put.
+					for _, name := range linkBuckets {
+						if _, err := btx.CreateBucketIfNotExists(name); err != nil {
+							return fmt.Errorf("migrate schema %d to 5: %w", from, err)
+						}
+					}
+				}
+				// Version 6 added runs to the collection index (see
 				// collrun.go) and made the time index sparse (see
-				// eventtime.go); a version 4 file, with an index entry
+				// eventtime.go); a version 5 file, with an index entry
 				// per record and per rise of event times, is a valid
-				// version 5 file.
+				// version 6 file.
 				db.log.Info("boltstore: migrated store", "path", db.path, "from", from, "to", SchemaVersion)
 				got = SchemaVersion
 				if err := sys.Put(keySchema, u64(SchemaVersion)); err != nil {

@@ -77,49 +77,54 @@ func TestBackfillWritesOneIndexEntryPerCollection(t *testing.T) {
 	}
 }
 
-// TestMigrateSchema4 opens a version 4 file (a collection index of single
-// entries only) as version 5, and keeps writing runs beside the old entries.
-func TestMigrateSchema4(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "cistern.db")
-	db, err := Open(path, &Options{NoSync: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	putRecords(t, db, "did:plc:old", "app.x.post", 0, 1)
-	putRecords(t, db, "did:plc:old", "app.x.post", 1, 10) // singles
-	db.Close()
-	bdb, err := bolt.Open(path, 0o600, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := bdb.Update(func(btx *bolt.Tx) error {
-		return btx.Bucket(bucketSys).Put(keySchema, binary.BigEndian.AppendUint64(nil, 4))
-	}); err != nil {
-		t.Fatal(err)
-	}
-	bdb.Close()
+// TestMigrateSchema4And5 opens a version 4 and a version 5 file (a
+// collection index of single entries only, a time index entry per rise) as
+// the current version, and keeps writing runs beside the old entries.
+func TestMigrateSchema4And5(t *testing.T) {
+	for _, version := range []uint64{4, 5} {
+		t.Run(fmt.Sprint("version ", version), func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "cistern.db")
+			db, err := Open(path, &Options{NoSync: true})
+			if err != nil {
+				t.Fatal(err)
+			}
+			putRecords(t, db, "did:plc:old", "app.x.post", 0, 1)
+			putRecords(t, db, "did:plc:old", "app.x.post", 1, 10) // singles
+			db.Close()
+			bdb, err := bolt.Open(path, 0o600, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := bdb.Update(func(btx *bolt.Tx) error {
+				return btx.Bucket(bucketSys).Put(keySchema, binary.BigEndian.AppendUint64(nil, version))
+			}); err != nil {
+				t.Fatal(err)
+			}
+			bdb.Close()
 
-	db = openInternal(t, path)
-	if err := db.bolt.View(func(btx *bolt.Tx) error {
-		if v := getU64(btx.Bucket(bucketSys).Get(keySchema)); v != SchemaVersion {
-			return fmt.Errorf("schema version %d after Open, want %d", v, SchemaVersion)
-		}
-		return nil
-	}); err != nil {
-		t.Fatal(err)
-	}
-	putRecords(t, db, "did:plc:new", "app.x.post", 0, 10) // a run
-	var got []string
-	if err := db.View(t.Context(), func(tx store.ReadTx) error {
-		return tx.ScanCollection("app.x.post", 0, func(r *store.Record) (bool, error) {
-			got = append(got, r.DID[8:]+"/"+r.RKey)
-			return true, nil
+			db = openInternal(t, path)
+			if err := db.bolt.View(func(btx *bolt.Tx) error {
+				if v := getU64(btx.Bucket(bucketSys).Get(keySchema)); v != SchemaVersion {
+					return fmt.Errorf("schema version %d after Open, want %d", v, SchemaVersion)
+				}
+				return nil
+			}); err != nil {
+				t.Fatal(err)
+			}
+			putRecords(t, db, "did:plc:new", "app.x.post", 0, 10) // a run
+			var got []string
+			if err := db.View(t.Context(), func(tx store.ReadTx) error {
+				return tx.ScanCollection("app.x.post", 0, func(r *store.Record) (bool, error) {
+					got = append(got, r.DID[8:]+"/"+r.RKey)
+					return true, nil
+				})
+			}); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 20 || got[0] != "new/3k0009" || got[9] != "new/3k0000" || got[10] != "old/3k0009" || got[19] != "old/3k0000" {
+				t.Errorf("ScanCollection after migration = %v", got)
+			}
 		})
-	}); err != nil {
-		t.Fatal(err)
-	}
-	if len(got) != 20 || got[0] != "new/3k0009" || got[9] != "new/3k0000" || got[10] != "old/3k0009" || got[19] != "old/3k0000" {
-		t.Errorf("ScanCollection after migration = %v", got)
 	}
 }
 

@@ -20,6 +20,8 @@ type tx struct {
 
 	repos, records, colls, byColl, blocks, events,
 	queue, queueDID, buffer, meta, sys, handles, evtimes *bolt.Bucket
+	// The backlink index (see links.go).
+	links, linkSrc, recLinks *bolt.Bucket
 	// The time index as this transaction sees it (see eventtime.go): the
 	// running maximum of event times, whether this transaction raised it,
 	// and the id of the last index entry.
@@ -91,6 +93,9 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		sys:      btx.Bucket(bucketSys),
 		handles:  btx.Bucket(bucketHandles),
 		evtimes:  btx.Bucket(bucketEvTimes),
+		links:    btx.Bucket(bucketLinks),
+		linkSrc:  btx.Bucket(bucketLinkSrc),
+		recLinks: btx.Bucket(bucketRecLinks),
 		repoDict: dict{what: "DID", ids: btx.Bucket(bucketDIDs), names: btx.Bucket(bucketDIDNames)},
 		collDict: dict{what: "collection", ids: btx.Bucket(bucketCollIDs), names: btx.Bucket(bucketCollNames)},
 	}
@@ -105,6 +110,7 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		t.records.FillPercent = fillAppend
 		t.blocks.FillPercent = fillClustered
 		t.repoDict.names.FillPercent = fillAppend
+		t.recLinks.FillPercent = fillAppend
 	}
 	return t
 }
@@ -557,6 +563,7 @@ func (t *tx) Counts() (store.Counts, error) {
 	c.Events = t.counter(keyEvents) + t.counts.events
 	c.Blocks = t.counter(keyBlocks) + t.counts.blocks
 	c.BlockBytes = t.counter(keyBlockBytes) + t.counts.blockBytes
+	c.Links = t.counter(keyLinks) + t.counts.links
 	cur := t.sys.Cursor()
 	for k, v := cur.Seek(keyStatePrefix); k != nil && bytes.HasPrefix(k, keyStatePrefix); k, v = cur.Next() {
 		if len(k) == len(keyStatePrefix)+1 {

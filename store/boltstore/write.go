@@ -25,6 +25,7 @@ var (
 type countDelta struct {
 	dirty                                      bool
 	repos, records, events, blocks, blockBytes int64
+	links                                      int64
 	states                                     [256]int64
 }
 
@@ -108,7 +109,7 @@ func (t *tx) flushCounts() error {
 	for _, c := range []struct {
 		key []byte
 		n   int64
-	}{{keyRepos, d.repos}, {keyRecords, d.records}, {keyEvents, d.events}, {keyBlocks, d.blocks}, {keyBlockBytes, d.blockBytes}} {
+	}{{keyRepos, d.repos}, {keyRecords, d.records}, {keyEvents, d.events}, {keyBlocks, d.blocks}, {keyBlockBytes, d.blockBytes}, {keyLinks, d.links}} {
 		if err := add(c.key, c.n); err != nil {
 			return fmt.Errorf("boltstore: counters: %w", err)
 		}
@@ -443,6 +444,9 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 		return err
 	}
 	if err := t.dropRef(id, oldCID); err != nil {
+		return err
+	}
+	if err := t.dropLinks(id, collID, appendRecordKey(nil, id, collection, rkey)); err != nil {
 		return err
 	}
 	t.addColl(id, collection, -1)
