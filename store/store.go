@@ -174,9 +174,9 @@ type Tx interface {
 	// target at two paths is two links. PutRecord does not touch the
 	// index: a caller that indexes links calls PutLinks after each
 	// PutRecord, in the same transaction. PutLinks does not check that
-	// the record is stored. It refuses a link with an empty Target and,
-	// with links, an empty did or collection, writing nothing; an
-	// implementation may refuse more (ValidateLinks).
+	// the record is stored. It refuses what ValidateLinks refuses (an
+	// empty did, collection or rkey, position 0, a link with an empty
+	// Target or Path), writing nothing.
 	PutLinks(did, collection, rkey string, seq uint64, links []Link) error
 
 	// AppendEvent assigns ev.ID, the next id of the log, and stores the

@@ -766,6 +766,9 @@ func testLinksInvalidRefused(t *testing.T, s store.Store) {
 		{"empty DID", "", likeColl, "3k1", 1, good},
 		{"empty collection", "did:plc:a", "", "3k1", 1, good},
 		{"empty target", "did:plc:a", likeColl, "3k1", 1, []store.Link{link(postURI, subject), link("", subject)}},
+		{"empty rkey", "did:plc:a", likeColl, "", 1, good},
+		{"position 0", "did:plc:a", likeColl, "3k1", 0, good},
+		{"empty path", "did:plc:a", likeColl, "3k1", 1, []store.Link{link(postURI, "")}},
 	}
 	for _, tc := range tests {
 		update(t, s, func(tx store.Tx) error {

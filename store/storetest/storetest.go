@@ -57,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"InvalidRecordRefused", testInvalidRecordRefused},
 		{"ScanRecordsCursors", testScanRecordsCursors},
 		{"ScanCollection", testScanCollection},
+		{"ScanCollectionAfterBackfill", testScanCollectionAfterBackfill},
 		{"CountRecordsAndCollections", testCountRecordsAndCollections},
 		{"BlockRefcounts", testBlockRefcounts},
 		{"BlockReclaimedAfterPrune", testBlockReclaimedAfterPrune},
