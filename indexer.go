@@ -59,6 +59,7 @@ import (
 	"github.com/cistern-dev/cistern/internal/filterchange"
 	"github.com/cistern-dev/cistern/internal/handles"
 	"github.com/cistern-dev/cistern/internal/ingest"
+	"github.com/cistern-dev/cistern/internal/progress"
 	"github.com/cistern-dev/cistern/internal/query"
 	"github.com/cistern-dev/cistern/internal/replica"
 	"github.com/cistern-dev/cistern/internal/repos"
@@ -106,6 +107,7 @@ type Indexer struct {
 
 	crawler *crawl.Crawler   // discovery of repos that wrote before
 	links   *backlinks.Index // the backlink index (Config.Backlinks)
+	work    progress.Board   // long work, for Stats.Work and the logs
 
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced after each commit
@@ -263,6 +265,7 @@ func Open(cfg Config) (*Indexer, error) {
 		URL:        cfg.CrawlURL,
 		Filter:     ix.Filter,
 		Logger:     cfg.Logger,
+		Progress:   &ix.work,
 	})
 
 	if err := ix.filters.Load(ix.ctx, cfg.ReadOnly); err != nil {
@@ -347,6 +350,7 @@ func (ix *Indexer) Run(ctx context.Context) error {
 		return g.Wait()
 	}
 	start("backfill", ix.bf.Run)
+	start("progress log", func(ctx context.Context) error { ix.work.Log(ctx, ix.log, progressLogInterval); return nil })
 	start("retention", ix.events.Run)
 	if ix.cfg.Backlinks {
 		start("backlink index", ix.links.Build)

@@ -2,11 +2,13 @@ package cistern
 
 import (
 	"context"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/backlinks"
+	"github.com/cistern-dev/cistern/internal/progress"
 	"github.com/cistern-dev/cistern/store"
 )
 
@@ -44,9 +46,72 @@ type Stats struct {
 	// HandleChecks reports the handle checks run beside backfill and live
 	// sync (all zero with a resolver that is no resolver.HandleChecker).
 	HandleChecks HandleCheckStats `json:"handleChecks"`
+	// Firehose reports each firehose source followed since Open, by URL.
+	Firehose []FirehoseStats `json:"firehose"`
+	// LiveOps counts the record ops of live commits applied since Open.
+	LiveOps int64 `json:"liveOps"`
+	// RecentRejects lists the last live commits rejected (at most 16),
+	// newest first, since Open.
+	RecentRejects []RejectedCommit `json:"recentRejects"`
+	// BackfillFailures lists the last backfill failures (at most 32),
+	// newest first, since Open.
+	BackfillFailures []backfill.Failure `json:"backfillFailures"`
+	// Work lists long work (crawls; rebuilds) running or ended within the
+	// last hour, with its progress (see WorkProgress).
+	Work []WorkProgress `json:"work"`
 	// Backlinks reports the backlink index (Config.Backlinks).
 	Backlinks backlinks.Status `json:"backlinks"`
 }
+
+// FirehoseStats is one firehose source. Its ages agree with the metrics:
+// cistern_firehose_lag_seconds is now minus LastStamped, and
+// cistern_firehose_cursor_age_seconds now minus CursorStamped.
+type FirehoseStats struct {
+	// Source is the source's URL; Connected says whether a connection is
+	// open now.
+	Source    string `json:"source"`
+	Connected bool   `json:"connected"`
+	// Messages counts the messages received since the source's follow
+	// last started, and Reconnects the times a connection ended or could
+	// not be opened and another was scheduled, since Open.
+	Messages   int64 `json:"messages"`
+	Reconnects int64 `json:"reconnects"`
+	// LastSeq is the sequence number of the last message received.
+	LastSeq int64 `json:"lastSeq"`
+	// LastReceived is when the last message arrived (zero: none yet), and
+	// LastStamped the event time of the newest message received.
+	LastReceived time.Time `json:"lastReceived,omitzero"`
+	LastStamped  time.Time `json:"lastStamped,omitzero"`
+	// Cursor is the saved cursor, and CursorStamped the event time of the
+	// message at it (zero when not known).
+	Cursor        int64     `json:"cursor"`
+	CursorStamped time.Time `json:"cursorStamped,omitzero"`
+}
+
+// RejectedCommit is one live commit that was not applied (its repo is
+// resynced).
+type RejectedCommit struct {
+	// DID is the repo ("" for a frame too large to be read) and Rev the
+	// commit's rev.
+	DID    string       `json:"did"`
+	Rev    string       `json:"rev,omitempty"`
+	Reason RejectReason `json:"reason"`
+	// Message says what was wrong.
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
+}
+
+// WorkProgress is a piece of long work with its progress: Done of Total
+// units (Total 0: not known), the recent rate PerSecond, and ETASeconds
+// (-1: not known, 0: done).
+type WorkProgress = progress.Snapshot
+
+// progressLogInterval is how often Run logs the progress of long work.
+const progressLogInterval = time.Minute
+
+// BackfillHosts returns the backfill work of each PDS host seen recently
+// (see backfill.Scheduler.Hosts), in no particular order.
+func (ix *Indexer) BackfillHosts() []backfill.HostStats { return ix.bf.Hosts() }
 
 // HandleCheckStats counts handle checks since Open (see
 // Config.HandleCheckConcurrency).
@@ -83,6 +148,17 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 	s.DiskBytes = ix.st.Size()
 	s.Backfill = ix.bf.Stats()
 	s.Subscriptions = ix.events.Subscriptions()
+	for _, src := range ix.ing.Sources() {
+		s.Firehose = append(s.Firehose, FirehoseStats{Source: src.Source, Connected: src.Connected,
+			Messages: src.Messages, Reconnects: src.Reconnects, LastSeq: src.LastSeq, LastReceived: src.LastReceived,
+			LastStamped: src.LastStamped, Cursor: src.Cursor, CursorStamped: src.CursorStamped})
+	}
+	s.LiveOps = ix.ing.LiveOps()
+	for _, r := range ix.ing.Rejections() {
+		s.RecentRejects = append(s.RecentRejects, RejectedCommit{DID: r.DID, Rev: r.Rev, Reason: r.Reason, Message: r.Message, At: r.At})
+	}
+	s.BackfillFailures = ix.bf.RecentFailures()
+	s.Work = ix.work.Snapshot()
 	if ix.handles != nil {
 		h := ix.handles.Stats()
 		s.HandleChecks = HandleCheckStats{Queued: h.Queued, Running: h.Running, Checked: h.Checked,

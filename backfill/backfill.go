@@ -105,9 +105,14 @@ func (s *Scheduler) backfill(ctx context.Context, did string) (err error) {
 	host := ""
 	defer func() {
 		var fl *failure
-		if errors.As(err, &fl) {
+		switch {
+		case errors.As(err, &fl):
 			fl.unknown = !known
 			fl.host = host
+		case err == nil:
+			s.ledger.succeeded(did, host)
+		case errors.Is(err, ErrRepoNotFound), errors.Is(err, ErrRepoInactive), errors.Is(err, ErrNotTracked):
+			s.ledger.forget(did)
 		}
 	}()
 	f := s.opts.Filter()
@@ -427,7 +432,13 @@ func (s *Scheduler) recordFailure(ctx context.Context, did string, fl *failure) 
 		return err
 	}
 	if gone {
+		s.ledger.forget(did)
 		return errStale
+	}
+	if fl.kind == KindRateLimited {
+		s.ledger.rateLimited(fl.host)
+	} else {
+		s.ledger.failed(Failure{DID: did, Host: fl.host, Kind: fl.kind, Message: fl.err.Error(), At: now, Retry: next})
 	}
 	if hostFailure(fl.kind) {
 		s.recovery.failedOn(fl.host, did)

@@ -116,6 +116,7 @@ func (c *blockClient) get(ctx context.Context, method string, q url.Values, limi
 	}
 	body, err = io.ReadAll(io.LimitReader(resp.Body, limit+1))
 	s.bytes.Add(int64(len(body)))
+	s.ledger.received(c.host, int64(len(body)))
 	c.fetched += int64(len(body))
 	if err == nil && resp.ContentLength >= 0 && int64(len(body)) < resp.ContentLength {
 		err = io.ErrUnexpectedEOF

@@ -98,6 +98,7 @@ func (s *Scheduler) fetch(ctx context.Context, pds, did string) (*car, error) {
 		buf := make([]byte, resp.ContentLength)
 		got, err := io.ReadFull(resp.Body, buf)
 		s.bytes.Add(int64(got))
+		s.ledger.received(hostName, int64(got))
 		if err != nil {
 			s.budget.release(n)
 			if errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, io.EOF) {
@@ -119,6 +120,7 @@ func (s *Scheduler) fetch(ctx context.Context, pds, did string) (*car, error) {
 	}
 	got, err := io.Copy(f, io.LimitReader(resp.Body, s.opts.MaxRepoSize+1))
 	s.bytes.Add(got)
+	s.ledger.received(hostName, got)
 	if err != nil {
 		cleanup()
 		if errors.Is(err, io.ErrUnexpectedEOF) {

@@ -29,6 +29,8 @@ type Scheduler struct {
 
 	// noBlocks remembers the hosts that do not serve getBlocks.
 	noBlocks *hostMemo
+	// ledger counts each host's work for Hosts and RecentFailures.
+	ledger *ledger
 }
 
 // Stats counts the scheduler's work since New.
@@ -89,6 +91,7 @@ func New(opts Options) (*Scheduler, error) {
 		kick:     make(chan struct{}, 1),
 		running:  make(map[string]struct{}),
 		noBlocks: newHostMemo(opts.MaxBackoff, opts.Now),
+		ledger:   newLedger(opts.Now),
 
 		recovery: newRecovery(),
 	}, nil

@@ -70,6 +70,10 @@ type Options struct {
 	MaxStreams int
 	// Jetstream configures the Jetstream-compatible /subscribe endpoint.
 	Jetstream jetstream.Options
+	// Status configures the status sampler behind /status.json and the
+	// status page (Server.Status); its Tap defaults to Tap and its Logger
+	// to Logger.
+	Status StatusOptions
 }
 
 func (o Options) withDefaults() Options {
@@ -112,6 +116,8 @@ func (o Options) withDefaults() Options {
 //	PUT   /filter         a FilterRequest (a filter.Spec and confirmDelete)
 //	PATCH /filter         a filter.Patch (confirmDelete for a change that deletes records)
 //	GET   /stats
+//	GET   /status.json    the status report (StatusReport), ?hosts=N worst hosts
+//	GET   /status         the status page, drawn from /status.json
 //	GET   /metrics        Prometheus text format
 //
 // Every error is JSON, {"error":"Name","message":"..."}, with the status
@@ -130,6 +136,7 @@ type Server struct {
 	subscribers atomic.Int64
 	metrics     *collector
 	gatherer    prometheus.Gatherer
+	status      *Status
 }
 
 var _ http.Handler = (*Server)(nil)
@@ -143,6 +150,14 @@ func New(ix *cistern.Indexer, opts Options) *Server {
 	s.stream = StreamHandler(ix, opts.Stream)
 	s.subscribe = jetstream.New(ix, ix.Store(), opts.Jetstream)
 	s.metrics = newCollector(ix, &s.subscribers)
+	sopts := opts.Status
+	if sopts.Tap == nil {
+		sopts.Tap = opts.Tap
+	}
+	if sopts.Logger == nil {
+		sopts.Logger = opts.Logger
+	}
+	s.status = NewStatus(ix, sopts)
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(s.metrics, s.subscribe,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -172,6 +187,8 @@ func (s *Server) routes() {
 	admin("PUT /filter", s.servePutFilter)
 	admin("PATCH /filter", s.servePatchFilter)
 	admin("GET /stats", s.serveStats)
+	admin("GET /status.json", s.serveStatusJSON)
+	admin("GET /status", serveStatusPage)
 	admin("GET /metrics", promhttp.HandlerFor(s.gatherer, promhttp.HandlerOpts{ErrorLog: nil}).ServeHTTP)
 	if s.opts.Tap != nil {
 		s.opts.Tap.Register(s.mux, s.Admin)

@@ -26,6 +26,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -372,11 +373,12 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 		LoopbackReads: tok.file != "" && loopbackListen(cfg.Listen),
 		Logger:        log,
 		MaxStreams:    cfg.MaxStreams,
+		Status:        httpapi.StatusOptions{Interval: progressInterval(cfg)},
 	})
 	st := newStatus(ix, time.Now())
 	mux := http.NewServeMux()
 	mux.Handle("/", api)
-	mux.Handle("GET /{$}", api.Admin(st))
+	mux.Handle("GET /{$}", api.Admin(api.StatusPage())) // the status page, also at /status
 	srv := httpapi.NewHTTPServer(mux, httpapi.Limits{ReadTimeout: cfg.ReadTimeout, IdleTimeout: cfg.IdleTimeout}, log)
 	srv.RegisterOnShutdown(api.CloseStreams) // plain-HTTP /stream responses would hold Shutdown
 	ln = httpapi.LimitListener(ln, cfg.MaxConns)
@@ -406,7 +408,10 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	progDone := make(chan struct{})
 	go func() {
 		defer close(progDone)
+		var wg sync.WaitGroup
+		wg.Go(func() { api.Status().Run(ctx) }) // the status page's history
 		st.report(ctx, stdout, progressInterval(cfg))
+		wg.Wait()
 	}()
 
 	var runErr error

@@ -250,8 +250,15 @@ func TestDemo(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 200 || !strings.Contains(string(body), "repos done") {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), "<title>cistern status</title>") {
 		t.Fatalf("status page: %d %.300s", resp.StatusCode, body)
+	}
+	var report struct {
+		Backfill struct{ Done, Total int64 }
+		History  struct{ Samples []struct{} }
+	}
+	if code := getJSON("/status.json", &report); code != 200 || report.Backfill.Done != 3 || report.Backfill.Total != 3 {
+		t.Fatalf("status.json: %d %+v", code, report)
 	}
 
 	// Progress lines while backfilling (every 2 s in the demo), ending with

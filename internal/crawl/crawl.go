@@ -28,6 +28,7 @@ import (
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/filter"
+	"github.com/cistern-dev/cistern/internal/progress"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/resolver"
 	"github.com/cistern-dev/cistern/store"
@@ -61,6 +62,8 @@ type Config struct {
 	Filter func() *filter.Filter
 	// Logger receives the crawl's warnings.
 	Logger *slog.Logger
+	// Progress, if set, shows each crawl as it lists repos. Optional.
+	Progress *progress.Board
 }
 
 // Crawler runs the discovery crawls. Create it with New; Run runs it.
@@ -169,7 +172,8 @@ func (c *Crawler) Run(ctx context.Context) error {
 	}
 }
 
-func (c *Crawler) crawlJob(ctx context.Context, job string) error {
+func (c *Crawler) crawlJob(ctx context.Context, job string) (err error) {
+	listed := func(int64) {}
 	signal, bySignal := strings.CutPrefix(job, crawlSignalPrefix)
 	var pattern filter.Pattern
 	if bySignal {
@@ -185,6 +189,15 @@ func (c *Crawler) crawlJob(ctx context.Context, job string) error {
 		return err
 	}
 	cursor, fallback := decodeCrawlCursor(saved)
+	if c.cfg.Progress != nil {
+		what := "crawl of the full network (repos listed)"
+		if bySignal {
+			what = "crawl for signal " + signal + " (repos listed)"
+		}
+		w := c.cfg.Progress.Start(what, "repos", 0)
+		defer func() { w.Finish(err) }()
+		listed = w.Add
+	}
 	for {
 		if err := c.waitQueue(ctx); err != nil {
 			return err
@@ -206,6 +219,7 @@ func (c *Crawler) crawlJob(ctx context.Context, job string) error {
 		if err != nil {
 			return err
 		}
+		listed(int64(len(dids)))
 		for _, did := range dids {
 			if _, err := syntax.ParseDID(did); err != nil || c.cfg.Filter().Excluded(did) {
 				continue

@@ -92,6 +92,7 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 	}
 	in.metrics.sources.follow(src, client)
 	defer in.metrics.sources.unfollow(src, client)
+	in.recent.follow(src, cursor)
 	disp := firehose.NewDispatcher(in.cfg.Workers, firehoseQueue, func(ctx context.Context, m *firehose.Message) error {
 		return in.HandleMessage(ctx, src, m)
 	})
@@ -132,6 +133,7 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 		}
 		saved = wm
 		in.metrics.setCursor(src, wm)
+		in.recent.saved(src, wm)
 		return nil
 	}
 	save := func(c context.Context) {
@@ -156,6 +158,7 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 	}()
 	handle := func(ctx context.Context, m *firehose.Message) error {
 		in.metrics.observeFrame(src, m)
+		in.recent.received(src)
 		if !started && m.Seq > 0 {
 			// Anchor the live start at once, so that a restart, however
 			// soon, resumes here rather than live again.
@@ -173,6 +176,7 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 			break
 		}
 		in.metrics.rejected(verify.RejectTooLarge)
+		in.recent.rejected("", "", verify.RejectTooLarge, runErr)
 		// The source would send the same frame again: go on after it. Its
 		// repo is resynced when its next commit does not chain (the
 		// frame's repo is unknown: it was not read). Sequence numbers may

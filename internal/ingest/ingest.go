@@ -98,6 +98,7 @@ type Ingest struct {
 	keys    *keyCache
 	metrics *Metrics
 	held    *heldCap
+	recent  *recent
 
 	ctx    context.Context // ends at Close
 	cancel context.CancelFunc
@@ -108,7 +109,7 @@ type Ingest struct {
 func New(cfg Config) *Ingest {
 	in := &Ingest{cfg: cfg, log: cfg.Logger, st: cfg.Store, w: cfg.Writer, res: cfg.Resolver,
 		repos: cfg.Repos, pipe: cfg.Pipeline, keys: newKeyCache(), metrics: NewMetrics(),
-		held: newHeldCap(cfg.MaxHeldPerRepo, cfg.MaxHeld)}
+		held: newHeldCap(cfg.MaxHeldPerRepo, cfg.MaxHeld), recent: newRecent()}
 	in.ctx, in.cancel = context.WithCancel(context.Background())
 	return in
 }

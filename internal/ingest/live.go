@@ -86,6 +86,7 @@ func (in *Ingest) handleCommit(ctx context.Context, src string, m *firehose.Mess
 	did := msg.Repo
 	if _, err := syntax.ParseDID(did); err != nil {
 		in.metrics.rejected(verify.RejectMalformed)
+		in.recent.rejected(did, msg.Rev, verify.RejectMalformed, err)
 		return verify.Reject(did, msg.Rev, verify.RejectMalformed, "repo: %w", err)
 	}
 	f := in.cfg.Filter()
@@ -165,6 +166,7 @@ func (in *Ingest) applyCommit(ctx context.Context, r *store.Repo, msg *comatprot
 	}
 	if applied {
 		in.metrics.applied(len(vc.Ops))
+		in.recent.ops.Add(int64(len(vc.Ops)))
 	}
 	return applied, nil
 }
@@ -194,6 +196,7 @@ func (in *Ingest) applyLive(ctx context.Context, r *store.Repo, msg *comatproto.
 		case err == nil:
 			if applied {
 				in.metrics.applied(len(vc.Ops))
+				in.recent.ops.Add(int64(len(vc.Ops)))
 			}
 		case errors.Is(err, writer.ErrClosed):
 			// Stopping: the cursor saved last is behind this commit.
@@ -263,6 +266,7 @@ func (in *Ingest) verifyLive(ctx context.Context, r *store.Repo, msg *comatproto
 		var ce *verify.CommitError
 		if errors.As(err, &ce) {
 			in.metrics.rejected(ce.Reason)
+			in.recent.rejected(ce.DID, ce.Rev, ce.Reason, ce.Err)
 			in.log.Warn("commit rejected; resyncing repo", "did", ce.DID, "rev", ce.Rev, "reason", ce.Reason, "err", ce.Err)
 			if werr := in.repos.MarkDesync(ctx, r.DID, ce); werr != nil {
 				return nil, werr
@@ -393,6 +397,7 @@ func (in *Ingest) Drain(ctx context.Context, did string, rev string, data cid.Ci
 			m, err := firehose.DecodeBody(firehose.KindCommit, bc.Data)
 			if err != nil || m.Commit == nil || m.Commit.Repo != did {
 				in.metrics.rejected(verify.RejectMalformed)
+				in.recent.rejected(did, bc.Rev, verify.RejectMalformed, fmt.Errorf("held commit does not decode as this repo's commit: %v", err))
 				if err := in.write(ctx, func(tx store.Tx) error { return tx.DeleteBuffer(did, bc.Rev) }); err != nil {
 					return err
 				}
@@ -457,6 +462,7 @@ func (in *Ingest) handleSync(ctx context.Context, msg *comatproto.SyncSubscribeR
 		var ce *verify.CommitError
 		if errors.As(err, &ce) {
 			in.metrics.rejected(ce.Reason)
+			in.recent.rejected(ce.DID, ce.Rev, ce.Reason, ce.Err)
 			if werr := in.repos.MarkDesync(ctx, did, ce); werr != nil {
 				return werr
 			}

@@ -182,6 +182,9 @@ func (t *tx) PutLinks(did, collection, rkey string, seq uint64, links []store.Li
 	if err := t.checkWritable(); err != nil {
 		return err
 	}
+	if err := store.ValidateLinks(did, collection, rkey, seq, links); err != nil {
+		return fmt.Errorf("boltstore: put links: %w", err)
+	}
 	for _, l := range links {
 		if err := checkLink(l); err != nil {
 			return err
