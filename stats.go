@@ -8,6 +8,8 @@ import (
 
 	"github.com/cistern-dev/cistern/backfill"
 	"github.com/cistern-dev/cistern/backlinks"
+	"github.com/cistern-dev/cistern/internal/handles"
+	"github.com/cistern-dev/cistern/internal/ingest"
 	"github.com/cistern-dev/cistern/internal/progress"
 	"github.com/cistern-dev/cistern/store"
 )
@@ -63,43 +65,17 @@ type Stats struct {
 	Backlinks backlinks.Status `json:"backlinks"`
 }
 
-// FirehoseStats is one firehose source. Its ages agree with the metrics:
-// cistern_firehose_lag_seconds is now minus LastStamped, and
+// FirehoseStats is one firehose source: its URL, whether it is connected,
+// messages and reconnects, the last message's seq, arrival and event time,
+// and the saved cursor with its event time. Its ages agree with the
+// metrics: cistern_firehose_lag_seconds is now minus LastStamped, and
 // cistern_firehose_cursor_age_seconds now minus CursorStamped.
-type FirehoseStats struct {
-	// Source is the source's URL; Connected says whether a connection is
-	// open now.
-	Source    string `json:"source"`
-	Connected bool   `json:"connected"`
-	// Messages counts the messages received since the source's follow
-	// last started, and Reconnects the times a connection ended or could
-	// not be opened and another was scheduled, since Open.
-	Messages   int64 `json:"messages"`
-	Reconnects int64 `json:"reconnects"`
-	// LastSeq is the sequence number of the last message received.
-	LastSeq int64 `json:"lastSeq"`
-	// LastReceived is when the last message arrived (zero: none yet), and
-	// LastStamped the event time of the newest message received.
-	LastReceived time.Time `json:"lastReceived,omitzero"`
-	LastStamped  time.Time `json:"lastStamped,omitzero"`
-	// Cursor is the saved cursor, and CursorStamped the event time of the
-	// message at it (zero when not known).
-	Cursor        int64     `json:"cursor"`
-	CursorStamped time.Time `json:"cursorStamped,omitzero"`
-}
+type FirehoseStats = ingest.SourceStats
 
 // RejectedCommit is one live commit that was not applied (its repo is
-// resynced).
-type RejectedCommit struct {
-	// DID is the repo ("" for a frame too large to be read) and Rev the
-	// commit's rev.
-	DID    string       `json:"did"`
-	Rev    string       `json:"rev,omitempty"`
-	Reason RejectReason `json:"reason"`
-	// Message says what was wrong.
-	Message string    `json:"message"`
-	At      time.Time `json:"at"`
-}
+// resynced): DID ("" for a frame too large to be read), Rev, Reason, a
+// Message saying what was wrong, and when.
+type RejectedCommit = ingest.Rejection
 
 // WorkProgress is a piece of long work with its progress: Done of Total
 // units (Total 0: not known), the recent rate PerSecond, and ETASeconds
@@ -114,19 +90,11 @@ const progressLogInterval = time.Minute
 func (ix *Indexer) BackfillHosts() []backfill.HostStats { return ix.bf.Hosts() }
 
 // HandleCheckStats counts handle checks since Open (see
-// Config.HandleCheckConcurrency).
-type HandleCheckStats struct {
-	// Queued repos wait for a check; Running are being checked.
-	Queued  int `json:"queued"`
-	Running int `json:"running"`
-	// Checked checks answered, of which Changed changed a stored handle;
-	// Failed could not resolve the DID; Dropped were not queued because
-	// the queue was full (checked again at the repo's next resolution).
-	Checked int64 `json:"checked"`
-	Changed int64 `json:"changed"`
-	Failed  int64 `json:"failed"`
-	Dropped int64 `json:"dropped"`
-}
+// Config.HandleCheckConcurrency): repos Queued for a check and Running;
+// checks that answered (Checked), changed a stored handle (Changed), could
+// not resolve the DID (Failed), or were not queued because the queue was
+// full (Dropped; checked again at the repo's next resolution).
+type HandleCheckStats = handles.Stats
 
 // Stats returns counts of repos by state, records, events and bytes on
 // disk, and the work done so far.
@@ -148,21 +116,13 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 	s.DiskBytes = ix.st.Size()
 	s.Backfill = ix.bf.Stats()
 	s.Subscriptions = ix.events.Subscriptions()
-	for _, src := range ix.ing.Sources() {
-		s.Firehose = append(s.Firehose, FirehoseStats{Source: src.Source, Connected: src.Connected,
-			Messages: src.Messages, Reconnects: src.Reconnects, LastSeq: src.LastSeq, LastReceived: src.LastReceived,
-			LastStamped: src.LastStamped, Cursor: src.Cursor, CursorStamped: src.CursorStamped})
-	}
+	s.Firehose = ix.ing.Sources()
 	s.LiveOps = ix.ing.LiveOps()
-	for _, r := range ix.ing.Rejections() {
-		s.RecentRejects = append(s.RecentRejects, RejectedCommit{DID: r.DID, Rev: r.Rev, Reason: r.Reason, Message: r.Message, At: r.At})
-	}
+	s.RecentRejects = ix.ing.Rejections()
 	s.BackfillFailures = ix.bf.RecentFailures()
 	s.Work = ix.work.Snapshot()
 	if ix.handles != nil {
-		h := ix.handles.Stats()
-		s.HandleChecks = HandleCheckStats{Queued: h.Queued, Running: h.Running, Checked: h.Checked,
-			Changed: h.Changed, Failed: h.Failed, Dropped: h.Dropped}
+		s.HandleChecks = ix.handles.Stats()
 	}
 	return s, nil
 }

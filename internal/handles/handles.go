@@ -78,12 +78,12 @@ func (o Options) withDefaults() Options {
 
 // Stats counts what a Checker did.
 type Stats struct {
-	Queued  int   // waiting for a check now
-	Running int   // being checked now
-	Checked int64 // checks that answered (and whose verdict was written)
-	Changed int64 // verdicts that changed a stored handle
-	Failed  int64 // checks that failed (the DID did not resolve)
-	Dropped int64 // requests dropped because MaxQueued was reached
+	Queued  int   `json:"queued"`  // waiting for a check now
+	Running int   `json:"running"` // being checked now
+	Checked int64 `json:"checked"` // checks that answered (and whose verdict was written)
+	Changed int64 `json:"changed"` // verdicts that changed a stored handle
+	Failed  int64 `json:"failed"`  // checks that failed (the DID did not resolve)
+	Dropped int64 `json:"dropped"` // requests dropped because MaxQueued was reached (checked again at the repo's next resolution)
 }
 
 // Checker runs handle checks for repos and writes their verdicts. Request

@@ -15,36 +15,37 @@ import (
 // CursorStamped).
 type SourceStats struct {
 	// Source is the source's URL.
-	Source string
+	Source string `json:"source"`
 	// Connected reports whether a connection is open now.
-	Connected bool
+	Connected bool `json:"connected"`
 	// Messages counts the messages received since the source's follow last
 	// started, and Reconnects (since New) the times a connection ended or
 	// could not be opened and another was scheduled.
-	Messages   int64
-	Reconnects int64
+	Messages   int64 `json:"messages"`
+	Reconnects int64 `json:"reconnects"`
 	// LastSeq is the sequence number of the last message received.
-	LastSeq int64
+	LastSeq int64 `json:"lastSeq"`
 	// LastReceived is when the last message arrived, and LastStamped the
 	// event time of the newest message received (zero: none yet).
-	LastReceived time.Time
-	LastStamped  time.Time
+	LastReceived time.Time `json:"lastReceived,omitzero"`
+	LastStamped  time.Time `json:"lastStamped,omitzero"`
 	// Cursor is the saved cursor, and CursorStamped the event time of the
 	// message at it (zero when not known).
-	Cursor        int64
-	CursorStamped time.Time
+	Cursor        int64     `json:"cursor"`
+	CursorStamped time.Time `json:"cursorStamped,omitzero"`
 }
 
-// Rejection is one live commit that was not applied.
+// Rejection is one live commit that was not applied (its repo is
+// resynced).
 type Rejection struct {
 	// DID is the repo ("" for a frame too large to read), Rev the commit's
 	// rev.
-	DID    string
-	Rev    string
-	Reason verify.RejectReason
+	DID    string              `json:"did"`
+	Rev    string              `json:"rev,omitempty"`
+	Reason verify.RejectReason `json:"reason"`
 	// Message says what was wrong.
-	Message string
-	At      time.Time
+	Message string    `json:"message"`
+	At      time.Time `json:"at"`
 }
 
 // maxRejections is how many rejections Rejections remembers.
