@@ -35,6 +35,8 @@ type childArgs struct {
 	Subscribers             int
 	StreamEvents            int
 	FirehoseWorkers         int
+	// Records is the scale mode's records per repo.
+	Records int
 }
 
 // The child's answer is one line on stdout: "RESULT " and a JSON object.

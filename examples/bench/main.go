@@ -106,11 +106,19 @@ func main() {
 	flag.Int64Var(&c.Until, "until", 0, "internal: firehose seq to reach")
 	flag.IntVar(&c.FirehoseWorkers, "firehose-workers", 0, "Config.FirehoseWorkers of the live runs (0: the indexer's default)")
 	flag.BoolVar(&c.Lag, "lag", false, "internal: measure lag after the backlog")
+	var s scaleOptions
+	s.register(flag.CommandLine)
 	flag.Parse()
 
 	o.FirehoseWorkers = c.FirehoseWorkers
 	var err error
-	if *role != "" {
+	if *role == "scale" {
+		c.Verify = o.Verify
+		c.Records = o.Records
+		err = runScaleChild(c, s)
+	} else if s.Sizes != "" {
+		err = runScale(o, s)
+	} else if *role != "" {
 		c.Verify, c.Subscribers, c.StreamEvents = o.Verify, o.Subscribers, o.StreamEvents
 		err = runChild(*role, c)
 	} else {
