@@ -749,7 +749,9 @@ func childScale(a childArgs, s scaleOptions) (*ScaleResult, error) {
 				humanCount(size), point.At, point.RecordsPerSec, point.BytesPerRecord, mib(point.RSS))
 			fmt.Println("WINDOW start")
 			winFrom = mark{now, stt.Records, cpu}
-			window = startQueries(ctx, ix, samples, int(synced)-batch/2-16, s.QueryRate)
+			// Query repos well behind the backfill's frontier (16 repos
+			// are fetched at once by default); a miss is counted apart.
+			window = startQueries(ctx, ix, samples, max(int(synced)-32, int(synced)/2), s.QueryRate)
 		}
 		if window != nil && now.Sub(winFrom.t).Seconds() >= s.Window {
 			point.Get, point.List = window.stop()
