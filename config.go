@@ -168,6 +168,17 @@ type Config struct {
 	// CursorInterval is how often firehose cursors are saved. Default 1 s.
 	CursorInterval time.Duration
 
+	// Backlinks keeps the backlink index (package backlinks): every link a
+	// stored record holds (an at-uri or a DID, with its path) is indexed in
+	// the transaction that stores the record, and Indexer.Backlinks and
+	// Indexer.CountBacklinks answer who links to a record or an account.
+	// Turned on for a store that already holds records, Run builds the
+	// index from them first (resumable; queries return a
+	// *backlinks.BuildingError until it is done). Turned off, the index is
+	// no longer kept: queries return backlinks.ErrOff, and turning it on
+	// again rebuilds it. Default false.
+	Backlinks bool
+
 	// Logger receives the indexer's logs. Default: slog.Default()'s
 	// handler, for warnings and errors only (DefaultLogLevel); pass a
 	// Logger of your own to see the indexer's progress at INFO, or

@@ -47,6 +47,7 @@ import (
 	"sync/atomic"
 
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/backlinks"
 	"github.com/cistern-dev/cistern/filter"
 	"github.com/cistern-dev/cistern/internal/crawl"
 	"github.com/cistern-dev/cistern/internal/handles"
@@ -101,7 +102,8 @@ type Indexer struct {
 	pipe   *ingest.Pipeline // live writes queued, per repo
 	ing    *ingest.Ingest   // firehose sources, live commits
 
-	crawler *crawl.Crawler // discovery of repos that wrote before
+	crawler *crawl.Crawler   // discovery of repos that wrote before
+	links   *backlinks.Index // the backlink index (Config.Backlinks)
 
 	changedMu sync.Mutex
 	changed   chan struct{} // closed and replaced after each commit
@@ -154,7 +156,16 @@ func Open(cfg Config) (*Indexer, error) {
 			Logger:                 cfg.Logger,
 		})
 	}
-	ix.w = writer.New(ix.st, writer.Options{Logger: cfg.Logger, OnCommit: ix.committed})
+	lopts := backlinks.Options{Store: ix.st, Enabled: cfg.Backlinks, Logger: cfg.Logger}
+	if !cfg.ReadOnly {
+		lopts.Write = ix.write
+	}
+	ix.links = backlinks.New(lopts)
+	wopts := writer.Options{Logger: cfg.Logger, OnCommit: ix.committed}
+	if cfg.Backlinks {
+		wopts.Links = ix.links.Links
+	}
+	ix.w = writer.New(ix.st, wopts)
 	ix.events = stream.New(ix.st, stream.Options{
 		MaxAge:    cfg.Retention.MaxAge,
 		MaxEvents: cfg.Retention.MaxEvents,
@@ -249,6 +260,10 @@ func Open(cfg Config) (*Indexer, error) {
 		ix.shutdown()
 		return nil, err
 	}
+	if err := ix.links.Open(ix.ctx); err != nil {
+		ix.shutdown()
+		return nil, fmt.Errorf("cistern: %w", err)
+	}
 	return ix, nil
 }
 
@@ -314,6 +329,9 @@ func (ix *Indexer) Run(ctx context.Context) error {
 	}
 	start("backfill", ix.bf.Run)
 	start("retention", ix.events.Run)
+	if ix.cfg.Backlinks {
+		start("backlink index", ix.links.Build)
+	}
 	if ix.handles != nil {
 		start("handle checks", ix.handles.Run)
 	}

@@ -5,6 +5,7 @@ import (
 	"time"
 
 	"github.com/cistern-dev/cistern/backfill"
+	"github.com/cistern-dev/cistern/backlinks"
 	"github.com/cistern-dev/cistern/internal/repos"
 	"github.com/cistern-dev/cistern/store"
 	"github.com/prometheus/client_golang/prometheus"
@@ -44,6 +45,8 @@ type Stats struct {
 	// HandleChecks reports the handle checks run beside backfill and live
 	// sync (all zero with a resolver that is no resolver.HandleChecker).
 	HandleChecks HandleCheckStats `json:"handleChecks"`
+	// Backlinks reports the backlink index (Config.Backlinks).
+	Backlinks backlinks.Status `json:"backlinks"`
 }
 
 // HandleCheckStats counts handle checks since Open (see
@@ -76,6 +79,9 @@ func (ix *Indexer) Stats(ctx context.Context) (*Stats, error) {
 		s.Records, s.Events, s.Blocks, s.BlockBytes = c.Records, c.Events, c.Blocks, c.BlockBytes
 		s.OldestEvent, s.NewestEvent, err = tx.EventBounds()
 		if err != nil {
+			return err
+		}
+		if s.Backlinks, err = ix.links.Status(tx); err != nil {
 			return err
 		}
 		if s.Rejected, err = repos.RejectCounts(tx); err != nil {

@@ -110,6 +110,11 @@ func (o Options) withDefaults() Options {
 type Stats struct {
 	// Connections counts successful handshakes.
 	Connections int64
+	// Reconnects counts the times Run waited to connect again because a
+	// connection ended or could not be opened (failed dials included).
+	Reconnects int64
+	// Connected reports whether a connection is open now.
+	Connected bool
 	// Messages counts messages handed to the handler.
 	Messages int64
 	// Duplicates counts messages dropped because their sequence number was
@@ -137,7 +142,9 @@ type Client struct {
 	sleep func(ctx context.Context, d time.Duration) error
 	rnd   func(n int64) int64
 
-	connections, messages, duplicates, unknown, malformed, errorFrames, lastSeq atomic.Int64
+	connections, reconnects, messages, duplicates, unknown, malformed, errorFrames, lastSeq atomic.Int64
+
+	connected atomic.Bool // a connection is open
 }
 
 // New checks opts and returns a Client. It does not connect.
@@ -192,6 +199,8 @@ func (c *Client) URL() string { return c.url.String() }
 func (c *Client) Stats() Stats {
 	return Stats{
 		Connections: c.connections.Load(),
+		Reconnects:  c.reconnects.Load(),
+		Connected:   c.connected.Load(),
 		Messages:    c.messages.Load(),
 		Duplicates:  c.duplicates.Load(),
 		Unknown:     c.unknown.Load(),
@@ -248,6 +257,7 @@ func (c *Client) Run(ctx context.Context, cursor int64, handle Handler) error {
 		}
 		d := backoff(attempt, c.opts.MinBackoff, c.opts.MaxBackoff, c.rnd)
 		attempt++
+		c.reconnects.Add(1)
 		c.log.Warn("firehose: disconnected, will reconnect", "err", err, "cursor", last, "backoff", d)
 		if err := c.sleep(ctx, d); err != nil {
 			return err
@@ -276,6 +286,8 @@ func (c *Client) runConn(ctx context.Context, last *int64, handle Handler) (deli
 	defer conn.CloseNow()
 	conn.SetReadLimit(c.opts.MaxFrameSize)
 	c.connections.Add(1)
+	c.connected.Store(true)
+	defer c.connected.Store(false)
 	c.log.Info("firehose: connected", "cursor", *last)
 
 	for {

@@ -126,7 +126,13 @@ func TestClient_CursorOnConnect(t *testing.T) {
 			ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
 			defer cancel()
 			col := &collector{until: max(tt.cursor, 99) + 2, cancel: cancel}
-			if err := c.Run(ctx, tt.cursor, col.handle); !errors.Is(err, context.Canceled) {
+			handle := func(ctx context.Context, m *Message) error {
+				if !c.Stats().Connected {
+					t.Errorf("stats do not say connected while a message is handled")
+				}
+				return col.handle(ctx, m)
+			}
+			if err := c.Run(ctx, tt.cursor, handle); !errors.Is(err, context.Canceled) {
 				t.Fatalf("Run = %v, want context.Canceled", err)
 			}
 			if got := h.Cursors(); !slices.Equal(got, []string{tt.wantCursor}) {
@@ -176,8 +182,11 @@ func TestClient_ReconnectResumesWithoutGapOrRepeat(t *testing.T) {
 		t.Errorf("cursors = %q, want %q", got, want)
 	}
 	st := c.Stats()
-	if st.Duplicates != 3 || st.Messages != total || st.LastSeq != total || st.Connections != 3 {
-		t.Errorf("stats = %+v, want 3 duplicates, %d messages, 3 connections", st, total)
+	if st.Duplicates != 3 || st.Messages != total || st.LastSeq != total || st.Connections != 3 || st.Reconnects != 2 {
+		t.Errorf("stats = %+v, want 3 duplicates, %d messages, 3 connections, 2 reconnects", st, total)
+	}
+	if st.Connected {
+		t.Errorf("stats say connected after Run returned")
 	}
 	if n := len(sleeps.durations()); n != 2 {
 		t.Errorf("%d backoff sleeps, want 2", n)
@@ -415,6 +424,9 @@ func TestClient_BackoffGrowsAndResetsAfterDelivery(t *testing.T) {
 	}
 	if err := c.Run(ctx, 0, func(context.Context, *Message) error { return nil }); !errors.Is(err, context.Canceled) {
 		t.Fatalf("Run = %v", err)
+	}
+	if st := c.Stats(); st.Reconnects != 7 || st.Connections != conns.Load() {
+		t.Errorf("stats = %+v, want 7 reconnects and %d connections", st, conns.Load())
 	}
 	s := time.Second
 	want := []time.Duration{s, 2 * s, 4 * s, s, 2 * s, 4 * s, 5 * s}

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/cistern-dev/cistern"
@@ -143,7 +144,8 @@ func New(ix *cistern.Indexer, opts Options) *Server {
 	s.subscribe = jetstream.New(ix, ix.Store(), opts.Jetstream)
 	s.metrics = newCollector(ix, &s.subscribers)
 	reg := prometheus.NewRegistry()
-	reg.MustRegister(s.metrics, s.subscribe)
+	reg.MustRegister(s.metrics, s.subscribe,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if opts.Tap != nil {
 		reg.MustRegister(opts.Tap.Collector())
 	}

@@ -151,6 +151,7 @@ func parseStreamQuery(r *http.Request) (stream.SubscribeOptions, error) {
 	}
 	o.Collections = list("collections")
 	o.DIDs = list("dids")
+	o.LinksTo = list("linksTo")
 	for _, k := range list("kinds") {
 		kind, err := stream.ParseKind(k)
 		if err != nil {

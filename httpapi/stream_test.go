@@ -225,6 +225,7 @@ func TestStreamHandler_Filters(t *testing.T) {
 		{"?cursor=0&dids=did:plc:alice&collections=app.bsky.graph.*&kinds=record&origin=live", []uint64{5}},
 		{"?cursor=0&kinds=identity,account", nil},
 		{"?cursor=0&origin=backfill", nil},
+		{"?cursor=0&linksTo=did:plc:nobody", nil}, // the posts link to nothing
 	}
 	for _, tt := range tests {
 		t.Run(tt.query, func(t *testing.T) {
@@ -263,6 +264,7 @@ func TestStreamHandler_BadParameters(t *testing.T) {
 		{"?collections=app.bsky.*.post", "app.bsky.*.post"},
 		{"?collections=app.bsky.feed.post,", "empty"},
 		{"?dids=alice", "alice"},
+		{"?linksTo=https://example.com", "https://example.com"},
 		{"?kinds=commit", "commit"},
 		{"?origin=historical", "historical"},
 		{"?fromOldest=maybe", "fromOldest"},

@@ -18,15 +18,17 @@ import (
 // xrpcMethods are the XRPC queries served, by NSID.
 func (s *Server) xrpcMethods() map[string]func(w http.ResponseWriter, r *http.Request) error {
 	return map[string]func(w http.ResponseWriter, r *http.Request) error{
-		"com.atproto.repo.getRecord":       s.getRecord,
-		"com.atproto.repo.listRecords":     s.listRecords,
-		"com.atproto.repo.describeRepo":    s.describeRepo,
-		"com.atproto.sync.getRepoStatus":   s.getRepoStatus,
-		"com.atproto.sync.listRepos":       s.syncListRepos,
-		"com.atproto.sync.getLatestCommit": s.getLatestCommit,
-		"dev.cistern.countRecords":         s.countRecords,
-		"dev.cistern.listCollection":       s.listCollection,
-		"dev.cistern.getRepoInfo":          s.getRepoInfo,
+		"com.atproto.repo.getRecord":             s.getRecord,
+		"com.atproto.repo.listRecords":           s.listRecords,
+		"com.atproto.repo.describeRepo":          s.describeRepo,
+		"com.atproto.sync.getRepoStatus":         s.getRepoStatus,
+		"com.atproto.sync.listRepos":             s.syncListRepos,
+		"com.atproto.sync.getLatestCommit":       s.getLatestCommit,
+		"dev.cistern.countRecords":               s.countRecords,
+		"dev.cistern.listCollection":             s.listCollection,
+		"dev.cistern.getRepoInfo":                s.getRepoInfo,
+		"blue.microcosm.links.getBacklinks":      s.getBacklinks,
+		"blue.microcosm.links.getBacklinksCount": s.getBacklinksCount,
 	}
 }
 

@@ -8,7 +8,8 @@ type Link struct {
 	Target string
 	// Path is where in the record's value the link sits, dot-separated
 	// from the top of the value as constellation names it ("subject.uri",
-	// "reply.parent.uri"); "[]" marks an array ("facets[].features[].did").
+	// "reply.parent.uri"); "[]" marks an array element, "[t]" one that is
+	// a map of $type t ("facets[].features[app.bsky.richtext.facet#mention].did").
 	// Stores treat it as an opaque string.
 	Path string
 }

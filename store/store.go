@@ -122,13 +122,17 @@ type ReadTx interface {
 	// ScanBacklinks visits the records that link to q.Target from the
 	// source (q.Collection, q.Path), newest first (by the linking record's
 	// Seq; oldest first with q.Reverse), starting strictly after position
-	// q.After. Only links written with PutLinks are indexed.
+	// q.After. Only links written with PutLinks are indexed. Target,
+	// collection and path match exactly (no prefixes).
 	ScanBacklinks(q BacklinkScan, fn func(b *Backlink) (bool, error)) error
 	// CountBacklinks counts the records, and the distinct DIDs, linking to
 	// target from the source (collection, path), without visiting them.
+	// A target nothing links to counts zero, without error.
 	CountBacklinks(target, collection, path string) (BacklinkCount, error)
 	// ScanLinkSources visits every source (collection, path) that links to
-	// target, in (collection, path) order, with its count.
+	// target, in (collection, path) order (by collection, then path, each
+	// compared as bytes), with its count. A source whose last link was
+	// removed is not visited.
 	ScanLinkSources(target string, fn func(collection, path string, n BacklinkCount) (bool, error)) error
 
 	// ScanQueue visits queued repos in order of due time, then DID.
@@ -166,9 +170,13 @@ type Tx interface {
 	// PutLinks replaces the links that the record (did, collection, rkey)
 	// holds in the backlink index with links, at position seq (the
 	// record's Seq, as PutRecord assigned it). Empty links removes them.
-	// Duplicates in links are stored once. PutRecord does not touch the
+	// Duplicates in links (equal Target and Path) are stored once; one
+	// target at two paths is two links. PutRecord does not touch the
 	// index: a caller that indexes links calls PutLinks after each
-	// PutRecord, in the same transaction.
+	// PutRecord, in the same transaction. PutLinks does not check that
+	// the record is stored. It refuses what ValidateLinks refuses (an
+	// empty did, collection or rkey, position 0, a link with an empty
+	// Target or Path), writing nothing.
 	PutLinks(did, collection, rkey string, seq uint64, links []Link) error
 
 	// AppendEvent assigns ev.ID, the next id of the log, and stores the
@@ -221,5 +229,5 @@ type Counts struct {
 	Events       int64 // retained events
 	Blocks       int64
 	BlockBytes   int64
-	Links        int64 // entries in the backlink index
+	Links        int64 // entries in the backlink index: distinct (record, Target, Path)
 }

@@ -25,3 +25,30 @@ func (r *Record) Validate() error {
 	}
 	return nil
 }
+
+// ValidateLinks reports what makes a call PutLinks(did, collection, rkey,
+// seq, links) malformed: an empty DID, collection or rkey, position 0, or
+// a link with an empty Target or Path. It checks more than Tx.PutLinks
+// requires every Store to refuse; pgstore's PutLinks refuses what it
+// reports and writes nothing, and other implementations may do the same.
+func ValidateLinks(did, collection, rkey string, seq uint64, links []Link) error {
+	switch {
+	case did == "":
+		return fmt.Errorf("store: links of a record with an empty DID")
+	case collection == "":
+		return fmt.Errorf("store: links of a record of %s with an empty collection", did)
+	case rkey == "":
+		return fmt.Errorf("store: links of a record %s/%s with an empty rkey", did, collection)
+	case seq == 0:
+		return fmt.Errorf("store: links of %s/%s/%s at position 0", did, collection, rkey)
+	}
+	for i, l := range links {
+		if l.Target == "" {
+			return fmt.Errorf("store: link %d of %s/%s/%s (path %q) has an empty target", i, did, collection, rkey, l.Path)
+		}
+		if l.Path == "" {
+			return fmt.Errorf("store: link %d of %s/%s/%s (to %s) has an empty path", i, did, collection, rkey, l.Target)
+		}
+	}
+	return nil
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/cistern-dev/cistern/backlinks"
 	"sync"
 	"sync/atomic"
 
@@ -87,6 +88,13 @@ type SubscribeOptions struct {
 	DIDs []string
 	// Kinds keeps only events of these kinds. Empty keeps every kind.
 	Kinds []store.EventKind
+	// LinksTo keeps only record events whose record links to one of these
+	// targets (at-uris or DIDs, as package backlinks finds links: at any
+	// path of the value), such as the likes, reposts, replies and quotes of
+	// a post, or the follows of an account. Identity and account events,
+	// and deletes (which carry no record), do not pass. It needs no
+	// backlink index. Empty keeps every event.
+	LinksTo []string
 	// Origin keeps only live or only backfill events. Default AnyOrigin.
 	Origin Origin
 	// FromOldest, when the cursor is older than the retained log, starts
@@ -118,6 +126,7 @@ type matcher struct {
 	kinds    [5]bool // indexed by EventKind; all false: every kind
 	anyKind  bool
 	origin   Origin
+	linksTo  map[string]struct{}
 }
 
 func compile(o *SubscribeOptions) (*matcher, error) {
@@ -139,6 +148,15 @@ func compile(o *SubscribeOptions) (*matcher, error) {
 				return nil, fmt.Errorf("%w: DID %q: %w", ErrInvalidOptions, d, err)
 			}
 			m.dids[d] = struct{}{}
+		}
+	}
+	if len(o.LinksTo) > 0 {
+		m.linksTo = make(map[string]struct{}, len(o.LinksTo))
+		for _, target := range o.LinksTo {
+			if err := backlinks.ParseTarget(target); err != nil {
+				return nil, fmt.Errorf("%w: links to: %w", ErrInvalidOptions, err)
+			}
+			m.linksTo[target] = struct{}{}
 		}
 	}
 	for _, k := range o.Kinds {
@@ -177,7 +195,25 @@ func (m *matcher) match(ev *store.Event) bool {
 	if m.patterns != nil && ev.Kind == store.KindRecord && !m.patterns.Match(ev.Collection) {
 		return false
 	}
+	if m.linksTo != nil && !m.linksToTarget(ev) {
+		return false
+	}
 	return true
+}
+
+// linksToTarget reports whether ev is a record event whose record links to
+// one of the targets of LinksTo.
+func (m *matcher) linksToTarget(ev *store.Event) bool {
+	if ev.Kind != store.KindRecord || len(ev.Record) == 0 {
+		return false
+	}
+	links, _ := backlinks.Extract(ev.Record)
+	for _, l := range links {
+		if _, ok := m.linksTo[l.Target]; ok {
+			return true
+		}
+	}
+	return false
 }
 
 // Subscription delivers events of the log in id order: first the retained

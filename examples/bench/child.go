@@ -35,6 +35,7 @@ type childArgs struct {
 	Subscribers             int
 	StreamEvents            int
 	FirehoseWorkers         int
+	ProfileTag              string // added to the profile's name
 	// Records is the scale mode's records per repo.
 	Records int
 }
@@ -44,7 +45,7 @@ const resultPrefix = "RESULT "
 
 func runChild(role string, a childArgs) error {
 	if dir := os.Getenv("BENCH_PROFILE"); dir != "" {
-		f, err := os.Create(filepath.Join(dir, role+"-"+a.Verify+".cpu.pprof"))
+		f, err := os.Create(filepath.Join(dir, role+"-"+a.Verify+a.ProfileTag+".cpu.pprof"))
 		if err != nil {
 			return err
 		}
@@ -196,6 +197,9 @@ type LiveResult struct {
 	Rejected      int64   `json:"rejected"`
 	PeakRSS       int64   `json:"peakRSSBytes"`
 	CPUSeconds    float64 `json:"cpuSeconds"`
+	// Repos is the number of repos the backlog was spread over, set for
+	// the spread backlog only (see runSpread).
+	Repos int `json:"repos,omitempty"`
 
 	LagCommits int64   `json:"lagCommits,omitempty"`
 	LagRate    float64 `json:"lagCommitsPerSec,omitempty"`

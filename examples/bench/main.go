@@ -20,6 +20,13 @@
 //     the lag from a record's createdAt (set by the producer when it signs
 //     the commit) to the event reaching a live subscriber.
 //
+//   - live, spread: the same measure on a second backlog spread over
+//     -spread-repos new accounts of 10 records each (backfilled first),
+//     each commit to an account picked at random: on the network
+//     consecutive commits mostly come from different repos, so commits
+//     rarely share the pages of one repo in a transaction. Profiles are
+//     named *-spread.cpu.pprof.
+//
 //   - stream: one subscriber, then -subscribers subscribers at once, replay
 //     the event log from cursor 0 (events/s, summed over subscribers).
 //
@@ -68,6 +75,9 @@
 //	-stream-events N  events each of the N subscribers reads (default 100000)
 //	-verify mode      full, backfill or none for backfill and the main live run (default full)
 //	-noverify-live    also run the live backlog with verification off (default true)
+//	-spread-repos N   a second live backlog of -live-commits commits, spread over N new
+//	                  accounts of 10 records (backfilled first), as on the network where
+//	                  consecutive commits come from different repos; 0 skips it (default 2000)
 //	-firehose-workers N  Config.FirehoseWorkers of the live runs (default 0: the indexer's default)
 //	-limits           measure the raw limits (default true)
 //	-server-repos N   accounts of the user's-path run (default 200; 0 skips it)
@@ -111,6 +121,7 @@ func main() {
 	flag.IntVar(&o.StreamEvents, "stream-events", 100000, "events each fan-out subscriber reads")
 	flag.StringVar(&o.Verify, "verify", "full", "verification: full, backfill or none")
 	flag.BoolVar(&o.NoVerifyLive, "noverify-live", true, "also run the live backlog with verification off")
+	flag.IntVar(&o.SpreadRepos, "spread-repos", 2000, "accounts of 10 records a second live backlog of -live-commits commits is spread over (as on the network); 0 skips it")
 	flag.BoolVar(&o.Limits, "limits", true, "measure the raw limits")
 	flag.IntVar(&o.ServerRepos, "server-repos", 200, "accounts of the user's-path run (examples/cistern against examples/testnet); 0 skips it")
 	flag.IntVar(&o.ServerRecords, "server-records", 1000, "records per account of the user's-path run")
@@ -131,6 +142,7 @@ func main() {
 	flag.BoolVar(&c.Lag, "lag", false, "internal: measure lag after the backlog")
 	var s scaleOptions
 	s.register(flag.CommandLine)
+	flag.StringVar(&c.ProfileTag, "profile-tag", "", "internal: added to the name of the child's CPU profile")
 	flag.Parse()
 
 	o.FirehoseWorkers = c.FirehoseWorkers

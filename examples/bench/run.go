@@ -33,6 +33,10 @@ type options struct {
 	// for the run).
 	Store string
 
+	// SpreadRepos is how many small accounts a second live backlog is
+	// spread over (0 skips it).
+	SpreadRepos int
+
 	ServerRepos, ServerRecords int
 	ServerArgs                 string
 	ServerOnly                 bool
@@ -110,7 +114,11 @@ func run(o options) error {
 		return report(o, res)
 	}
 
-	net, err := testnet.Start(ctx, testnet.Options{Hosts: o.Hosts, Retention: o.LiveCommits + int(o.LagRate*o.LagSeconds*2) + 1024,
+	retention := o.LiveCommits + int(o.LagRate*o.LagSeconds*2) + 1024
+	if o.SpreadRepos > 0 {
+		retention += o.LiveCommits + o.SpreadRepos
+	}
+	net, err := testnet.Start(ctx, testnet.Options{Hosts: o.Hosts, Retention: retention,
 		Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		return err
@@ -227,6 +235,12 @@ func run(o options) error {
 			}
 			res.Live = append(res.Live, lr)
 			os.Remove(db + ".noverify")
+		}
+	}
+
+	if o.SpreadRepos > 0 && o.LiveCommits > 0 && o.Store == "" {
+		if err := runSpread(ctx, o, net, db, didFile, common, res, progress); err != nil {
+			return fmt.Errorf("live (spread): %w", err)
 		}
 	}
 
@@ -377,7 +391,11 @@ func printTable(w io.Writer, r *Results) {
 		if l.Verify == "none" {
 			target = "≥ 30000"
 		}
-		row("live commits/s (verify "+l.Verify+")", fmt.Sprintf("%.0f", l.CommitsPerSec), target,
+		what := "live commits/s (verify " + l.Verify + ")"
+		if l.Repos > 0 {
+			what = fmt.Sprintf("live commits/s (verify %s, %d repos)", l.Verify, l.Repos)
+		}
+		row(what, fmt.Sprintf("%.0f", l.CommitsPerSec), target,
 			fmt.Sprintf("%d commits in %.2f s (%.1f CPU-s), %d rejected, peak RSS %s", l.Commits, l.Seconds, l.CPUSeconds, l.Rejected, mib(l.PeakRSS)))
 		if l.LagCommits > 0 {
 			row(fmt.Sprintf("live lag at %.0f commits/s (p50/p99/max)", l.LagRate),
@@ -401,4 +419,70 @@ func printTable(w io.Writer, r *Results) {
 		row("K-256 signature verifications/s", fmt.Sprintf("%.0f", l.VerifiesPerSec), "", "")
 	}
 	fmt.Fprintln(w)
+}
+
+// spreadRecords is the number of records of each account of the spread
+// backlog.
+const spreadRecords = 10
+
+// runSpread measures live ingestion with commits spread over many repos, as
+// on the network, where the main backlog has about 40 commits per repo:
+// o.SpreadRepos accounts of spreadRecords records are generated and
+// backfilled into the store (beside the main repos), then o.LiveCommits
+// commits to them, each to an account picked at random, are applied from
+// the firehose backlog with full verification and, on a copy of the store,
+// with none.
+func runSpread(ctx context.Context, o options, net *testnet.Network, db, didFile string, common []string, res *Results, progress func(string, ...any)) error {
+	progress("live (spread): generating %d repos × %d records", o.SpreadRepos, spreadRecords)
+	accts, err := net.Generate(ctx, testnet.GenerateOptions{Accounts: o.SpreadRepos, Records: spreadRecords})
+	if err != nil {
+		return err
+	}
+	main, err := os.ReadFile(didFile)
+	if err != nil {
+		return err
+	}
+	dids := strings.Builder{}
+	dids.Write(main)
+	for _, a := range accts {
+		dids.WriteString(a.DID().String() + "\n")
+	}
+	spreadFile := didFile + ".spread"
+	if err := os.WriteFile(spreadFile, []byte(dids.String()), 0o644); err != nil {
+		return err
+	}
+	progress("live (spread): backfilling them")
+	if err := child(append(common, "-role", "backfill", "-db", db, "-dids", spreadFile, "-verify", o.Verify, "-profile-tag", "-spread"), new(BackfillResult), nil); err != nil {
+		return fmt.Errorf("backfill: %w", err)
+	}
+	cursor := net.Relay().Seq()
+	progress("live (spread): writing %d commits over %d repos", o.LiveCommits, o.SpreadRepos)
+	load := net.StartLoad(testnet.LoadOptions{Accounts: accts})
+	for load.Commits() < int64(o.LiveCommits) {
+		time.Sleep(5 * time.Millisecond)
+	}
+	load.Stop()
+	until := net.Relay().Seq()
+	copyDB := db + ".spread"
+	if o.NoVerifyLive {
+		if err := copyFile(db, copyDB); err != nil {
+			return err
+		}
+		defer os.Remove(copyDB)
+	}
+	runs := []struct{ db, verify string }{{db, o.Verify}}
+	if o.NoVerifyLive {
+		runs = append(runs, struct{ db, verify string }{copyDB, "none"})
+	}
+	for _, r := range runs {
+		progress("live (spread): %d commits over %d repos, verify %s", until-cursor, o.SpreadRepos, r.verify)
+		lr := &LiveResult{}
+		if err := child(append(common, "-role", "live", "-db", r.db, "-verify", r.verify, "-profile-tag", "-spread",
+			"-cursor", strconv.FormatInt(cursor, 10), "-until", strconv.FormatInt(until, 10)), lr, nil); err != nil {
+			return err
+		}
+		lr.Repos = o.SpreadRepos
+		res.Live = append(res.Live, lr)
+	}
+	return nil
 }

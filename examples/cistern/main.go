@@ -80,6 +80,9 @@ type config struct {
 	// HostAuthority: the -relay sources are PDS hosts (Config.HostAuthority).
 	HostAuthority bool
 
+	// Backlinks keeps the backlink index (Config.Backlinks).
+	Backlinks bool
+
 	// CompactTo, when set, compacts the store into this new file and exits.
 	CompactTo string
 
@@ -142,6 +145,7 @@ func parseFlags(args []string, getenv func(string) string, stderr io.Writer) (*c
 	fs.BoolVar(&c.HostAuthority, "host-authority", false, "the -relay sources are PDS hosts: apply a commit only from the host the repo's DID document names")
 	fs.StringVar(&c.CompactTo, "compact-to", "", "copy the store (-db, not in use) into this new file without its free pages, then exit")
 	fs.BoolVar(&c.ReadOnly, "read-only", false, "serve a store another process indexes (a read replica, with -store postgres://...): queries, /stream, /stats and /metrics; no indexing, management writes refused")
+	fs.BoolVar(&c.Backlinks, "backlinks", false, "keep the backlink index and serve blue.microcosm.links.getBacklinks and getBacklinksCount (see docs/backlinks.md); turned on for an existing store, it is built from the stored records first")
 	fs.BoolVar(&c.Demo, "demo", false, "run against an in-process test network with a few accounts writing records")
 	fs.BoolVar(&c.SkipHandleVerification, "skip-handle-verification", false, "take handles from DID documents unchecked (a test network's .test handles cannot be verified)")
 
@@ -301,6 +305,7 @@ func run(ctx context.Context, cfg *config, stdout, stderr io.Writer) error {
 	icfg.Retention.MaxAge = cfg.Retention
 	cfg.Sched.apply(&icfg)
 	icfg.SkipHandleVerification = cfg.SkipHandleVerification
+	icfg.Backlinks = cfg.Backlinks
 
 	var demo *demoNet
 	if cfg.Demo {

@@ -90,6 +90,8 @@ func (in *Ingest) follow(ctx context.Context, src string) error {
 	if err != nil {
 		return err
 	}
+	in.metrics.sources.follow(src, client)
+	defer in.metrics.sources.unfollow(src, client)
 	disp := firehose.NewDispatcher(in.cfg.Workers, firehoseQueue, func(ctx context.Context, m *firehose.Message) error {
 		return in.HandleMessage(ctx, src, m)
 	})

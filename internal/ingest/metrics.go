@@ -10,14 +10,14 @@ import (
 	"github.com/cistern-dev/cistern/verify"
 )
 
-// Metrics are the counters of live ingestion: firehose messages, lag and
-// cursors; live commits applied, skipped and rejected by reason. They are
-// served through Registry.
+// Metrics are the counters of live ingestion: firehose messages, lag,
+// cursors and connections by source; live commits applied, skipped and
+// rejected by reason. They are served through Registry.
 type Metrics struct {
 	reg *prometheus.Registry
 
 	frames   *prometheus.CounterVec
-	lag      *prometheus.GaugeVec
+	sources  *sources
 	cursor   *prometheus.GaugeVec
 	appliedC prometheus.Counter
 	ops      prometheus.Counter
@@ -29,13 +29,14 @@ type Metrics struct {
 }
 
 // NewMetrics returns zeroed counters on a registry of their own.
-func NewMetrics() *Metrics {
+func NewMetrics() *Metrics { return newMetrics(time.Now) }
+
+func newMetrics(now func() time.Time) *Metrics {
 	m := &Metrics{
 		reg: prometheus.NewRegistry(),
 		frames: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "cistern_firehose_messages_total",
 			Help: "Firehose messages received, by source and kind."}, []string{"source", "kind"}),
-		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cistern_firehose_lag_seconds",
-			Help: "Age of the last firehose message received, by source."}, []string{"source"}),
+		sources: newSources(now),
 		cursor: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "cistern_firehose_cursor",
 			Help: "Saved firehose cursor (watermark), by source."}, []string{"source"}),
 		appliedC: prometheus.NewCounter(prometheus.CounterOpts{Name: "cistern_commits_applied_total",
@@ -51,7 +52,7 @@ func NewMetrics() *Metrics {
 	}
 	m.notAuthoritative = prometheus.NewCounter(prometheus.CounterOpts{Name: "cistern_commits_wrong_host_total",
 		Help: "Live commits ignored because they came from a host that the repo's DID document does not name (Config.HostAuthority)."})
-	m.reg.MustRegister(m.frames, m.lag, m.cursor, m.appliedC, m.ops, m.skippedC, m.rejects, m.heldDropped, m.notAuthoritative)
+	m.reg.MustRegister(m.frames, m.sources, m.cursor, m.appliedC, m.ops, m.skippedC, m.rejects, m.heldDropped, m.notAuthoritative)
 	for _, r := range verify.RejectReasons {
 		m.rejects.WithLabelValues(string(r))
 	}
@@ -72,13 +73,17 @@ func (m *Metrics) observeFrame(src string, msg *firehose.Message) {
 		ts = msg.Sync.Time
 	}
 	if t, err := syntax.ParseDatetimeLenient(ts); err == nil {
-		m.lag.WithLabelValues(src).Set(time.Since(t.Time()).Seconds())
+		m.sources.received(src, msg.Seq, t.Time())
 	}
 }
 
-func (m *Metrics) setCursor(src string, c int64) { m.cursor.WithLabelValues(src).Set(float64(c)) }
-func (m *Metrics) skipped()                      { m.skippedC.Inc() }
-func (m *Metrics) applied(ops int)               { m.appliedC.Inc(); m.ops.Add(float64(ops)) }
+func (m *Metrics) setCursor(src string, c int64) {
+	m.cursor.WithLabelValues(src).Set(float64(c))
+	m.sources.saved(src, c)
+}
+
+func (m *Metrics) skipped()        { m.skippedC.Inc() }
+func (m *Metrics) applied(ops int) { m.appliedC.Inc(); m.ops.Add(float64(ops)) }
 
 func (m *Metrics) rejected(r verify.RejectReason) { m.rejects.WithLabelValues(string(r)).Inc() }
 

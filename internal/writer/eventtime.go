@@ -42,10 +42,22 @@ func (c *eventClock) load(tx store.ReadTx) error {
 }
 
 // clockedTx is the Tx the writer hands to closures: AppendEvent advances
-// the clock.
+// the clock, and PutRecord indexes the record's links when links is set.
 type clockedTx struct {
 	store.Tx
 	clock eventClock
+	links func(r *store.Record) []store.Link
+}
+
+// PutRecord puts r and, with the backlink index on, replaces its links.
+func (t *clockedTx) PutRecord(r *store.Record) error {
+	if err := t.Tx.PutRecord(r); err != nil {
+		return err
+	}
+	if t.links == nil {
+		return nil
+	}
+	return t.Tx.PutLinks(r.DID, r.Collection, r.RKey, r.Seq, t.links(r))
 }
 
 func (t *clockedTx) AppendEvent(ev *store.Event) error {

@@ -9,6 +9,9 @@
 // rolled back and the rest of its batch is run again without it, so one bad
 // write never takes others with it.
 //
+// When Options.Links is set, every record put also gets its links stored
+// in the backlink index, in the same transaction.
+//
 // The writer also stamps event times strictly increasing to the
 // microsecond in id order (see eventClock), so that a time names one
 // position of the log.
@@ -43,6 +46,12 @@ type Options struct {
 	OnCommit func(newestEvent uint64)
 	// Logger receives failures of whole transactions. Default slog.Default().
 	Logger *slog.Logger
+	// Links, if set, keeps the backlink index: after each PutRecord of a
+	// closure, the links Links returns for the record are stored with
+	// tx.PutLinks in the same transaction (no links: the record's old ones
+	// are removed). Deletes need nothing: DeleteRecord removes a record's
+	// links. Default nil: the index is not maintained.
+	Links func(r *store.Record) []store.Link
 }
 
 func (o Options) withDefaults() Options {
@@ -235,7 +244,7 @@ func (w *Writer) commit(batch []*request) {
 			if err := w.clock.load(stx); err != nil {
 				return err
 			}
-			tx := &clockedTx{Tx: stx, clock: w.clock}
+			tx := &clockedTx{Tx: stx, clock: w.clock, links: w.opts.Links}
 			defer func() { clock = tx.clock }()
 			for i, r := range pending {
 				if err := r.fn(tx); err != nil {

@@ -242,3 +242,45 @@ func TestWriter_SubmitKeepsQueueOrder(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+func TestWriter_LinksIndexedWithTheRecord(t *testing.T) {
+	target := "did:plc:target"
+	links := func(r *store.Record) []store.Link {
+		if string(r.Value) == "links" {
+			return []store.Link{{Target: target, Path: "subject"}}
+		}
+		return nil
+	}
+	w, st := open(t, writer.Options{Links: links})
+	put := func(value string) {
+		t.Helper()
+		err := w.Write(t.Context(), func(tx store.Tx) error {
+			return tx.PutRecord(&store.Record{DID: "did:plc:a", Collection: "app.bsky.graph.follow", RKey: "1",
+				CID: []byte(value), Rev: "3k2", Value: []byte(value)})
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func() int64 {
+		t.Helper()
+		var n store.BacklinkCount
+		err := st.View(t.Context(), func(tx store.ReadTx) error {
+			var err error
+			n, err = tx.CountBacklinks(target, "app.bsky.graph.follow", "subject")
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n.Records
+	}
+	put("links")
+	if n := count(); n != 1 {
+		t.Fatalf("after a put with a link: %d backlinks, want 1", n)
+	}
+	put("none") // an update without the link removes it
+	if n := count(); n != 0 {
+		t.Fatalf("after an update without it: %d backlinks, want 0", n)
+	}
+}

@@ -5,8 +5,11 @@
 // (View) run beside the writer on a consistent snapshot and never block it,
 // except while the file grows past the memory map (see Options.MmapSize).
 //
-// Layout (schema version 4; Open migrates a version 3 file by building the
-// time index from its events). Every key is binary and either fixed-width or
+// Layout (schema version 6; Open migrates a version 3 file by building the
+// time index from its events, a version 4 file by adding the empty backlink
+// index, and a version 5 file as it is: version 6 added runs to the
+// collection index and made the time index sparse, and a version 5 file is
+// a valid version 6 file). Every key is binary and either fixed-width or
 // length-prefixed, so no field is ever split on a separator byte. Strings in
 // keys are prefixed with their length as a 2-byte big-endian integer (lp
 // below); integers in keys are big-endian. In the buckets written per
@@ -21,7 +24,8 @@
 //	collnames collection id                  → collection
 //	records   repo id | collection "/" rkey  → uvarint seq | uvarint len | CID | rev
 //	colls     repo id | collection           → uint64 record count
-//	bycoll    collection id | seq            → repo id | rkey
+//	bycoll    collection id | seq            → repo id | rkey, or a run of
+//	                                            records (see collrun.go)
 //	blocks    repo id | CID                  → uvarint (refs<<1 | has value) | value
 //	events    event id                       → binary store.Event (without value)
 //	queue     due | DID                      → empty (due: 8-byte seconds, sign
@@ -30,9 +34,13 @@
 //	buffer    lp(DID) | rev                  → CBOR {seq, source, data}
 //	meta      key                            → value (the host's metadata)
 //	sys       "schema", counters             → uint64
+//	          "evtimes/max"                  → the latest event time
 //	evtimes   time (12 bytes, as queue)      → event id where the running
 //	                                            maximum of event times rose
-//	                                            to it (see eventtime.go)
+//	                                            to it, one entry per 64
+//	                                            events at most (see
+//	                                            eventtime.go)
+//	links, linksrc, reclinks                 the backlink index (links.go)
 //
 // The event encoding is a format byte, kind, flags and action bytes, the time
 // as varint Unix seconds and uvarint nanoseconds (exact to the nanosecond,
@@ -86,9 +94,9 @@ import (
 )
 
 // SchemaVersion is the version of the layout this package reads and writes.
-// It is stored in the file when it is created; Open migrates a version 3
-// file and refuses any other.
-const SchemaVersion = 4
+// It is stored in the file when it is created; Open migrates a version 3,
+// 4 or 5 file and refuses any other.
+const SchemaVersion = 6
 
 // Options configure Open. The zero value (or a nil *Options) gives the
 // defaults.
@@ -161,11 +169,17 @@ var (
 	bucketCollNames = []byte("collnames")
 	bucketHandles   = []byte("handles")
 	bucketEvTimes   = []byte("evtimes")
+	bucketLinks     = []byte("links")
+	bucketLinkSrc   = []byte("linksrc")
+	bucketRecLinks  = []byte("reclinks")
 
-	allBuckets = [][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
+	// linkBuckets came with schema version 5.
+	linkBuckets = [][]byte{bucketLinks, bucketLinkSrc, bucketRecLinks}
+
+	allBuckets = append([][]byte{bucketRepos, bucketRecords, bucketColls, bucketByColl,
 		bucketBlocks, bucketEvents, bucketQueue, bucketQueueDID,
 		bucketBuffer, bucketMeta, bucketSys, bucketDIDs, bucketDIDNames,
-		bucketCollIDs, bucketCollNames, bucketHandles, bucketEvTimes}
+		bucketCollIDs, bucketCollNames, bucketHandles, bucketEvTimes}, linkBuckets...)
 
 	keySchema = []byte("schema")
 )
@@ -233,12 +247,29 @@ func (db *DB) init() error {
 				return fmt.Errorf("no schema version recorded (want %d): %w", SchemaVersion, store.ErrSchemaVersion)
 			}
 			got := binary.BigEndian.Uint64(v)
-			if got == 3 {
-				// Version 4 added the time index (evtimes).
-				if err := migrateEventTimes(btx); err != nil {
-					return fmt.Errorf("migrate schema 3 to 4: %w", err)
+			if got >= 3 && got <= 5 {
+				from := got
+				if got == 3 {
+					// Version 4 added the time index (evtimes).
+					if err := migrateEventTimes(btx); err != nil {
+						return fmt.Errorf("migrate schema 3 to 4: %w", err)
+					}
 				}
-				db.log.Info("boltstore: migrated store", "path", db.path, "from", got, "to", SchemaVersion)
+				if got <= 4 {
+					// Version 5 added the backlink index, empty until
+					// links are put.
+					for _, name := range linkBuckets {
+						if _, err := btx.CreateBucketIfNotExists(name); err != nil {
+							return fmt.Errorf("migrate schema %d to 5: %w", from, err)
+						}
+					}
+				}
+				// Version 6 added runs to the collection index (see
+				// collrun.go) and made the time index sparse (see
+				// eventtime.go); a version 5 file, with an index entry
+				// per record and per rise of event times, is a valid
+				// version 6 file.
+				db.log.Info("boltstore: migrated store", "path", db.path, "from", from, "to", SchemaVersion)
 				got = SchemaVersion
 				if err := sys.Put(keySchema, u64(SchemaVersion)); err != nil {
 					return err
@@ -313,6 +344,9 @@ func (db *DB) Update(ctx context.Context, fn func(tx store.Tx) error) error {
 		t := db.newTx(btx)
 		t.writable = true
 		if err := fn(t); err != nil {
+			return err
+		}
+		if err := t.flushRun(); err != nil {
 			return err
 		}
 		return t.flushCounts()

@@ -136,3 +136,31 @@ func TestMigrateSchema3(t *testing.T) {
 		t.Errorf("EventAtTime(45) after a new event = %d, want 7", got)
 	}
 }
+
+// TestEventTimeIndexIsSparse checks that rising times, as cistern's writer
+// stamps them, cost one index entry per 64 events, not one per event.
+func TestEventTimeIndexIsSparse(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "cistern.db")
+	db, err := boltstore.Open(path, &boltstore.Options{NoSync: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var secs []int64
+	for i := range 1000 {
+		secs = append(secs, int64(1000+i))
+	}
+	appendTimes(t, db, secs...)
+	for _, sec := range []int64{999, 1000, 1001, 1063, 1064, 1065, 1500, 1999} {
+		want := uint64(max(sec-999, 1))
+		if got := eventAt(t, db, sec); got != want {
+			t.Errorf("EventAtTime(%d) = %d, want %d", sec, got, want)
+		}
+	}
+	if got := eventAt(t, db, 2000); got != 0 {
+		t.Errorf("EventAtTime(2000) = %d, want 0", got)
+	}
+	db.Close()
+	if n := indexEntries(t, path); n > 1000/64+1 {
+		t.Errorf("time index holds %d entries for 1000 rising times, want at most %d", n, 1000/64+1)
+	}
+}

@@ -20,9 +20,15 @@ type tx struct {
 
 	repos, records, colls, byColl, blocks, events,
 	queue, queueDID, buffer, meta, sys, handles, evtimes *bolt.Bucket
-	// evMax caches the newest key of evtimes (see eventtime.go).
-	evMax       []byte
-	evMaxLoaded bool
+	// The backlink index (see links.go).
+	links, linkSrc, recLinks *bolt.Bucket
+	// The time index as this transaction sees it (see eventtime.go): the
+	// running maximum of event times, whether this transaction raised it,
+	// and the id of the last index entry.
+	evMax                            []byte
+	evLoaded, evMaxDirty, evHasEntry bool
+	evLastID                         uint64
+	kTime                            []byte // key buffer of the time index
 
 	// repoDict and collDict are the repo and collection ids (see dids.go).
 	repoDict, collDict dict
@@ -40,15 +46,18 @@ type tx struct {
 	// blockCache holds the blocks this transaction read or changed, by
 	// blocks key (see ref).
 	blockCache map[string]*blockEntry
+	blockSlab  []blockEntry // entries not yet handed out (newBlockEntry)
 
 	// Key buffers, reused: bbolt copies a key on Put and does not keep the
 	// key of a Get or Delete. One per kind of key, as they are built while
 	// another is in use.
 	kRec, kBlk, kColl, kEv, kCollCount []byte
-	// recCur and blkCur are reused for point reads of records and blocks:
-	// a Seek on a kept cursor reuses its stack, where Bucket.Get allocates a
-	// new one each time.
-	recCur, blkCur *bolt.Cursor
+	// recCur, blkCur and collCur are reused for point reads of records,
+	// blocks and the collection index: a Seek on a kept cursor reuses its
+	// stack, where Bucket.Get allocates a new one each time.
+	recCur, blkCur, collCur *bolt.Cursor
+	// run is the collection index run being built (see collrun.go).
+	run collRun
 	// arena holds the values written in this transaction, which bbolt
 	// references until commit.
 	arena []byte
@@ -84,6 +93,9 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		sys:      btx.Bucket(bucketSys),
 		handles:  btx.Bucket(bucketHandles),
 		evtimes:  btx.Bucket(bucketEvTimes),
+		links:    btx.Bucket(bucketLinks),
+		linkSrc:  btx.Bucket(bucketLinkSrc),
+		recLinks: btx.Bucket(bucketRecLinks),
 		repoDict: dict{what: "DID", ids: btx.Bucket(bucketDIDs), names: btx.Bucket(bucketDIDNames)},
 		collDict: dict{what: "collection", ids: btx.Bucket(bucketCollIDs), names: btx.Bucket(bucketCollNames)},
 	}
@@ -98,6 +110,7 @@ func (db *DB) newTx(btx *bolt.Tx) *tx {
 		t.records.FillPercent = fillAppend
 		t.blocks.FillPercent = fillClustered
 		t.repoDict.names.FillPercent = fillAppend
+		t.recLinks.FillPercent = fillAppend
 	}
 	return t
 }
@@ -295,32 +308,51 @@ func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Re
 	if err != nil || !ok {
 		return err
 	}
+	if t.writable {
+		if err := t.flushRun(); err != nil {
+			return err
+		}
+	}
 	prefix := appendID(nil, collID)
-	c := t.byColl.Cursor()
-	start := prefixEnd(prefix) // after 0: from the newest
+	limit := uint64(math.MaxUint64) // visit seqs below limit
+	start := prefixEnd(prefix)      // after 0: from the newest
 	if after != 0 {
+		limit = after
 		start = appendByCollKey(nil, collID, after)
 	}
+	inColl := func(k []byte) bool { return len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix) }
+	c := t.byColl.Cursor()
 	var k, v []byte
 	if start != nil {
-		k, _ = c.Seek(start)
+		k, v = c.Seek(start)
 	}
-	if k != nil {
-		k, v = c.Prev()
-	} else {
-		k, v = c.Last()
-	}
-	for ; k != nil && len(k) == len(prefix)+8 && bytes.HasPrefix(k, prefix); k, v = c.Prev() {
-		if len(v) < idLen {
-			return fmt.Errorf("boltstore: malformed collection index value %q", v)
+	// The entry at or after the cursor is a run that may hold seqs below it.
+	if k == nil || !inColl(k) || after == 0 || len(v) <= idLen || v[idLen] != 0 {
+		if k != nil {
+			k, v = c.Prev()
+		} else {
+			k, v = c.Last()
 		}
-		id := binary.BigEndian.Uint32(v)
-		rkey := string(v[idLen:])
-		did, err := t.didName(id)
+	}
+	for ; k != nil && inColl(k); k, v = c.Prev() {
+		e, err := parseByCollValue(v)
+		if err != nil {
+			return fmt.Errorf("boltstore: collection index entry %x: %w", k, err)
+		}
+		seq := binary.BigEndian.Uint64(k[len(prefix):])
+		if e.n > 0 {
+			more, err := t.scanRun(collection, e, seq, limit, fn)
+			if err != nil || !more {
+				return err
+			}
+			continue
+		}
+		did, err := t.didName(e.id)
 		if err != nil {
 			return err
 		}
-		t.kRec = appendRecordKey(t.kRec[:0], id, collection, rkey)
+		rkey := string(e.last)
+		t.kRec = appendRecordKey(t.kRec[:0], e.id, collection, rkey)
 		rv := t.getRecord(t.kRec)
 		if rv == nil {
 			return fmt.Errorf("boltstore: collection index names absent record %s/%s/%s", did, collection, rkey)
@@ -329,7 +361,7 @@ func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Re
 		if err != nil {
 			return err
 		}
-		r.Value = t.blockValue(id, r.CID)
+		r.Value = t.blockValue(e.id, r.CID)
 		if more, err := fn(r); err != nil || !more {
 			return err
 		}
@@ -531,6 +563,7 @@ func (t *tx) Counts() (store.Counts, error) {
 	c.Events = t.counter(keyEvents) + t.counts.events
 	c.Blocks = t.counter(keyBlocks) + t.counts.blocks
 	c.BlockBytes = t.counter(keyBlockBytes) + t.counts.blockBytes
+	c.Links = t.counter(keyLinks) + t.counts.links
 	cur := t.sys.Cursor()
 	for k, v := cur.Seek(keyStatePrefix); k != nil && bytes.HasPrefix(k, keyStatePrefix); k, v = cur.Next() {
 		if len(k) == len(keyStatePrefix)+1 {

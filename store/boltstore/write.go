@@ -25,6 +25,7 @@ var (
 type countDelta struct {
 	dirty                                      bool
 	repos, records, events, blocks, blockBytes int64
+	links                                      int64
 	states                                     [256]int64
 }
 
@@ -81,6 +82,9 @@ func (t *tx) flushCounts() error {
 	if err := t.flushColls(); err != nil {
 		return err
 	}
+	if err := t.flushEvTimes(); err != nil {
+		return err
+	}
 	if err := t.flushBlocks(); err != nil {
 		return err
 	}
@@ -105,7 +109,7 @@ func (t *tx) flushCounts() error {
 	for _, c := range []struct {
 		key []byte
 		n   int64
-	}{{keyRepos, d.repos}, {keyRecords, d.records}, {keyEvents, d.events}, {keyBlocks, d.blocks}, {keyBlockBytes, d.blockBytes}} {
+	}{{keyRepos, d.repos}, {keyRecords, d.records}, {keyEvents, d.events}, {keyBlocks, d.blocks}, {keyBlockBytes, d.blockBytes}, {keyLinks, d.links}} {
 		if err := add(c.key, c.n); err != nil {
 			return fmt.Errorf("boltstore: counters: %w", err)
 		}
@@ -225,7 +229,7 @@ func (t *tx) ref(id uint32, cid []byte) (*blockEntry, error) {
 	if t.blockCache == nil {
 		t.blockCache = make(map[string]*blockEntry)
 	}
-	e := new(blockEntry)
+	e := t.newBlockEntry()
 	// A repo new in this transaction has no block but those cached.
 	if t.fresh[id] == nil {
 		if v := t.getBlock(t.kBlk); v != nil {
@@ -237,6 +241,17 @@ func (t *tx) ref(id uint32, cid []byte) (*blockEntry, error) {
 	}
 	t.blockCache[string(t.kBlk)] = e
 	return e, nil
+}
+
+// newBlockEntry returns a zero entry from the transaction's slab: one
+// allocation per 256 blocks instead of one per block.
+func (t *tx) newBlockEntry() *blockEntry {
+	if len(t.blockSlab) == 0 {
+		t.blockSlab = make([]blockEntry, 256)
+	}
+	e := &t.blockSlab[0]
+	t.blockSlab = t.blockSlab[1:]
+	return e
 }
 
 // flushBlocks writes the blocks this transaction changed, in key order:
@@ -253,11 +268,12 @@ func (t *tx) flushBlocks() error {
 	for _, k := range keys {
 		e := t.blockCache[k]
 		var err error
+		t.kBlk = append(t.kBlk[:0], k...) // bbolt copies the key
 		if e.n > 0 {
 			v := appendBlockValue(t.alloc(binary.MaxVarintLen64 + len(e.val))[:0], e.n, e.val, e.has)
-			err = t.blocks.Put([]byte(k), v)
+			err = t.blocks.Put(t.kBlk, v)
 		} else {
-			err = t.blocks.Delete([]byte(k))
+			err = t.blocks.Delete(t.kBlk)
 		}
 		if err != nil {
 			return fmt.Errorf("boltstore: blocks: %w", err)
@@ -339,8 +355,9 @@ func (t *tx) PutRecord(r *store.Record) error {
 		return fmt.Errorf("boltstore: put record: %w", err)
 	}
 	t.kRec = appendRecordKey(t.kRec[:0], id, r.Collection, r.RKey)
+	appended := t.absentRecord(id, t.kRec)
 	var old []byte
-	if !t.absentRecord(id, t.kRec) {
+	if !appended {
 		old = t.getRecord(t.kRec)
 	}
 	if old != nil {
@@ -348,8 +365,8 @@ func (t *tx) PutRecord(r *store.Record) error {
 		if err != nil {
 			return fmt.Errorf("boltstore: put record %s/%s/%s: old value: %w", r.DID, r.Collection, r.RKey, err)
 		}
-		t.kColl = appendByCollKey(t.kColl[:0], collID, oldSeq)
-		if err := t.byColl.Delete(t.kColl); err != nil {
+		oldCID = clone(oldCID) // unindexRecord may write to bycoll; keep it
+		if err := t.unindexRecord(collID, oldSeq); err != nil {
 			return err
 		}
 		if bytes.Equal(oldCID, r.CID) {
@@ -363,7 +380,6 @@ func (t *tx) PutRecord(r *store.Record) error {
 				t.setValue(e, r.Value)
 			}
 		} else {
-			oldCID = clone(oldCID) // t.ref may write to blocks; keep it
 			if err := t.addRef(id, r.CID, r.Value); err != nil {
 				return err
 			}
@@ -383,9 +399,7 @@ func (t *tx) PutRecord(r *store.Record) error {
 	if err != nil {
 		return err
 	}
-	t.kColl = appendByCollKey(t.kColl[:0], collID, seq)
-	cv := appendByCollValue(t.alloc(idLen + len(r.RKey))[:0], id, r.RKey)
-	if err := t.byColl.Put(t.kColl, cv); err != nil {
+	if err := t.indexRecord(id, collID, r.RKey, seq, appended); err != nil {
 		return err
 	}
 	rv := appendRecordValue(t.alloc(2*binary.MaxVarintLen64 + len(r.CID) + len(r.Rev))[:0], r.CID, r.Rev, seq)
@@ -422,14 +436,17 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 	if !ok {
 		return fmt.Errorf("boltstore: delete record %s/%s/%s: collection has no id: %w", did, collection, rkey, errMalformed)
 	}
-	t.kColl = appendByCollKey(t.kColl[:0], collID, oldSeq)
-	if err := t.byColl.Delete(t.kColl); err != nil {
+	if err := t.unindexRecord(collID, oldSeq); err != nil {
 		return err
 	}
+	t.kRec = appendRecordKey(t.kRec[:0], id, collection, rkey)
 	if err := t.records.Delete(t.kRec); err != nil {
 		return err
 	}
 	if err := t.dropRef(id, oldCID); err != nil {
+		return err
+	}
+	if err := t.dropLinks(id, collID, appendRecordKey(nil, id, collection, rkey)); err != nil {
 		return err
 	}
 	t.addColl(id, collection, -1)
@@ -488,6 +505,7 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 	}
 	n := 0
 	c := t.events.Cursor()
+	var times prunedTimes
 	for limit <= 0 || n < limit {
 		k, v := c.First()
 		if k == nil || getU64(k) > through {
@@ -497,6 +515,10 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 		if err != nil {
 			return n, fmt.Errorf("boltstore: prune event %d: %w", getU64(k), err)
 		}
+		if n == 0 {
+			times = t.startPrune(getU64(k))
+		}
+		times.prune(getU64(k), f.sec, f.nsec)
 		if store.EventKind(f.kind) == store.KindRecord && len(f.cid) > 0 && f.did != 0 {
 			if err := t.dropRef(f.did, clone(f.cid)); err != nil {
 				return n, err
@@ -514,7 +536,7 @@ func (t *tx) PruneEvents(through uint64, limit int) (int, error) {
 		if k, _ := c.First(); k != nil {
 			oldest = getU64(k)
 		}
-		if err := t.pruneEventTimes(oldest); err != nil {
+		if err := t.pruneEventTimes(times, oldest); err != nil {
 			return n, err
 		}
 	}

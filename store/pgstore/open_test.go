@@ -256,3 +256,86 @@ func TestUpdateSurvivesKilledConnections(t *testing.T) {
 		t.Errorf("no Update was redone although %d connections were killed", killed.Load())
 	}
 }
+
+// TestSchemaMigrates: tables of an older schema version are migrated by
+// Open, keeping their data, and NoCreate refuses to migrate them.
+func TestSchemaMigrates(t *testing.T) {
+	// downgrade turns tables of the current version into those of an
+	// older one.
+	downgrade := map[int]string{
+		2: `DROP TABLE cistern_links, cistern_backlinks, cistern_link_counts, cistern_link_dids;
+			ALTER TABLE cistern_sys DROP COLUMN links; UPDATE cistern_sys SET schema_version = 2`,
+		1: `DROP TABLE cistern_links, cistern_backlinks, cistern_link_counts, cistern_link_dids;
+			ALTER TABLE cistern_sys DROP COLUMN links; ALTER TABLE cistern_events DROP COLUMN error;
+			UPDATE cistern_sys SET schema_version = 1`,
+	}
+	for _, from := range []int{1, 2} {
+		t.Run(fmt.Sprintf("from %d", from), func(t *testing.T) {
+			u := pgtest.Schema(t)
+			s, err := pgstore.Open(t.Context(), u, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			v := []byte("a value")
+			cid := []byte{1, 0x71, 0x12, 0x20, 9}
+			r := &store.Record{DID: "did:plc:m", Collection: "app.bsky.feed.like", RKey: "3k1", CID: cid, Rev: "3k1", Value: v}
+			err = s.Update(t.Context(), func(tx store.Tx) error {
+				if err := tx.PutRecord(r); err != nil {
+					return err
+				}
+				return tx.AppendEvent(&store.Event{Kind: store.KindRecord, DID: r.DID, Rev: r.Rev, Collection: r.Collection, RKey: r.RKey,
+					Action: store.ActionCreate, CID: cid, Record: v, Time: time.Unix(1, 0)})
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.Pool().Exec(t.Context(), downgrade[from]); err != nil {
+				t.Fatal(err)
+			}
+			s.Close()
+
+			if _, err := pgstore.Open(t.Context(), u, &pgstore.Options{NoCreate: true}); !errors.Is(err, store.ErrSchemaVersion) ||
+				!strings.Contains(err.Error(), "NoCreate") {
+				t.Errorf("Open with NoCreate of schema version %d = %v, want ErrSchemaVersion saying to open without NoCreate", from, err)
+			}
+			s, err = pgstore.Open(t.Context(), u, nil)
+			if err != nil {
+				t.Fatalf("Open of schema version %d: %v", from, err)
+			}
+			defer s.Close()
+			var version int
+			if err := s.Pool().QueryRow(t.Context(), `SELECT schema_version FROM cistern_sys`).Scan(&version); err != nil || version != pgstore.SchemaVersion {
+				t.Errorf("schema version after Open = %d (%v), want %d", version, err, pgstore.SchemaVersion)
+			}
+			target := "at://did:plc:x/app.bsky.feed.post/3k"
+			err = s.Update(t.Context(), func(tx store.Tx) error {
+				return tx.PutLinks(r.DID, r.Collection, r.RKey, r.Seq, []store.Link{{Target: target, Path: "subject.uri"}})
+			})
+			if err != nil {
+				t.Fatalf("PutLinks after migrating: %v", err)
+			}
+			err = s.View(t.Context(), func(tx store.ReadTx) error {
+				got, err := tx.Record(r.DID, r.Collection, r.RKey)
+				if err != nil || string(got.Value) != string(v) {
+					t.Errorf("record after migrating = %+v (%v)", got, err)
+				}
+				ev, err := tx.Event(1)
+				if err != nil || ev.Error != "" || string(ev.Record) != string(v) {
+					t.Errorf("event after migrating = %+v (%v)", ev, err)
+				}
+				c, err := tx.Counts()
+				if err != nil || c.Records != 1 || c.Events != 1 || c.Links != 1 {
+					t.Errorf("Counts after migrating = %+v (%v), want 1 record, event and link", c, err)
+				}
+				n, err := tx.CountBacklinks(target, r.Collection, "subject.uri")
+				if err != nil || n != (store.BacklinkCount{Records: 1, DIDs: 1}) {
+					t.Errorf("CountBacklinks after migrating = %+v (%v)", n, err)
+				}
+				return nil
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}

@@ -10,8 +10,10 @@
 // search_path, which the URL may set (?search_path=cistern), or
 // Options.Schema, which Open creates when absent. On a database without the
 // tables Open creates them (SchemaSQL, schema version SchemaVersion); with
-// Options.NoCreate it refuses instead. Tables of another schema version are
-// refused with an error wrapping store.ErrSchemaVersion. An unreachable or
+// Options.NoCreate it refuses instead. Tables of an older schema version
+// are migrated in one transaction (with NoCreate, refused); tables of a
+// newer one are refused, with an error wrapping store.ErrSchemaVersion. An
+// unreachable or
 // misconfigured database fails Open with an error naming the URL, password
 // hidden, and the cause.
 //
@@ -55,16 +57,33 @@
 // boltstore. Repo states are stored as CBOR (the same encoding as
 // boltstore), beside their state and lower-cased handle as columns.
 //
+// The backlink index (PutLinks) keeps each record's links in one row of
+// cistern_links and each link again in cistern_backlinks, keyed (target,
+// collection, path, seq, did, rkey), so that ScanBacklinks is an index
+// range scan in either direction. Counts per source (records, distinct
+// DIDs) are rows of cistern_link_counts, kept exact through a per-DID
+// count (cistern_link_dids), so CountBacklinks and ScanLinkSources read
+// no links. PutLinks and DeleteRecord are queued like the record writes;
+// the reverse rows and counts they imply cost one more round trip, before
+// the next read of the index and at commit.
+//
 // # Distributed SQL
 //
 // The SQL is kept to what YugabyteDB (YSQL) and Citus also accept: plain
-// tables with primary keys, COLLATE "C", INSERT … ON CONFLICT, row
-// comparisons, data-modifying WITH clauses on one table, SELECT … FOR
-// UPDATE. PostgreSQL-only: Size (pg_total_relation_size, where YugabyteDB
-// reports nothing useful) and the creation of the tables in one transaction
-// (YugabyteDB runs DDL outside transactions: run SchemaSQL once by hand
-// there). On Citus the per-repo tables (repos, records, collections,
-// blocks, buffer, queue) would be distributed by did; cistern_sys,
+// tables with primary keys, COLLATE "C", text[] columns, INSERT … ON
+// CONFLICT (… RETURNING), multi-row INSERT … SELECT FROM unnest(arrays)
+// (which Citus plans through the coordinator), row comparisons,
+// data-modifying WITH clauses on one table, SELECT … FOR UPDATE. Neither
+// engine can be installed here, so this is by their documentation, not
+// tested. PostgreSQL-only: Size
+// (pg_total_relation_size, where YugabyteDB reports nothing useful) and
+// the creation or migration of the tables in one transaction (YugabyteDB
+// runs DDL outside transactions: run SchemaSQL, or the migration, once by
+// hand there). On Citus the per-repo tables (repos, records, collections,
+// blocks, buffer, queue, links) would be distributed by did, and the
+// per-target tables of the backlink index (backlinks, link_counts,
+// link_dids) by target, co-located, so that a target's queries and count
+// updates stay on one node; cistern_sys,
 // cistern_state_counts, cistern_meta and cistern_writers are a few rows
 // each; the log (cistern_events, cistern_event_times) is read by id and
 // stays on one node, or is range-distributed by id. Citus has no
@@ -427,9 +446,9 @@ func (s *Store) updateOnce(ctx context.Context, fn func(tx store.Tx) error, toke
 	rollback := func() { ptx.Rollback(ctx) }
 	defer rollback() // after Commit, a no-op; if fn panics, the connection goes back clean
 	t := s.newTx(ctx, ptx, true)
-	if err := ptx.QueryRow(ctx, `SELECT last_event, last_seq, repos, records, events, blocks, block_bytes, max_sec, max_nsec
+	if err := ptx.QueryRow(ctx, `SELECT last_event, last_seq, repos, records, events, blocks, block_bytes, links, max_sec, max_nsec
 		FROM cistern_sys WHERE id = 1 FOR UPDATE`).Scan(&t.lastEvent, &t.lastSeq,
-		&t.base.repos, &t.base.records, &t.base.events, &t.base.blocks, &t.base.blockBytes, &t.maxSec, &t.maxNsec); err != nil {
+		&t.base.repos, &t.base.records, &t.base.events, &t.base.blocks, &t.base.blockBytes, &t.base.links, &t.maxSec, &t.maxNsec); err != nil {
 		rollback()
 		if retryable(err, ptx) {
 			return nil, err

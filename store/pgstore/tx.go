@@ -17,6 +17,30 @@ import (
 // between pages, when no rows are open on the connection.
 const pageSize = 256
 
+// scanPages runs a keyset-paged scan inside the transaction: read returns
+// the page of at most pageSize items after last (nil: the first page),
+// visit is called for each item between pages (so it may run other reads
+// of the transaction) until it returns false or an error, and a short
+// page ends the scan.
+func scanPages[T any](read func(last *T) ([]T, error), visit func(T) (bool, error)) error {
+	var last *T
+	for {
+		page, err := read(last)
+		if err != nil {
+			return err
+		}
+		for _, it := range page {
+			if more, err := visit(it); err != nil || !more {
+				return err
+			}
+		}
+		if len(page) < pageSize {
+			return nil
+		}
+		last = &page[len(page)-1]
+	}
+}
+
 // tx is both the store.ReadTx of View and the store.Tx of Update.
 type tx struct {
 	s        *Store
@@ -55,10 +79,14 @@ type tx struct {
 	colls map[collKey]int64
 	// counts holds the changes to the counters.
 	counts countDelta
+
+	// linkOps are the record link writes (PutLinks, DeleteRecord) whose
+	// answers (the links the record had) resolveLinks waits for, in order.
+	linkOps []*linkOp
 }
 
 type sysCounts struct {
-	repos, records, events, blocks, blockBytes int64
+	repos, records, events, blocks, blockBytes, links int64
 }
 
 type blockKey struct{ did, cid string }
@@ -112,6 +140,9 @@ type pending struct {
 func (t *tx) take(derived bool) (pending, error) {
 	if derived {
 		if err := t.resolve(); err != nil {
+			return pending{}, err
+		}
+		if err := t.resolveLinks(); err != nil {
 			return pending{}, err
 		}
 		t.queueDerived()
@@ -263,7 +294,10 @@ func (t *tx) ScanRepos(after string, fn func(r *store.Repo) (bool, error)) error
 		did  string
 		data []byte
 	}
-	for {
+	return scanPages(func(last *row) ([]row, error) {
+		if last != nil {
+			after = last.did
+		}
 		var page []row
 		err := t.query(false, `SELECT did, data FROM cistern_repos WHERE did > $1 ORDER BY did LIMIT $2`,
 			[]any{after, pageSize}, func(rows pgx.Rows) error {
@@ -275,22 +309,16 @@ func (t *tx) ScanRepos(after string, fn func(r *store.Repo) (bool, error)) error
 				return nil
 			})
 		if err != nil {
-			return fmt.Errorf("pgstore: scan repos: %w", err)
+			return nil, fmt.Errorf("pgstore: scan repos: %w", err)
 		}
-		for _, r := range page {
-			repo, err := t.decodeRepo(r.did, r.data)
-			if err != nil {
-				return err
-			}
-			if more, err := fn(repo); err != nil || !more {
-				return err
-			}
+		return page, nil
+	}, func(r row) (bool, error) {
+		repo, err := t.decodeRepo(r.did, r.data)
+		if err != nil {
+			return false, err
 		}
-		if len(page) < pageSize {
-			return nil
-		}
-		after = page[len(page)-1].did
-	}
+		return fn(repo)
+	})
 }
 
 func (t *tx) Record(did, collection, rkey string) (*store.Record, error) {
@@ -340,7 +368,18 @@ func (t *tx) ScanRecords(q store.RecordScan, fn func(r *store.Record) (bool, err
 		cols = `r.path, r.cid, r.rev, r.seq, b.value`
 		join = `LEFT JOIN cistern_blocks b ON b.did = r.did AND b.cid = r.cid`
 	}
-	for {
+	type row struct {
+		path string
+		r    *store.Record
+	}
+	return scanPages(func(last *row) ([]row, error) {
+		if last != nil {
+			if q.Reverse {
+				hi = last.path
+			} else {
+				lo, loEx = last.path, true
+			}
+		}
 		where := []string{"r.did = $1"}
 		args := []any{q.DID}
 		if loEx {
@@ -360,8 +399,7 @@ func (t *tx) ScanRecords(q store.RecordScan, fn func(r *store.Record) (bool, err
 		}
 		sql := fmt.Sprintf(`SELECT %s FROM cistern_records r %s WHERE %s ORDER BY %s LIMIT %d`,
 			cols, join, strings.Join(where, " AND "), order, pageSize)
-		var page []*store.Record
-		var paths []string
+		var page []row
 		err := t.query(q.WithValues, sql, args, func(rows pgx.Rows) error {
 			var path string
 			var seq int64
@@ -374,28 +412,14 @@ func (t *tx) ScanRecords(q store.RecordScan, fn func(r *store.Record) (bool, err
 				return fmt.Errorf("malformed record path %q", path)
 			}
 			r.Collection, r.RKey, r.Seq = coll, rkey, uint64(seq)
-			page = append(page, r)
-			paths = append(paths, path)
+			page = append(page, row{path, r})
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("pgstore: scan records of %s: %w", q.DID, err)
+			return nil, fmt.Errorf("pgstore: scan records of %s: %w", q.DID, err)
 		}
-		for _, r := range page {
-			if more, err := fn(r); err != nil || !more {
-				return err
-			}
-		}
-		if len(page) < pageSize {
-			return nil
-		}
-		last := paths[len(paths)-1]
-		if q.Reverse {
-			hi = last
-		} else {
-			lo, loEx = last, true
-		}
-	}
+		return page, nil
+	}, func(r row) (bool, error) { return fn(r.r) })
 }
 
 func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Record) (bool, error)) error {
@@ -403,7 +427,10 @@ func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Re
 	if after != 0 && after <= math.MaxInt64 {
 		before = int64(after)
 	}
-	for {
+	return scanPages(func(last **store.Record) ([]*store.Record, error) {
+		if last != nil {
+			before = int64((*last).Seq)
+		}
 		var page []*store.Record
 		err := t.query(true, `SELECT r.did, r.path, r.cid, r.rev, r.seq, b.value FROM cistern_records r
 			LEFT JOIN cistern_blocks b ON b.did = r.did AND b.cid = r.cid
@@ -421,18 +448,10 @@ func (t *tx) ScanCollection(collection string, after uint64, fn func(r *store.Re
 				return nil
 			})
 		if err != nil {
-			return fmt.Errorf("pgstore: scan collection %s: %w", collection, err)
+			return nil, fmt.Errorf("pgstore: scan collection %s: %w", collection, err)
 		}
-		for _, r := range page {
-			if more, err := fn(r); err != nil || !more {
-				return err
-			}
-		}
-		if len(page) < pageSize {
-			return nil
-		}
-		before = int64(page[len(page)-1].Seq)
-	}
+		return page, nil
+	}, fn)
 }
 
 func (t *tx) CountRecords(did, collection string) (int64, error) {
@@ -563,7 +582,10 @@ func (t *tx) ScanEvents(after uint64, fn func(ev *store.Event) (bool, error)) er
 		return nil
 	}
 	cur := int64(after)
-	for {
+	return scanPages(func(last **store.Event) ([]*store.Event, error) {
+		if last != nil {
+			cur = int64((*last).ID)
+		}
 		var page []*store.Event
 		err := t.query(true, `SELECT `+eventCols+` `+eventFrom+` WHERE e.id > $1 ORDER BY e.id LIMIT $2`,
 			[]any{cur, pageSize}, func(rows pgx.Rows) error {
@@ -575,18 +597,10 @@ func (t *tx) ScanEvents(after uint64, fn func(ev *store.Event) (bool, error)) er
 				return nil
 			})
 		if err != nil {
-			return fmt.Errorf("pgstore: scan events after %d: %w", cur, err)
+			return nil, fmt.Errorf("pgstore: scan events after %d: %w", cur, err)
 		}
-		for _, ev := range page {
-			if more, err := fn(ev); err != nil || !more {
-				return err
-			}
-		}
-		if len(page) < pageSize {
-			return nil
-		}
-		cur = int64(page[len(page)-1].ID)
-	}
+		return page, nil
+	}, fn)
 }
 
 func (t *tx) EventBounds() (oldest, newest uint64, err error) {
@@ -629,8 +643,7 @@ func (t *tx) ScanQueue(fn func(did string, due time.Time) (bool, error)) error {
 		sec  int64
 		nsec int32
 	}
-	var last *entry
-	for {
+	return scanPages(func(last *entry) ([]entry, error) {
 		var page []entry
 		sql := `SELECT did, due_sec, due_nsec FROM cistern_queue ORDER BY due_sec, due_nsec, did LIMIT $1`
 		args := []any{pageSize}
@@ -648,23 +661,18 @@ func (t *tx) ScanQueue(fn func(did string, due time.Time) (bool, error)) error {
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("pgstore: scan queue: %w", err)
+			return nil, fmt.Errorf("pgstore: scan queue: %w", err)
 		}
-		for _, e := range page {
-			if more, err := fn(e.did, time.Unix(e.sec, int64(e.nsec)).UTC()); err != nil || !more {
-				return err
-			}
-		}
-		if len(page) < pageSize {
-			return nil
-		}
-		last = &page[len(page)-1]
-	}
+		return page, nil
+	}, func(e entry) (bool, error) { return fn(e.did, time.Unix(e.sec, int64(e.nsec)).UTC()) })
 }
 
 func (t *tx) ScanBuffer(did string, fn func(c *store.BufferedCommit) (bool, error)) error {
 	after := ""
-	for {
+	return scanPages(func(last **store.BufferedCommit) ([]*store.BufferedCommit, error) {
+		if last != nil {
+			after = (*last).Rev
+		}
 		var page []*store.BufferedCommit
 		err := t.query(false, `SELECT rev, seq, source, data FROM cistern_buffer WHERE did = $1 AND rev > $2
 			ORDER BY rev LIMIT $3`, []any{did, after, pageSize}, func(rows pgx.Rows) error {
@@ -676,18 +684,10 @@ func (t *tx) ScanBuffer(did string, fn func(c *store.BufferedCommit) (bool, erro
 			return nil
 		})
 		if err != nil {
-			return fmt.Errorf("pgstore: scan buffer of %s: %w", did, err)
+			return nil, fmt.Errorf("pgstore: scan buffer of %s: %w", did, err)
 		}
-		for _, c := range page {
-			if more, err := fn(c); err != nil || !more {
-				return err
-			}
-		}
-		if len(page) < pageSize {
-			return nil
-		}
-		after = page[len(page)-1].Rev
-	}
+		return page, nil
+	}, fn)
 }
 
 func (t *tx) Meta(key string) ([]byte, error) {
@@ -712,9 +712,12 @@ func (t *tx) Counts() (store.Counts, error) {
 		if err := t.resolve(); err != nil {
 			return c, err
 		}
+		if err := t.resolveLinks(); err != nil {
+			return c, err
+		}
 		base = t.base
-	} else if err := t.queryRow(false, `SELECT repos, records, events, blocks, block_bytes FROM cistern_sys WHERE id = 1`, nil,
-		&base.repos, &base.records, &base.events, &base.blocks, &base.blockBytes); err != nil {
+	} else if err := t.queryRow(false, `SELECT repos, records, events, blocks, block_bytes, links FROM cistern_sys WHERE id = 1`, nil,
+		&base.repos, &base.records, &base.events, &base.blocks, &base.blockBytes, &base.links); err != nil {
 		return c, fmt.Errorf("pgstore: counts: %w", err)
 	}
 	d := &t.counts
@@ -723,6 +726,7 @@ func (t *tx) Counts() (store.Counts, error) {
 	c.Events = base.events + d.events
 	c.Blocks = base.blocks + d.blocks
 	c.BlockBytes = base.blockBytes + d.blockBytes
+	c.Links = base.links + d.links
 	err := t.query(false, `SELECT state, n FROM cistern_state_counts WHERE n <> 0`, nil, func(rows pgx.Rows) error {
 		var s int16
 		var n int64

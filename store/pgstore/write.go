@@ -13,8 +13,8 @@ import (
 
 // countDelta is the change a transaction makes to the counters.
 type countDelta struct {
-	repos, records, events, blocks, blockBytes int64
-	states                                     [256]int64
+	repos, records, events, blocks, blockBytes, links int64
+	states                                            [256]int64
 }
 
 // blockEntry is a block as this transaction sees it.
@@ -244,11 +244,14 @@ func (t *tx) finish(token int64) error {
 	if err := t.resolve(); err != nil {
 		return err
 	}
+	if err := t.resolveLinks(); err != nil {
+		return err
+	}
 	t.queueDerived()
 	d := &t.counts
 	t.queue(`UPDATE cistern_sys SET last_event = $1, last_seq = $2, repos = repos + $3, records = records + $4,
-		events = events + $5, blocks = blocks + $6, block_bytes = block_bytes + $7 WHERE id = 1`,
-		t.lastEvent, t.lastSeq, d.repos, d.records, d.events, d.blocks, d.blockBytes)
+		events = events + $5, blocks = blocks + $6, block_bytes = block_bytes + $7, links = links + $8 WHERE id = 1`,
+		t.lastEvent, t.lastSeq, d.repos, d.records, d.events, d.blocks, d.blockBytes, d.links)
 	if t.timeRaised {
 		t.queue(`UPDATE cistern_sys SET max_sec = $1, max_nsec = $2 WHERE id = 1`, *t.maxSec, *t.maxNsec)
 	}
@@ -359,6 +362,7 @@ func (t *tx) DeleteRecord(did, collection, rkey string) error {
 	t.queueWith(op.readOld, `WITH del AS (DELETE FROM cistern_records WHERE did = $1 AND path = $2 AND collection = $3 RETURNING cid)
 		SELECT (SELECT cid FROM del)`, did, collection+"/"+rkey, collection)
 	t.ops = append(t.ops, op)
+	t.removeLinks(did, collection, rkey)
 	return nil
 }
 

@@ -1,11 +1,14 @@
 package storetest
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
+	"maps"
 	"reflect"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -407,4 +410,129 @@ func testInvalidRecordRefused(t *testing.T, s store.Store) {
 		}
 		return nil
 	})
+}
+
+// testScanCollectionAfterBackfill writes the way a backfill does (a new
+// repo's records in key order in one transaction, several collections, two
+// repos one after the other), then changes records at the edges and in the
+// middle of what was written, and checks ScanCollection and its paging
+// against the seqs PutRecord returned.
+func testScanCollectionAfterBackfill(t *testing.T, s store.Store) {
+	const coll = "app.x.post"
+	type rec struct {
+		did, rkey string
+		seq       uint64
+	}
+	live := map[string]rec{} // did/rkey → newest write
+	put := func(tx store.Tx, did, collection, rkey, text string) error {
+		r := newRecord(did, collection, rkey, text)
+		if err := tx.PutRecord(r); err != nil {
+			return err
+		}
+		if collection == coll {
+			live[did+"/"+rkey] = rec{did, rkey, r.Seq}
+		}
+		return nil
+	}
+	// Backfills of two new repos in one transaction, each in key order:
+	// app.x.like < app.x.post < app.x.repost.
+	update(t, s, func(tx store.Tx) error {
+		for _, did := range []string{"did:plc:a", "did:plc:b"} {
+			for _, c := range []string{"app.x.like", coll, "app.x.repost"} {
+				for i := range 10 {
+					if err := put(tx, did, c, fmt.Sprintf("3k%02d", 2*i), "v"); err != nil {
+						return err
+					}
+				}
+			}
+		}
+		return nil
+	})
+	// Later: rewrite the first, a middle and the last record of a, delete
+	// two of b (the last included), insert between existing keys, rewrite
+	// a record of b and delete it again in the same transaction.
+	update(t, s, func(tx store.Tx) error {
+		for _, rk := range []string{"3k00", "3k08", "3k18"} {
+			if err := put(tx, "did:plc:a", coll, rk, "rewritten"); err != nil {
+				return err
+			}
+		}
+		for _, rk := range []string{"3k04", "3k18"} {
+			if err := tx.DeleteRecord("did:plc:b", coll, rk); err != nil {
+				return err
+			}
+			delete(live, "did:plc:b/"+rk)
+		}
+		if err := put(tx, "did:plc:a", coll, "3k05", "inserted"); err != nil {
+			return err
+		}
+		if err := put(tx, "did:plc:b", coll, "3k10", "rewritten"); err != nil {
+			return err
+		}
+		delete(live, "did:plc:b/3k10")
+		return tx.DeleteRecord("did:plc:b", coll, "3k10")
+	})
+	// A third repo's backfill, and a delete inside it, in one transaction.
+	update(t, s, func(tx store.Tx) error {
+		for i := range 5 {
+			if err := put(tx, "did:plc:c", coll, fmt.Sprintf("3k%02d", i), "v"); err != nil {
+				return err
+			}
+		}
+		delete(live, "did:plc:c/3k02")
+		return tx.DeleteRecord("did:plc:c", coll, "3k02")
+	})
+	var want []string
+	for _, r := range slices.SortedFunc(maps.Values(live), func(x, y rec) int { return cmp.Compare(y.seq, x.seq) }) {
+		want = append(want, fmt.Sprintf("%s/%s@%d", r.did, r.rkey, r.seq))
+	}
+	scan := func(after uint64, limit int) []string {
+		var out []string
+		view(t, s, func(tx store.ReadTx) error {
+			return tx.ScanCollection(coll, after, func(r *store.Record) (bool, error) {
+				if r.Collection != coll || r.Value == nil || !equalCID(r) {
+					t.Errorf("ScanCollection visited %s/%s/%s (value %q)", r.DID, r.Collection, r.RKey, r.Value)
+				}
+				out = append(out, fmt.Sprintf("%s/%s@%d", r.DID, r.RKey, r.Seq))
+				return limit <= 0 || len(out) < limit, nil
+			})
+		})
+		return out
+	}
+	if got := scan(0, 0); !reflect.DeepEqual(got, want) {
+		t.Errorf("ScanCollection =\n%v\nwant\n%v", got, want)
+	}
+	for _, size := range []int{1, 3, 7} {
+		var paged []string
+		var after uint64
+		for range len(want) + 1 {
+			items := scan(after, size)
+			if len(items) == 0 {
+				break
+			}
+			paged = append(paged, items...)
+			last := items[len(items)-1]
+			seq, err := strconv.ParseUint(last[strings.LastIndexByte(last, '@')+1:], 10, 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			after = seq
+		}
+		if !reflect.DeepEqual(paged, want) {
+			t.Errorf("ScanCollection in pages of %d =\n%v\nwant\n%v", size, paged, want)
+		}
+	}
+	// Every position, not only the seqs of live records, is a cursor.
+	for after := uint64(1); after <= live["did:plc:c/3k04"].seq+1; after++ {
+		var w []string
+		for _, it := range want {
+			seq, _ := strconv.ParseUint(it[strings.LastIndexByte(it, '@')+1:], 10, 64)
+			if seq < after {
+				w = append(w, it)
+			}
+		}
+		if got := scan(after, 0); !reflect.DeepEqual(got, w) {
+			t.Errorf("ScanCollection(after %d) =\n%v\nwant\n%v", after, got, w)
+		}
+	}
 }

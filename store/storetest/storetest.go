@@ -20,7 +20,12 @@
 // atomicity of failed transactions, snapshot reads beside a writer, event id
 // contiguity, the time index (EventAtTime) against its definition, block reference counting and reclamation (blocks are per
 // repo: Block and BlockRefs take the DID with the CID), the backfill queue and
-// buffer orders, metadata, and counters. Run it with -race.
+// buffer orders, metadata, and counters; and the backlink index (PutLinks,
+// ScanBacklinks, CountBacklinks, ScanLinkSources): replacement, order and
+// cursors, exact counts of records and distinct DIDs, removal with the
+// record, atomicity and snapshots. Those tests skip, saying so, on a store
+// whose PutLinks returns an error wrapping errors.ErrUnsupported. Run it
+// with -race.
 package storetest
 
 import (
@@ -52,6 +57,7 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"InvalidRecordRefused", testInvalidRecordRefused},
 		{"ScanRecordsCursors", testScanRecordsCursors},
 		{"ScanCollection", testScanCollection},
+		{"ScanCollectionAfterBackfill", testScanCollectionAfterBackfill},
 		{"CountRecordsAndCollections", testCountRecordsAndCollections},
 		{"BlockRefcounts", testBlockRefcounts},
 		{"BlockReclaimedAfterPrune", testBlockReclaimedAfterPrune},
@@ -73,6 +79,17 @@ func Run(t *testing.T, newStore func(t *testing.T) store.Store) {
 		{"RepoByHandle", testRepoByHandle},
 		{"ValuesOutliveTransaction", testValuesOutliveTransaction},
 		{"ScansStopAndFail", testScansStopAndFail},
+		{"LinksPutReplaceRemove", backlinks(testLinksPutReplaceRemove)},
+		{"BacklinksOrder", backlinks(testBacklinksOrder)},
+		{"BacklinksManyPages", backlinks(testBacklinksManyPages)},
+		{"BacklinksMove", backlinks(testBacklinksMove)},
+		{"DeleteRecordRemovesLinks", backlinks(testDeleteRecordRemovesLinks)},
+		{"BacklinkCounts", backlinks(testBacklinkCounts)},
+		{"LinkSources", backlinks(testLinkSources)},
+		{"LinksFailedUpdate", backlinks(testLinksFailedUpdate)},
+		{"LinksSnapshotIsolation", backlinks(testLinksSnapshotIsolation)},
+		{"LinkScansStopAndFail", backlinks(testLinkScansStopAndFail)},
+		{"LinksInvalidRefused", backlinks(testLinksInvalidRefused)},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
