@@ -345,8 +345,12 @@ type ScalePoint struct {
 	RSS                 int64   `json:"rssBytes"`
 	PeakRSS             int64   `json:"peakRSSBytes"`
 	HeapBytes           int64   `json:"heapBytes"`
-	Get                 Latency `json:"getRecord"`
-	List                Latency `json:"listRecords"`
+	// WrittenPerRecord is the bytes the indexer process caused to be
+	// written to storage (/proc/self/io write_bytes: page writes, fsyncs)
+	// per record ingested from 90% of Size to Size.
+	WrittenPerRecord float64 `json:"writtenBytesPerRecord"`
+	Get              Latency `json:"getRecord"`
+	List             Latency `json:"listRecords"`
 	// LiveCommits is how many live commits the indexer stored during the
 	// window (its newest event id grows with them and the backfill), as
 	// counted by the producer.
@@ -513,12 +517,12 @@ func runScale(o options, s scaleOptions) error {
 func printScaleTable(w io.Writer, r *ScaleResult) {
 	fmt.Fprintf(w, "\ncistern bench -scale: %s, %d CPUs, %s; repos of %d records (%d templates), live load %.0f commits/s, queries %.0f/s each\n\n",
 		r.Machine.CPU, r.Machine.CPUs, r.Machine.GoVersion, r.Records, r.Templates, r.LiveRate, r.QueryRate)
-	fmt.Fprintf(w, "| records | reached after | records/s (90%%→100%%) | records per CPU-s | records/s in window | disk B/record | RSS (peak) | getRecord p50/p99 | listRecords p50/p99 | live commits in window | load avg |\n")
-	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|\n")
+	fmt.Fprintf(w, "| records | reached after | records/s (90%%→100%%) | records per CPU-s | records/s in window | disk B/record | written B/record | RSS (peak) | getRecord p50/p99 | listRecords p50/p99 | live commits in window | load avg |\n")
+	fmt.Fprintf(w, "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, p := range r.Points {
-		fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f | %.0f | %s (%s) | %.2f / %.2f ms | %.2f / %.2f ms | %d | %s |\n",
+		fmt.Fprintf(w, "| %s | %s | %.0f | %.0f | %.0f | %.0f | %.0f | %s (%s) | %.2f / %.2f ms | %.2f / %.2f ms | %d | %s |\n",
 			humanCount(p.Size), (time.Duration(p.At) * time.Second).String(), p.RecordsPerSec, p.RecordsPerCPUSecond, p.WindowRecordsPerSec,
-			p.BytesPerRecord, mib(p.RSS), mib(p.PeakRSS), p.Get.P50ms, p.Get.P99ms, p.List.P50ms, p.List.P99ms, p.LiveCommits, p.LoadAvg)
+			p.BytesPerRecord, p.WrittenPerRecord, mib(p.RSS), mib(p.PeakRSS), p.Get.P50ms, p.Get.P99ms, p.List.P50ms, p.List.P99ms, p.LiveCommits, p.LoadAvg)
 	}
 	if n := len(r.Points); n >= 2 && r.Points[n-1].RecordsPerSec > 0 {
 		first, last := r.Points[0], r.Points[n-1]
@@ -657,10 +661,11 @@ func childScale(a childArgs, s scaleOptions) (*ScaleResult, error) {
 		t       time.Time
 		records int64
 		cpu     float64
+		written int64 // bytes this process has written to storage
 	}
 	var (
 		from    *mark // at 90% of the size being approached
-		prev    = mark{time.Now(), 0, cpuSeconds()}
+		prev    = mark{time.Now(), 0, cpuSeconds(), writeBytes()}
 		next    = 0 // index in sizes
 		window  *queryWindow
 		point   *ScalePoint
@@ -741,6 +746,9 @@ func childScale(a childArgs, s scaleOptions) (*ScaleResult, error) {
 			if d := cpu - from.cpu; d > 0 {
 				point.RecordsPerCPUSecond = float64(stt.Records-from.records) / d
 			}
+			if n := stt.Records - from.records; n > 0 && from.written >= 0 {
+				point.WrittenPerRecord = float64(writeBytes()-from.written) / float64(n)
+			}
 			for _, n := range stt.Rejected {
 				point.Rejected += n
 			}
@@ -748,7 +756,7 @@ func childScale(a childArgs, s scaleOptions) (*ScaleResult, error) {
 			fmt.Printf("PROGRESS reached %s after %.0f s: %.0f records/s (90%%→100%%), %.0f B/record, RSS %s\n",
 				humanCount(size), point.At, point.RecordsPerSec, point.BytesPerRecord, mib(point.RSS))
 			fmt.Println("WINDOW start")
-			winFrom = mark{now, stt.Records, cpu}
+			winFrom = mark{now, stt.Records, cpu, writeBytes()}
 			// Query repos well behind the backfill's frontier (16 repos
 			// are fetched at once by default); a miss is counted apart.
 			window = startQueries(ctx, ix, samples, max(int(synced)-32, int(synced)/2), s.QueryRate)
@@ -773,7 +781,7 @@ func childScale(a childArgs, s scaleOptions) (*ScaleResult, error) {
 			next++
 			continue
 		}
-		prev = mark{now, stt.Records, cpuSeconds()}
+		prev = mark{now, stt.Records, cpuSeconds(), writeBytes()}
 		history = append(history, prev)
 		time.Sleep(250 * time.Millisecond)
 	}
@@ -885,6 +893,23 @@ func (w *queryWindow) stop() (get, list Latency) {
 	w.cancel()
 	w.wg.Wait()
 	return w.get.summary(), w.list.summary()
+}
+
+// writeBytes returns the bytes this process has caused to be written to
+// storage (/proc/self/io write_bytes), or -1.
+func writeBytes() int64 {
+	b, err := os.ReadFile("/proc/self/io")
+	if err != nil {
+		return -1
+	}
+	for _, l := range strings.Split(string(b), "\n") {
+		if rest, ok := strings.CutPrefix(l, "write_bytes:"); ok {
+			if n, err := strconv.ParseInt(strings.TrimSpace(rest), 10, 64); err == nil {
+				return n
+			}
+		}
+	}
+	return -1
 }
 
 // vmRSS returns the process's current resident set size, or -1.
