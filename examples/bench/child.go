@@ -36,6 +36,8 @@ type childArgs struct {
 	StreamEvents            int
 	FirehoseWorkers         int
 	ProfileTag              string // added to the profile's name
+	// Records is the scale mode's records per repo.
+	Records int
 }
 
 // The child's answer is one line on stdout: "RESULT " and a JSON object.

@@ -39,6 +39,20 @@
 //     goroutine dump of the server are saved there (server.cpu.pprof,
 //     server.goroutines.txt).
 //
+//   - scale (-scale 1M,10M,50M, instead of the phases above): one store is
+//     grown to each size in turn, backfilling repos of -records records
+//     that a bench-local source builds on demand (each repo's commit signed
+//     with a key derived from its index when its getRepo is served, over
+//     -scale-templates record sets; nothing per repo is kept), with
+//     verification on and a live load of -scale-live-rate commits/s on
+//     -scale-live-repos testnet repos throughout. At each size: records/s
+//     from 90% of the size to the size (and per CPU-second), disk bytes
+//     per record, RSS, then getRecord and listRecords latency (p50, p99)
+//     over -scale-window seconds while the backfill and the live commits
+//     go on. -scale-deadline ends the growth early and measures the size
+//     reached; -scale-profile dir saves a CPU profile per size. It takes
+//     hours at 50M and is not run in CI (its test runs 2k,5k).
+//
 // Raw limits measured on the same machine, for comparison: bbolt's grouped
 // write rate (1000 puts per fsynced transaction), the CAR parse rate
 // (go-car blocks and indigo's LoadRepoFromCAR) and the K-256 signature
@@ -73,6 +87,15 @@
 //	-server-profile-seconds N  CPU profile length of that run with BENCH_PROFILE (default 10)
 //	-dir path         where stores are written (default a temporary directory, removed)
 //	-json path        write the results as JSON
+//	-scale sizes      the scale mode: grow one store to these record counts (1M,10M,50M)
+//	-scale-window s   seconds of queries at each size (default 60)
+//	-scale-query-rate n  getRecord/s and listRecords/s in a window (default 50 each)
+//	-scale-live-rate n   live commits/s during the whole run (default 100)
+//	-scale-live-repos n, -scale-live-records n  the live repos (default 200 of 100)
+//	-scale-templates n   record sets the bulk repos cycle through (default 64)
+//	-scale-deadline d    stop growing after d and measure the size reached
+//	-scale-profile dir   CPU profile of the indexer per size (from 90% of it)
+//	-scale-batch n       bulk repos added to the filter at a time (default 1M records' worth)
 //	-store s          "" for bbolt (default); a postgres:// URL: a new schema on that
 //	                  server; throwaway: a PostgreSQL (fsync on) started for the run
 //	                  from the machine's binaries. On PostgreSQL the live run without
@@ -117,12 +140,20 @@ func main() {
 	flag.Int64Var(&c.Until, "until", 0, "internal: firehose seq to reach")
 	flag.IntVar(&c.FirehoseWorkers, "firehose-workers", 0, "Config.FirehoseWorkers of the live runs (0: the indexer's default)")
 	flag.BoolVar(&c.Lag, "lag", false, "internal: measure lag after the backlog")
+	var s scaleOptions
+	s.register(flag.CommandLine)
 	flag.StringVar(&c.ProfileTag, "profile-tag", "", "internal: added to the name of the child's CPU profile")
 	flag.Parse()
 
 	o.FirehoseWorkers = c.FirehoseWorkers
 	var err error
-	if *role != "" {
+	if *role == "scale" {
+		c.Verify = o.Verify
+		c.Records = o.Records
+		err = runScaleChild(c, s)
+	} else if s.Sizes != "" {
+		err = runScale(o, s)
+	} else if *role != "" {
 		c.Verify, c.Subscribers, c.StreamEvents = o.Verify, o.Subscribers, o.StreamEvents
 		err = runChild(*role, c)
 	} else {
