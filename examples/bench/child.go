@@ -72,6 +72,11 @@ func runChild(role string, a childArgs) error {
 	if err != nil {
 		return err
 	}
+	return printResult(res)
+}
+
+// printResult prints a child's result on stdout, where the parent reads it.
+func printResult(res any) error {
 	b, err := json.Marshal(res)
 	if err != nil {
 		return err

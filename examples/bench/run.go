@@ -87,20 +87,11 @@ func run(o options) error {
 		o.Hosts = 4
 	}
 	res := &Results{Options: o, Machine: machine()}
-	dir := o.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "cistern-bench-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, cleanup, err := workDir(o.Dir, "cistern-bench-")
+	if err != nil {
 		return err
 	}
-	progress := func(format string, args ...any) {
-		fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-	}
+	defer cleanup()
 
 	if o.ServerRepos > 0 {
 		var err error
@@ -485,4 +476,22 @@ func runSpread(ctx context.Context, o options, net *testnet.Network, db, didFile
 		res.Live = append(res.Live, lr)
 	}
 	return nil
+}
+
+// workDir returns dir, created if missing, or with dir "" a new temporary
+// directory named after prefix, which cleanup removes.
+func workDir(dir, prefix string) (string, func(), error) {
+	if dir != "" {
+		return dir, func() {}, os.MkdirAll(dir, 0o755)
+	}
+	d, err := os.MkdirTemp("", prefix)
+	if err != nil {
+		return "", nil, err
+	}
+	return d, func() { os.RemoveAll(d) }, nil
+}
+
+// progress prints one line of the bench's progress on stderr, with the time.
+func progress(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
 }

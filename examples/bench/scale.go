@@ -382,20 +382,11 @@ func runScale(o options, s scaleOptions) error {
 	if o.Hosts <= 0 {
 		o.Hosts = 4
 	}
-	progress := func(format string, args ...any) {
-		fmt.Fprintf(os.Stderr, "%s  %s\n", time.Now().Format("15:04:05"), fmt.Sprintf(format, args...))
-	}
-	dir := o.Dir
-	if dir == "" {
-		d, err := os.MkdirTemp("", "cistern-bench-scale-")
-		if err != nil {
-			return err
-		}
-		defer os.RemoveAll(d)
-		dir = d
-	} else if err := os.MkdirAll(dir, 0o755); err != nil {
+	dir, cleanup, err := workDir(o.Dir, "cistern-bench-scale-")
+	if err != nil {
 		return err
 	}
+	defer cleanup()
 	res := &ScaleResult{Machine: machine(), Command: strings.Join(os.Args[1:], " "), Records: o.Records,
 		Templates: s.Templates, LiveRate: s.LiveRate, QueryRate: s.QueryRate, Window: s.Window}
 
@@ -961,10 +952,5 @@ func runScaleChild(a childArgs, s scaleOptions) error {
 	if err != nil {
 		return err
 	}
-	b, err := json.Marshal(res)
-	if err != nil {
-		return err
-	}
-	fmt.Printf("%s%s\n", resultPrefix, b)
-	return nil
+	return printResult(res)
 }
